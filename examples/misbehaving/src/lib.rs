@@ -1,0 +1,48 @@
+//! A deliberately broken policy for testing the sandbox. Never deploy it.
+//!
+//! - `/trap`: panics (a wasm trap);
+//! - `/loop`: spins forever (cut off by the tenant's CPU deadline);
+//! - `/grow`: allocates until memory runs out (the tenant's memory limit);
+//! - `/fetch/NAME`: fetches `/` from backend NAME through the host;
+//! - `/vars/KEY`: answers with config value KEY;
+//! - anything else: a normal lookup to backend `origin`.
+
+use outpost_guest::{export_policy, host, Decision, Policy, Request, Response, Route};
+
+struct Misbehaving;
+
+impl Policy for Misbehaving {
+    fn on_request(req: &Request) -> Decision {
+        let path = req.path();
+        match path.as_str() {
+            "/trap" => panic!("the misbehaving policy panicked on purpose"),
+            "/loop" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = core::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "/grow" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    core::hint::black_box(&hoard);
+                }
+            }
+            _ => {}
+        }
+        if let Some(name) = path.strip_prefix("/fetch/") {
+            return match host::fetch(name, "/") {
+                Ok(r) => Decision::respond(Response::new(r.status).body(r.body)),
+                Err(e) => Decision::respond(Response::text(502, format!("fetch failed: {e:?}\n"))),
+            };
+        }
+        if let Some(key) = path.strip_prefix("/vars/") {
+            let value = host::config(key).unwrap_or_else(|| "<unset>".to_string());
+            return Decision::respond(Response::text(200, value));
+        }
+        Decision::lookup(req.path_with_query(), Route::to("origin"))
+    }
+}
+
+export_policy!(Misbehaving);

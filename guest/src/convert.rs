@@ -1,0 +1,85 @@
+//! Conversions between the SDK's types and the WIT bindings.
+
+use crate::bindings::outpost::edge::types as wit;
+use crate::types::HeaderEdit;
+use crate::{Attempt, Decision, FetchError, OriginResponse, Outcome, Response, ResponseDecision, Route};
+
+impl From<Response> for wit::SyntheticResponse {
+    fn from(r: Response) -> Self {
+        wit::SyntheticResponse { status: r.status, headers: r.headers, body: r.body }
+    }
+}
+
+impl From<Route> for wit::Route {
+    fn from(r: Route) -> Self {
+        let request_headers = r
+            .edits
+            .into_iter()
+            .map(|e| match e {
+                HeaderEdit::Set(n, v) => wit::HeaderEdit::Set((n, v)),
+                HeaderEdit::Append(n, v) => wit::HeaderEdit::Append((n, v)),
+                HeaderEdit::Remove(n) => wit::HeaderEdit::Remove(n),
+            })
+            .collect();
+        wit::Route { backends: r.backends, request_headers }
+    }
+}
+
+impl From<Decision> for wit::Decision {
+    fn from(d: Decision) -> Self {
+        match d {
+            Decision::Respond(r) => wit::Decision::Respond(r.into()),
+            Decision::Lookup { key, ttl, route } => {
+                wit::Decision::Lookup(wit::Lookup { key, ttl, route: route.into() })
+            }
+            Decision::Pass(route) => wit::Decision::Pass(route.into()),
+        }
+    }
+}
+
+impl From<wit::Attempt> for Attempt {
+    fn from(a: wit::Attempt) -> Self {
+        Attempt {
+            backend: a.backend,
+            index: a.index,
+            remaining: a.remaining,
+            stale_available: a.stale_available,
+        }
+    }
+}
+
+impl From<wit::FetchError> for FetchError {
+    fn from(e: wit::FetchError) -> Self {
+        match e {
+            wit::FetchError::ConnectFailed(s) => FetchError::ConnectFailed(s),
+            wit::FetchError::Timeout => FetchError::Timeout,
+            wit::FetchError::InvalidResponse(s) => FetchError::InvalidResponse(s),
+            wit::FetchError::UnknownBackend(s) => FetchError::UnknownBackend(s),
+            wit::FetchError::LimitExceeded => FetchError::LimitExceeded,
+        }
+    }
+}
+
+impl From<wit::Outcome> for Outcome {
+    fn from(o: wit::Outcome) -> Self {
+        match o {
+            wit::Outcome::Response(head) => Outcome::Response(OriginResponse { head }),
+            wit::Outcome::Error(e) => Outcome::Error(e.into()),
+        }
+    }
+}
+
+impl From<ResponseDecision> for wit::ResponseDecision {
+    fn from(d: ResponseDecision) -> Self {
+        match d {
+            ResponseDecision::Default => wit::ResponseDecision::Default,
+            ResponseDecision::Store { ttl, tags } => {
+                wit::ResponseDecision::Store(wit::StoreOptions { ttl, tags })
+            }
+            ResponseDecision::NoStore => wit::ResponseDecision::NoStore,
+            ResponseDecision::TryNext => wit::ResponseDecision::TryNext,
+            ResponseDecision::ServeStale => wit::ResponseDecision::ServeStale,
+            ResponseDecision::Respond(r) => wit::ResponseDecision::Respond(r.into()),
+        }
+    }
+}

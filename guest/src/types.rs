@@ -1,0 +1,281 @@
+//! The policy-facing types: small, owned Rust values that the SDK converts
+//! to and from the WIT types in `convert.rs`.
+
+use crate::bindings::outpost::edge::types as wit;
+
+/// The head of the client's request. Every getter asks the host, so read a
+/// field once and keep it if you need it several times.
+pub struct Request<'a> {
+    head: &'a wit::RequestHead,
+}
+
+impl<'a> Request<'a> {
+    pub(crate) fn new(head: &'a wit::RequestHead) -> Self {
+        Request { head }
+    }
+
+    /// The method, e.g. `GET`.
+    pub fn method(&self) -> String {
+        self.head.method()
+    }
+
+    /// `http` or `https`.
+    pub fn scheme(&self) -> String {
+        self.head.scheme()
+    }
+
+    /// The authority as the client sent it (lowercase, port kept).
+    pub fn authority(&self) -> String {
+        self.head.authority()
+    }
+
+    /// The host name: the authority without its port.
+    pub fn host(&self) -> String {
+        let authority = self.authority();
+        strip_port(&authority).to_string()
+    }
+
+    /// The path without the query, e.g. `/a/b`.
+    pub fn path(&self) -> String {
+        self.head.path()
+    }
+
+    /// The query without the `?`, if the target has one.
+    pub fn query(&self) -> Option<String> {
+        self.head.query()
+    }
+
+    /// Path and query as in the request line, e.g. `/a?b=1`.
+    pub fn path_with_query(&self) -> String {
+        match self.query() {
+            Some(q) => format!("{}?{}", self.path(), q),
+            None => self.path(),
+        }
+    }
+
+    /// The first value of a header (case-insensitive), if it is UTF-8.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.header(name)
+    }
+
+    /// Every value of a header, as raw bytes.
+    pub fn header_values(&self, name: &str) -> Vec<Vec<u8>> {
+        self.head.header_values(name)
+    }
+
+    /// All header fields (lowercase names). Copies every field: prefer
+    /// [`Request::header`].
+    pub fn headers(&self) -> Vec<(String, Vec<u8>)> {
+        self.head.headers()
+    }
+
+    /// The client's IP address as text.
+    pub fn client_addr(&self) -> String {
+        self.head.client_addr()
+    }
+}
+
+/// Strips a `:port` suffix from an authority, leaving IPv6 literals intact.
+fn strip_port(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return authority.split_inclusive(']').next().unwrap_or(authority);
+    }
+    authority.split(':').next().unwrap_or(authority)
+}
+
+/// A response made by the policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// An empty response with this status.
+    pub fn new(status: u16) -> Self {
+        Response { status, headers: Vec::new(), body: Vec::new() }
+    }
+
+    /// A `text/plain` response.
+    pub fn text(status: u16, body: impl Into<String>) -> Self {
+        Response::new(status)
+            .header("content-type", "text/plain; charset=utf-8")
+            .body(body.into().into_bytes())
+    }
+
+    /// Adds a header field.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sets the body.
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+}
+
+/// An edit of the forwarded request's header fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum HeaderEdit {
+    Set(String, String),
+    Append(String, String),
+    Remove(String),
+}
+
+/// The backends a request goes to, in order, and the edits made to it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Route {
+    pub(crate) backends: Vec<String>,
+    pub(crate) edits: Vec<HeaderEdit>,
+}
+
+impl Route {
+    /// A route to one backend declared in the tenant's config.
+    pub fn to(backend: impl Into<String>) -> Self {
+        Route { backends: vec![backend.into()], edits: Vec::new() }
+    }
+
+    /// Adds a backend to try after the previous ones (when the response hook
+    /// answers [`ResponseDecision::TryNext`], or by default on a connection
+    /// error).
+    pub fn then(mut self, backend: impl Into<String>) -> Self {
+        self.backends.push(backend.into());
+        self
+    }
+
+    /// Replaces a header of the forwarded request.
+    pub fn set_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.edits.push(HeaderEdit::Set(name.into(), value.into()));
+        self
+    }
+
+    /// Adds a header value to the forwarded request.
+    pub fn append_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.edits.push(HeaderEdit::Append(name.into(), value.into()));
+        self
+    }
+
+    /// Removes a header from the forwarded request.
+    pub fn remove_header(mut self, name: impl Into<String>) -> Self {
+        self.edits.push(HeaderEdit::Remove(name.into()));
+        self
+    }
+}
+
+/// What the host does with a client request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Answer at once.
+    Respond(Response),
+    /// Serve from the cache under `key`; on a miss fetch from `route` and
+    /// store. `ttl` (seconds) overrides the response's own freshness.
+    Lookup { key: String, ttl: Option<u32>, route: Route },
+    /// Forward without touching the cache.
+    Pass(Route),
+}
+
+impl Decision {
+    /// Answer with this response.
+    pub fn respond(response: Response) -> Self {
+        Decision::Respond(response)
+    }
+
+    /// Look `key` up in the cache, fetching from `route` on a miss.
+    pub fn lookup(key: impl Into<String>, route: Route) -> Self {
+        Decision::Lookup { key: key.into(), ttl: None, route }
+    }
+
+    /// Forward to `route` without caching.
+    pub fn pass(route: Route) -> Self {
+        Decision::Pass(route)
+    }
+
+    /// Overrides the freshness lifetime of what a lookup stores.
+    pub fn with_ttl(self, seconds: u32) -> Self {
+        match self {
+            Decision::Lookup { key, route, .. } => Decision::Lookup { key, ttl: Some(seconds), route },
+            other => other,
+        }
+    }
+}
+
+/// The backend attempt the response hook is called for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// The backend's name.
+    pub backend: String,
+    /// Its position in the route, from 0.
+    pub index: u32,
+    /// How many backends of the route remain after it.
+    pub remaining: u32,
+    /// Whether a stale cached copy exists for [`ResponseDecision::ServeStale`].
+    pub stale_available: bool,
+}
+
+/// Why a backend gave no response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchError {
+    ConnectFailed(String),
+    Timeout,
+    InvalidResponse(String),
+    UnknownBackend(String),
+    LimitExceeded,
+}
+
+/// The head of a backend's response.
+pub struct OriginResponse {
+    pub(crate) head: wit::ResponseHead,
+}
+
+impl OriginResponse {
+    /// The status code.
+    pub fn status(&self) -> u16 {
+        self.head.status()
+    }
+
+    /// The first value of a header (case-insensitive), if it is UTF-8.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.header(name)
+    }
+
+    /// All header fields.
+    pub fn headers(&self) -> Vec<(String, Vec<u8>)> {
+        self.head.headers()
+    }
+}
+
+/// What one backend attempt produced.
+pub enum Outcome {
+    Response(OriginResponse),
+    Error(FetchError),
+}
+
+impl Outcome {
+    /// Whether the attempt failed: no response, or a 5xx.
+    pub fn is_failure(&self) -> bool {
+        match self {
+            Outcome::Response(r) => r.status() >= 500,
+            Outcome::Error(_) => true,
+        }
+    }
+}
+
+/// What the host does with a backend attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponseDecision {
+    /// RFC 9111 defaults.
+    Default,
+    /// Store for `ttl` seconds with these purge tags, whatever the headers say.
+    Store { ttl: u32, tags: Vec<String> },
+    /// Send to the client, do not store.
+    NoStore,
+    /// Try the route's next backend.
+    TryNext,
+    /// Send the stale cached copy if there is one.
+    ServeStale,
+    /// Answer with this response instead.
+    Respond(Response),
+}
