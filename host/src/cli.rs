@@ -1,1 +1,129 @@
-pub fn main() -> std::process::ExitCode { std::process::ExitCode::SUCCESS }
+//! The `outpost` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{BackendConfig, Config, LimitsConfig, TenantConfig};
+
+#[derive(Parser)]
+#[command(name = "outpost", version, about = "A programmable CDN edge node: per-tenant wasm policy in front of your origins")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve HTTP. With no options: the embedded demo config on 127.0.0.1:8080.
+    Serve(ServeArgs),
+    /// Check a config file (and compile its policies) without serving.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+#[derive(clap::Args, Default)]
+struct ServeArgs {
+    /// A TOML config file.
+    #[arg(long, short, conflicts_with_all = ["backend", "policy"])]
+    config: Option<PathBuf>,
+    /// Listen address (overrides the config's `server.listen`).
+    #[arg(long, short = 'a')]
+    listen: Option<SocketAddr>,
+    /// Quick mode: every Host is one tenant whose only backend, `origin`, is this URL.
+    #[arg(long, short = 'b')]
+    backend: Option<String>,
+    /// Quick mode: the policy component (default: the built-in default policy).
+    #[arg(long, requires = "backend")]
+    policy: Option<PathBuf>,
+}
+
+/// Runs the command line; the exit code says whether it worked.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+        Command::Serve(args) => serve(args),
+        Command::Check { config } => Config::load(&config)
+            .map_err(anyhow::Error::from)
+            .and_then(|c| crate::node::Node::build(&c).map(|_| ()).map_err(Into::into))
+            .map(|()| println!("{}: ok", config.display())),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("outpost: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = if let Some(path) = &args.config {
+        Config::load(path)?
+    } else if let Some(backend) = &args.backend {
+        quick_config(backend, args.policy.as_deref())?
+    } else {
+        Config::embedded_default()
+    };
+    if let Some(listen) = args.listen {
+        config.server.listen = listen;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(crate::node::run(config, shutdown_signal(), |addr| {
+        // Tests and scripts read this line to find the port.
+        println!("outpost listening on http://{addr}");
+    }))
+}
+
+/// A config for `serve --backend URL [--policy FILE]`.
+fn quick_config(backend: &str, policy: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    let mut config = Config::embedded_default();
+    config.demo_origin = None;
+    config.base_dir = std::env::current_dir()?;
+    config.tenants = vec![TenantConfig {
+        id: "default".into(),
+        hosts: vec!["*".into()],
+        policy: match policy {
+            Some(p) => p.display().to_string(),
+            None => "builtin:default".into(),
+        },
+        limits: LimitsConfig::default(),
+        backends: [(
+            "origin".to_string(),
+            BackendConfig { url: backend.to_string(), connect_timeout_ms: 2_000, response_timeout_ms: 15_000, host_header: None },
+        )]
+        .into(),
+        vars: Default::default(),
+    }];
+    config.validate().map_err(|(field, message)| anyhow::anyhow!("--backend/--policy: {field}: {message}"))?;
+    Ok(config)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("shutting down: draining requests in flight");
+}

@@ -1,0 +1,313 @@
+//! Whether a response may be stored by a shared cache and for how long
+//! (RFC 9111 sections 3 and 4.2, RFC 9213, RFC 5861).
+
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderMap, Method, StatusCode};
+
+use super::directives::Directives;
+
+/// Heuristic freshness is this fraction of the time since Last-Modified
+/// (RFC 9111 section 4.2.2 suggests 10%) ...
+const HEURISTIC_FRACTION: u32 = 10;
+/// ... capped at one day.
+const HEURISTIC_CAP: Duration = Duration::from_secs(24 * 3600);
+
+/// Why a response was not stored. Shown in `Cache-Status` and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotStored {
+    /// Only GET responses are stored.
+    Method,
+    /// Status not cacheable by default and no explicit freshness.
+    Status,
+    /// `no-store` in the request or response (section 5.2.1.5, 5.2.2.5).
+    NoStore,
+    /// `private` (section 5.2.2.7): a shared cache never stores it.
+    Private,
+    /// The request carried `Authorization` and the response did not allow
+    /// sharing it (section 3.5).
+    Authorization,
+    /// `Vary: *` can never match a later request (section 4.1).
+    VaryStar,
+    /// `Set-Cookie` responses are not shared unless the policy says so.
+    SetCookie,
+    /// No freshness, no validator: nothing could ever reuse it.
+    Unusable,
+    /// Larger than the configured maximum object size.
+    TooLarge,
+}
+
+impl NotStored {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotStored::Method => "method",
+            NotStored::Status => "status",
+            NotStored::NoStore => "no-store",
+            NotStored::Private => "private",
+            NotStored::Authorization => "authorization",
+            NotStored::VaryStar => "vary-star",
+            NotStored::SetCookie => "set-cookie",
+            NotStored::Unusable => "no-freshness",
+            NotStored::TooLarge => "too-large",
+        }
+    }
+}
+
+/// How the policy overrides the RFC rules for one response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Override {
+    /// The headers decide.
+    None,
+    /// The lookup's TTL replaces the freshness lifetime; storability rules
+    /// still apply.
+    Ttl(u32),
+    /// The response hook said `store`: stored for this TTL whatever the
+    /// headers say.
+    Force(u32),
+}
+
+/// The freshness facts of a stored response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freshness {
+    /// Freshness lifetime (section 4.2.1).
+    pub lifetime: Duration,
+    /// `corrected_initial_age` (section 4.2.3).
+    pub initial_age: Duration,
+    /// `no-cache`: every reuse needs a successful revalidation (5.2.2.4).
+    pub always_revalidate: bool,
+    /// `must-revalidate`, `proxy-revalidate` or `s-maxage`: never served
+    /// stale (sections 4.2.4, 5.2.2.2, 5.2.2.8, 5.2.2.10).
+    pub never_stale: bool,
+    /// RFC 5861 windows.
+    pub stale_while_revalidate: Duration,
+    pub stale_if_error: Duration,
+}
+
+/// The statuses a cache may store without explicit freshness (RFC 9110
+/// section 15.1). 206 is left out: partial content is not stored.
+pub fn heuristically_cacheable(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501)
+}
+
+/// The directives that govern this cache: `CDN-Cache-Control` (RFC 9213),
+/// else `Surrogate-Control`, else `Cache-Control`. Returns whether a
+/// targeted field was used, in which case `Expires` is ignored too.
+pub fn effective_directives(headers: &HeaderMap) -> (Directives, bool) {
+    for targeted in ["cdn-cache-control", "surrogate-control"] {
+        let d = Directives::parse(headers.get_all(targeted));
+        if !d.is_empty() {
+            return (d, true);
+        }
+    }
+    (Directives::parse(headers.get_all(http::header::CACHE_CONTROL)), false)
+}
+
+fn header_date(headers: &HeaderMap, name: http::header::HeaderName) -> Option<SystemTime> {
+    headers.get(name).and_then(|v| v.to_str().ok()).and_then(|s| httpdate::parse_http_date(s.trim()).ok())
+}
+
+/// What a response to `request` may become in the cache.
+pub struct Assessment<'a> {
+    pub method: &'a Method,
+    pub request_headers: &'a HeaderMap,
+    pub status: StatusCode,
+    pub response_headers: &'a HeaderMap,
+    /// When the request was sent and the response head arrived.
+    pub request_time: SystemTime,
+    pub response_time: SystemTime,
+    pub policy: Override,
+}
+
+impl Assessment<'_> {
+    /// Decides storability (section 3) and computes freshness (section 4.2).
+    pub fn assess(&self) -> Result<Freshness, NotStored> {
+        if self.method != Method::GET && self.method != Method::HEAD {
+            return Err(NotStored::Method);
+        }
+        let headers = self.response_headers;
+        let (cc, targeted) = effective_directives(headers);
+        let initial_age = self.initial_age();
+        if let Override::Force(ttl) = self.policy {
+            return Ok(Freshness {
+                lifetime: Duration::from_secs(ttl.into()),
+                initial_age: Duration::ZERO,
+                always_revalidate: false,
+                never_stale: false,
+                stale_while_revalidate: secs(cc.stale_while_revalidate),
+                stale_if_error: secs(cc.stale_if_error),
+            });
+        }
+
+        let request_cc = Directives::parse(self.request_headers.get_all(http::header::CACHE_CONTROL));
+        if cc.no_store || request_cc.no_store {
+            return Err(NotStored::NoStore);
+        }
+        if cc.private {
+            return Err(NotStored::Private);
+        }
+        if self.request_headers.contains_key(http::header::AUTHORIZATION)
+            && !(cc.must_revalidate || cc.public || cc.s_maxage.is_some())
+        {
+            return Err(NotStored::Authorization);
+        }
+        if headers.get_all(http::header::VARY).iter().any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|f| f.trim() == "*")))
+        {
+            return Err(NotStored::VaryStar);
+        }
+        if headers.contains_key(http::header::SET_COOKIE) {
+            return Err(NotStored::SetCookie);
+        }
+        if self.status.is_informational() || self.status == StatusCode::PARTIAL_CONTENT || self.status == StatusCode::NOT_MODIFIED {
+            return Err(NotStored::Status);
+        }
+
+        let expires = if targeted { None } else { headers.get(http::header::EXPIRES) };
+        let explicit = cc.s_maxage.or(cc.max_age).is_some() || expires.is_some();
+        if !explicit && !cc.public && !heuristically_cacheable(self.status) && !matches!(self.policy, Override::Ttl(_)) {
+            return Err(NotStored::Status);
+        }
+
+        let lifetime = match self.policy {
+            Override::Ttl(ttl) => Duration::from_secs(ttl.into()),
+            _ => self.lifetime(&cc, expires),
+        };
+        let has_validator = headers.contains_key(http::header::ETAG) || headers.contains_key(http::header::LAST_MODIFIED);
+        if lifetime.is_zero() && !has_validator {
+            return Err(NotStored::Unusable);
+        }
+        Ok(Freshness {
+            lifetime,
+            initial_age,
+            always_revalidate: cc.no_cache,
+            never_stale: cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some(),
+            stale_while_revalidate: secs(cc.stale_while_revalidate),
+            stale_if_error: secs(cc.stale_if_error),
+        })
+    }
+
+    /// Section 4.2.1: s-maxage, max-age, Expires - Date, then heuristics.
+    fn lifetime(&self, cc: &Directives, expires: Option<&http::HeaderValue>) -> Duration {
+        if let Some(s) = cc.s_maxage.or(cc.max_age) {
+            return Duration::from_secs(s);
+        }
+        let date = header_date(self.response_headers, http::header::DATE).unwrap_or(self.response_time);
+        if let Some(expires) = expires {
+            // An invalid Expires (e.g. "0") means already expired (5.3).
+            let expires = expires.to_str().ok().and_then(|s| httpdate::parse_http_date(s.trim()).ok());
+            return expires.and_then(|e| e.duration_since(date).ok()).unwrap_or(Duration::ZERO);
+        }
+        // Section 4.2.2: heuristic freshness from Last-Modified.
+        if heuristically_cacheable(self.status) || cc.public {
+            if let Some(modified) = header_date(self.response_headers, http::header::LAST_MODIFIED) {
+                if let Ok(since) = date.duration_since(modified) {
+                    return (since / HEURISTIC_FRACTION).min(HEURISTIC_CAP);
+                }
+            }
+        }
+        Duration::ZERO
+    }
+
+    /// Section 4.2.3: corrected_initial_age.
+    fn initial_age(&self) -> Duration {
+        let date = header_date(self.response_headers, http::header::DATE);
+        let apparent_age =
+            date.and_then(|d| self.response_time.duration_since(d).ok()).unwrap_or(Duration::ZERO);
+        let age_value = self
+            .response_headers
+            .get(http::header::AGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        let response_delay = self.response_time.duration_since(self.request_time).unwrap_or(Duration::ZERO);
+        let corrected_age_value = Duration::from_secs(age_value) + response_delay;
+        apparent_age.max(corrected_age_value)
+    }
+}
+
+fn secs(s: Option<u64>) -> Duration {
+    Duration::from_secs(s.unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn assess(status: u16, headers: &[(&str, &str)], request: &[(&str, &str)]) -> Result<Freshness, NotStored> {
+        let mut rh = HeaderMap::new();
+        for (n, v) in headers {
+            rh.append(http::header::HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        let mut qh = HeaderMap::new();
+        for (n, v) in request {
+            qh.append(http::header::HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        let now = SystemTime::now();
+        Assessment {
+            method: &Method::GET,
+            request_headers: &qh,
+            status: StatusCode::from_u16(status).unwrap(),
+            response_headers: &rh,
+            request_time: now,
+            response_time: now,
+            policy: Override::None,
+        }
+        .assess()
+    }
+
+    #[test]
+    fn precedence_is_cdn_cache_control_then_s_maxage_then_max_age() {
+        let f = assess(200, &[("cache-control", "max-age=10, s-maxage=20"), ("cdn-cache-control", "max-age=30")], &[]);
+        assert_eq!(f.unwrap().lifetime, Duration::from_secs(30));
+        let f = assess(200, &[("cache-control", "max-age=10, s-maxage=20")], &[]);
+        assert_eq!(f.unwrap().lifetime, Duration::from_secs(20));
+        let f = assess(200, &[("cache-control", "max-age=10")], &[]);
+        assert_eq!(f.unwrap().lifetime, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn expires_is_relative_to_date_and_invalid_expires_is_stale() {
+        let date = SystemTime::now();
+        let expires = date + Duration::from_secs(100);
+        let f = assess(
+            200,
+            &[("date", &httpdate::fmt_http_date(date)), ("expires", &httpdate::fmt_http_date(expires))],
+            &[],
+        )
+        .unwrap();
+        assert!(f.lifetime >= Duration::from_secs(99) && f.lifetime <= Duration::from_secs(100));
+        assert_eq!(assess(200, &[("expires", "0"), ("etag", "\"a\"")], &[]).unwrap().lifetime, Duration::ZERO);
+    }
+
+    #[test]
+    fn shared_cache_refuses_private_no_store_and_authorization() {
+        assert_eq!(assess(200, &[("cache-control", "private, max-age=60")], &[]), Err(NotStored::Private));
+        assert_eq!(assess(200, &[("cache-control", "no-store")], &[]), Err(NotStored::NoStore));
+        assert_eq!(
+            assess(200, &[("cache-control", "max-age=60")], &[("authorization", "Bearer x")]),
+            Err(NotStored::Authorization)
+        );
+        assert!(assess(200, &[("cache-control", "s-maxage=60")], &[("authorization", "Bearer x")]).is_ok());
+        assert_eq!(assess(200, &[("cache-control", "max-age=60"), ("vary", "*")], &[]), Err(NotStored::VaryStar));
+    }
+
+    #[test]
+    fn uncacheable_status_needs_explicit_freshness() {
+        assert_eq!(assess(302, &[("etag", "\"x\"")], &[]), Err(NotStored::Status));
+        assert!(assess(302, &[("cache-control", "max-age=5")], &[]).is_ok());
+    }
+
+    #[test]
+    fn heuristic_freshness_is_a_tenth_of_the_last_modified_age() {
+        let now = SystemTime::now();
+        let modified = now - Duration::from_secs(1000);
+        let f = assess(200, &[("date", &httpdate::fmt_http_date(now)), ("last-modified", &httpdate::fmt_http_date(modified))], &[]);
+        assert_eq!(f.unwrap().lifetime, Duration::from_secs(100));
+    }
+
+    #[test]
+    fn age_header_counts_into_initial_age() {
+        let f = assess(200, &[("cache-control", "max-age=60"), ("age", "25")], &[]).unwrap();
+        assert_eq!(f.initial_age, Duration::from_secs(25));
+    }
+}

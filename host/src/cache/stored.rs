@@ -1,0 +1,116 @@
+//! A response held by the cache.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, StatusCode};
+
+use super::freshness::Freshness;
+
+/// A stored response: head, body and the facts needed to compute its age
+/// and freshness at any later time.
+#[derive(Debug)]
+pub struct StoredResponse {
+    pub status: StatusCode,
+    /// End-to-end header fields as received from the origin.
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// When it was stored (the `response_time` of RFC 9111 section 4.2.3).
+    pub stored_at: Instant,
+    pub freshness: Freshness,
+    /// The request's values of the fields the response varies on (section
+    /// 4.1), normalised; `None` where the request lacked the field.
+    pub vary: Vec<(HeaderName, Option<String>)>,
+    /// Surrogate keys from the policy.
+    pub tags: Vec<String>,
+}
+
+impl StoredResponse {
+    /// `current_age` (RFC 9111 section 4.2.3).
+    pub fn age(&self, now: Instant) -> Duration {
+        self.freshness.initial_age + now.saturating_duration_since(self.stored_at)
+    }
+
+    /// Fresh and reusable without revalidation (section 4.2).
+    pub fn is_fresh(&self, now: Instant) -> bool {
+        !self.freshness.always_revalidate && self.age(now) < self.freshness.lifetime
+    }
+
+    /// Seconds of freshness left; negative when stale (RFC 9211 `ttl`).
+    pub fn ttl(&self, now: Instant) -> i64 {
+        self.freshness.lifetime.as_secs() as i64 - self.age(now).as_secs() as i64
+    }
+
+    /// How long past its lifetime it is.
+    fn staleness(&self, now: Instant) -> Duration {
+        self.age(now).saturating_sub(self.freshness.lifetime)
+    }
+
+    /// May be served while a refresh runs (RFC 5861 section 3).
+    pub fn within_stale_while_revalidate(&self, now: Instant) -> bool {
+        !self.freshness.never_stale
+            && !self.freshness.always_revalidate
+            && self.staleness(now) < self.freshness.stale_while_revalidate
+    }
+
+    /// May be served stale when the origin fails: within `stale-if-error`
+    /// (RFC 5861 section 4), or by the policy's explicit choice, but never
+    /// against `must-revalidate` and friends (RFC 9111 section 4.2.4).
+    pub fn may_serve_stale(&self) -> bool {
+        !self.freshness.never_stale
+    }
+
+    /// Within the `stale-if-error` window.
+    pub fn within_stale_if_error(&self, now: Instant) -> bool {
+        self.may_serve_stale() && self.staleness(now) < self.freshness.stale_if_error
+    }
+
+    /// Whether a request selects this response (RFC 9111 section 4.1).
+    pub fn matches_vary(&self, request: &HeaderMap) -> bool {
+        self.vary.iter().all(|(name, value)| normalised(request, name).as_deref() == value.as_deref())
+    }
+
+    pub fn etag(&self) -> Option<&HeaderValue> {
+        self.headers.get(http::header::ETAG)
+    }
+
+    pub fn last_modified(&self) -> Option<&HeaderValue> {
+        self.headers.get(http::header::LAST_MODIFIED)
+    }
+
+    /// Bytes this entry costs the cache.
+    pub fn weight(&self) -> u32 {
+        let headers: usize = self.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 32).sum();
+        (self.body.len() + headers + 256).min(u32::MAX as usize) as u32
+    }
+}
+
+/// The request's values of the fields a response varies on.
+pub fn vary_values(response: &HeaderMap, request: &HeaderMap) -> Vec<(HeaderName, Option<String>)> {
+    let mut out = Vec::new();
+    for value in response.get_all(http::header::VARY) {
+        let Ok(value) = value.to_str() else { continue };
+        for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if let Ok(name) = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) {
+                if !out.iter().any(|(n, _)| *n == name) {
+                    let v = normalised(request, &name);
+                    out.push((name, v));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// All values of a field, combined and with whitespace around commas
+/// removed (RFC 9111 section 4.1 allows such normalisation).
+fn normalised(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let mut values = headers.get_all(name).iter().peekable();
+    values.peek()?;
+    let joined: Vec<String> = values
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|p| p.trim().to_string()).collect::<Vec<_>>())
+        .collect();
+    Some(joined.join(","))
+}

@@ -1,0 +1,345 @@
+//! The node's configuration: a TOML file, or the embedded default.
+//!
+//! Every table rejects unknown fields, so a typo is an error that names the
+//! key and its line. Semantic checks (URLs, duplicate hosts, unknown
+//! policies) name the field as a path, e.g. `tenant[1].backends.api.url`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The configuration `outpost serve` uses when given no arguments: a demo
+/// tenant running the `cache-key` policy in front of the built-in demo origin.
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config {source_name}: {message}")]
+    Parse { source_name: String, message: String },
+    #[error("invalid config {source_name}: field `{field}`: {message}")]
+    Field { source_name: String, field: String, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub cache: CacheConfig,
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+    /// A small origin inside the node, for demos and the README tour.
+    pub demo_origin: Option<DemoOriginConfig>,
+    #[serde(default, rename = "tenant")]
+    pub tenants: Vec<TenantConfig>,
+    /// The directory relative policy paths are resolved against.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address of the HTTP listener (HTTP/1.1 and h2c).
+    pub listen: SocketAddr,
+    /// Time a client has to send a complete request head, in milliseconds.
+    pub header_read_timeout_ms: u64,
+    /// Largest request head accepted, in bytes (HTTP/1.1 buffer, HTTP/2
+    /// header list).
+    pub max_header_bytes: usize,
+    /// Concurrent streams per HTTP/2 connection.
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            header_read_timeout_ms: 30_000,
+            max_header_bytes: 64 * 1024,
+            max_concurrent_streams: 256,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Bound of the whole in-memory cache, in MiB (bodies and headers).
+    pub max_size_mb: u64,
+    /// Largest response stored, in MiB; larger ones are streamed, not stored.
+    pub max_object_mb: u64,
+    /// How long a response is kept after it turns stale, in seconds, so it
+    /// can be served when origins fail.
+    pub stale_retention_s: u64,
+    /// How long a request waits for another request's fetch of the same key
+    /// before going to the origin itself, in milliseconds.
+    pub coalesce_wait_ms: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig { max_size_mb: 256, max_object_mb: 64, stale_retention_s: 3600, coalesce_wait_ms: 15_000 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Guest instances that can exist at once across all tenants (the
+    /// pooling allocator's size).
+    pub max_instances: u32,
+    /// Largest linear memory any tenant may be given, in MiB (a pool slot).
+    pub max_memory_mb: u32,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig { max_instances: 1000, max_memory_mb: 64 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoOriginConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// Unique name; used in logs, metrics and the cache namespace.
+    pub id: String,
+    /// Host names (without port) this tenant answers. `*` matches any host
+    /// that no other tenant lists.
+    pub hosts: Vec<String>,
+    /// `builtin:NAME` or a path to a policy component (`.wasm`), relative to
+    /// the config file.
+    pub policy: String,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Backends the policy may route to, by name.
+    #[serde(default)]
+    pub backends: BTreeMap<String, BackendConfig>,
+    /// Values the policy can read with `config-get`.
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Linear memory cap of one instance, in MiB.
+    pub memory_mb: u32,
+    /// Guest CPU time allowed per hook call, in milliseconds.
+    pub cpu_ms: u64,
+    /// Host calls (`fetch`, cache, config, log) allowed per request.
+    pub max_host_calls: u32,
+    /// `fetch` calls allowed per request.
+    pub max_subrequests: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig { memory_mb: 16, cpu_ms: 50, max_host_calls: 1000, max_subrequests: 8 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// `http://host:port`, optionally with a path prefix.
+    pub url: String,
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Time allowed for the response head, then between body chunks.
+    #[serde(default = "default_response_timeout_ms")]
+    pub response_timeout_ms: u64,
+    /// Host header sent to this backend; by default the client's is kept.
+    pub host_header: Option<String>,
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    2_000
+}
+
+fn default_response_timeout_ms() -> u64 {
+    15_000
+}
+
+impl Config {
+    /// The embedded default configuration.
+    pub fn embedded_default() -> Config {
+        Config::from_toml(DEFAULT_TOML, "<embedded default>", Path::new("."))
+            .expect("the embedded default config is valid")
+    }
+
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Config::from_toml(&text, &path.display().to_string(), &base)
+    }
+
+    /// Parses and checks config text.
+    pub fn from_toml(text: &str, source_name: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { source_name: source_name.to_string(), message: e.to_string() })?;
+        config.base_dir = base_dir.to_path_buf();
+        config.validate().map_err(|(field, message)| ConfigError::Field {
+            source_name: source_name.to_string(),
+            field,
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot; the error names the field.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        if self.cache.max_size_mb == 0 {
+            return Err(("cache.max_size_mb".into(), "must be at least 1".into()));
+        }
+        if self.runtime.max_instances == 0 {
+            return Err(("runtime.max_instances".into(), "must be at least 1".into()));
+        }
+        let mut ids = std::collections::HashSet::new();
+        let mut hosts = std::collections::HashMap::new();
+        for (i, t) in self.tenants.iter().enumerate() {
+            let at = |field: &str| format!("tenant[{i}].{field}");
+            if t.id.is_empty() || !t.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err((at("id"), format!("{:?} must be non-empty letters, digits, '-' or '_'", t.id)));
+            }
+            if !ids.insert(t.id.as_str()) {
+                return Err((at("id"), format!("tenant {:?} is declared twice", t.id)));
+            }
+            if t.hosts.is_empty() {
+                return Err((at("hosts"), "must list at least one host".into()));
+            }
+            for host in &t.hosts {
+                let host = host.to_ascii_lowercase();
+                if let Some(other) = hosts.insert(host.clone(), t.id.as_str()) {
+                    return Err((at("hosts"), format!("host {host:?} is already served by tenant {other:?}")));
+                }
+            }
+            PolicySource::parse(&t.policy, &self.base_dir).map_err(|m| (at("policy"), m))?;
+            let limits = &t.limits;
+            if limits.memory_mb == 0 || limits.memory_mb > self.runtime.max_memory_mb {
+                return Err((
+                    at("limits.memory_mb"),
+                    format!("must be between 1 and runtime.max_memory_mb ({})", self.runtime.max_memory_mb),
+                ));
+            }
+            if limits.cpu_ms == 0 {
+                return Err((at("limits.cpu_ms"), "must be at least 1".into()));
+            }
+            for (name, b) in &t.backends {
+                crate::origin::BackendUrl::parse(&b.url).map_err(|m| (at(&format!("backends.{name}.url")), m))?;
+                if b.connect_timeout_ms == 0 {
+                    return Err((at(&format!("backends.{name}.connect_timeout_ms")), "must be at least 1".into()));
+                }
+                if b.response_timeout_ms == 0 {
+                    return Err((at(&format!("backends.{name}.response_timeout_ms")), "must be at least 1".into()));
+                }
+                if let Some(h) = &b.host_header {
+                    if http::HeaderValue::from_str(h).is_err() {
+                        return Err((at(&format!("backends.{name}.host_header")), "is not a valid header value".into()));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where a tenant's policy component comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicySource {
+    /// A policy embedded in the binary.
+    Builtin(&'static str),
+    /// A component file.
+    File(PathBuf),
+}
+
+impl PolicySource {
+    pub fn parse(spec: &str, base_dir: &Path) -> Result<PolicySource, String> {
+        if let Some(name) = spec.strip_prefix("builtin:") {
+            let known: Vec<&str> = crate::guests::BUILTIN.iter().map(|(n, _)| *n).collect();
+            return crate::guests::BUILTIN
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(n, _)| PolicySource::Builtin(n))
+                .ok_or_else(|| format!("unknown built-in policy {name:?}; built-in policies are {known:?}"));
+        }
+        if spec.is_empty() {
+            return Err("must be `builtin:NAME` or a path to a .wasm component".into());
+        }
+        Ok(PolicySource::File(base_dir.join(spec)))
+    }
+
+    /// The component's bytes.
+    pub fn read(&self) -> Result<std::borrow::Cow<'static, [u8]>, String> {
+        match self {
+            PolicySource::Builtin(name) => Ok(crate::guests::builtin(name).expect("checked at parse").into()),
+            PolicySource::File(path) => std::fs::read(path)
+                .map(Into::into)
+                .map_err(|e| format!("cannot read policy {}: {e}", path.display())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = Config::embedded_default();
+        assert_eq!(c.tenants.len(), 1);
+        assert!(c.demo_origin.is_some());
+    }
+
+    #[test]
+    fn unknown_field_is_named_with_its_line() {
+        let err = Config::from_toml("[server]\nlisten = \"127.0.0.1:1\"\nlisten_typo = 3\n", "t.toml", Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen_typo"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn bad_backend_url_names_the_field() {
+        let text = r#"
+            [[tenant]]
+            id = "a"
+            hosts = ["a.test"]
+            policy = "builtin:default"
+            [tenant.backends.origin]
+            url = "ftp://example"
+        "#;
+        let err = Config::from_toml(text, "t.toml", Path::new(".")).unwrap_err().to_string();
+        assert!(err.contains("tenant[0].backends.origin.url"), "{err}");
+    }
+
+    #[test]
+    fn a_host_served_twice_is_rejected() {
+        let text = r#"
+            [[tenant]]
+            id = "a"
+            hosts = ["x.test"]
+            policy = "builtin:default"
+            [[tenant]]
+            id = "b"
+            hosts = ["X.test"]
+            policy = "builtin:default"
+        "#;
+        let err = Config::from_toml(text, "t.toml", Path::new(".")).unwrap_err().to_string();
+        assert!(err.contains("tenant[1].hosts"), "{err}");
+    }
+}

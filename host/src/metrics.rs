@@ -1,0 +1,40 @@
+//! Node counters, rendered in the Prometheus text format.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Counters of the request path. Per-tenant counters are keyed by tenant id
+/// and by a short reason (`GuestFailure::as_str`, cache outcome...).
+#[derive(Default)]
+pub struct Metrics {
+    pub requests: AtomicU64,
+    per_tenant: Mutex<BTreeMap<(String, &'static str, &'static str), u64>>,
+}
+
+impl Metrics {
+    /// Adds one to `outpost_<family>_total{tenant, reason}`.
+    pub fn count(&self, family: &'static str, tenant: &str, reason: &'static str) {
+        let mut map = self.per_tenant.lock().unwrap_or_else(|p| p.into_inner());
+        *map.entry((tenant.to_string(), family, reason)).or_default() += 1;
+    }
+
+    /// The current value of a per-tenant counter.
+    pub fn get(&self, family: &'static str, tenant: &str, reason: &'static str) -> u64 {
+        let map = self.per_tenant.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&(tenant.to_string(), family, reason)).copied().unwrap_or(0)
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "# TYPE outpost_requests_total counter");
+        let _ = writeln!(out, "outpost_requests_total {}", self.requests.load(Ordering::Relaxed));
+        let map = self.per_tenant.lock().unwrap_or_else(|p| p.into_inner());
+        for ((tenant, family, reason), value) in map.iter() {
+            let _ = writeln!(out, "outpost_{family}_total{{tenant=\"{tenant}\",reason=\"{reason}\"}} {value}");
+        }
+        out
+    }
+}

@@ -1,0 +1,75 @@
+//! Conditional requests answered from the cache (RFC 9110 section 13).
+
+use http::header::{self, HeaderMap, HeaderValue};
+
+use crate::cache::StoredResponse;
+
+/// Whether a GET/HEAD with these headers should get 304 Not Modified for
+/// `stored` (RFC 9110 section 13.2.2: If-None-Match, which uses weak
+/// comparison, takes precedence over If-Modified-Since).
+pub fn not_modified(request: &HeaderMap, stored: &StoredResponse) -> bool {
+    if let Some(inm) = request.get(header::IF_NONE_MATCH) {
+        let Some(etag) = stored.etag() else { return false };
+        return none_match_fails(inm, etag);
+    }
+    if let Some(ims) = request.get(header::IF_MODIFIED_SINCE) {
+        let (Some(since), Some(modified)) = (http_date(ims), stored.last_modified().and_then(http_date)) else {
+            return false;
+        };
+        return modified <= since;
+    }
+    false
+}
+
+/// If-None-Match evaluates false when any listed tag weakly matches, or
+/// the field is `*` (section 13.1.2).
+fn none_match_fails(field: &HeaderValue, etag: &HeaderValue) -> bool {
+    let Ok(field) = field.to_str() else { return false };
+    if field.trim() == "*" {
+        return true;
+    }
+    let ours = weak_form(etag.to_str().unwrap_or(""));
+    field.split(',').map(|t| weak_form(t.trim())).any(|t| !t.is_empty() && t == ours)
+}
+
+/// The opaque tag without a `W/` prefix (weak comparison, section 8.8.3.2).
+fn weak_form(tag: &str) -> &str {
+    tag.trim().strip_prefix("W/").unwrap_or(tag.trim())
+}
+
+fn http_date(value: &HeaderValue) -> Option<std::time::SystemTime> {
+    httpdate::parse_http_date(value.to_str().ok()?.trim()).ok()
+}
+
+/// The fields a 304 carries (RFC 9110 section 15.4.5).
+pub fn not_modified_headers(stored: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for name in [
+        header::CACHE_CONTROL,
+        header::CONTENT_LOCATION,
+        header::DATE,
+        header::ETAG,
+        header::EXPIRES,
+        header::VARY,
+        header::LAST_MODIFIED,
+    ] {
+        for v in stored.get_all(&name) {
+            out.append(name.clone(), v.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weak_comparison_matches_across_w_prefix() {
+        let etag = HeaderValue::from_static("\"abc\"");
+        assert!(none_match_fails(&HeaderValue::from_static("W/\"abc\""), &etag));
+        assert!(none_match_fails(&HeaderValue::from_static("\"x\", \"abc\""), &etag));
+        assert!(!none_match_fails(&HeaderValue::from_static("\"x\""), &etag));
+        assert!(none_match_fails(&HeaderValue::from_static("*"), &etag));
+    }
+}

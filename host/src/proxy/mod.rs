@@ -1,0 +1,228 @@
+//! The request path: tenant, policy, cache, origin, response.
+//!
+//! 1. Find the tenant from the authority; unknown hosts get 404.
+//! 2. Instantiate the tenant's policy and call its request hook.
+//! 3. Answer synthetically, pass to a backend, or look the key up in the
+//!    cache, joining or leading a coalesced fill on a miss.
+//! 4. After each backend attempt, the response hook decides: store, don't,
+//!    try the next backend, serve stale, or answer synthetically.
+
+mod conditional;
+mod forward;
+pub mod headers;
+mod respond;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::cache::{CacheKey, FillGuard, FillOutcome, Role, StoredResponse};
+use crate::cache::directives::Directives;
+use crate::node::Node;
+use crate::origin::ProxyBody;
+use crate::runtime::heads::RequestInfo;
+use crate::runtime::{Decision, GuestContext, GuestFailure, GuestSession, Lookup};
+use crate::tenant::Tenant;
+
+pub use respond::CacheStatus;
+use respond::Fwd;
+
+fn fwd(vary_miss: bool) -> Fwd {
+    if vary_miss {
+        Fwd::VaryMiss
+    } else {
+        Fwd::UriMiss
+    }
+}
+
+/// Serves one client request. Never fails: every problem is a response.
+pub async fn handle(node: Arc<Node>, request: Request<Incoming>, client_ip: IpAddr) -> Response<ProxyBody> {
+    node.metrics.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let authority = match authority_of(&request) {
+        Ok(a) => a,
+        Err(message) => return respond::plain(StatusCode::BAD_REQUEST, message),
+    };
+    let tenant = match node.tenants.load().find(headers::host_of(&authority)) {
+        Some(t) => t.clone(),
+        None => return respond::plain(StatusCode::NOT_FOUND, "unknown host\n"),
+    };
+
+    let (parts, body) = request.into_parts();
+    let info = Arc::new(RequestInfo {
+        method: parts.method,
+        uri: parts.uri,
+        headers: parts.headers,
+        scheme: "http",
+        authority,
+        client_ip,
+    });
+    let module = tenant.policy.load_full();
+    let ctx = GuestContext { tenant: tenant.clone(), cache: node.cache.clone(), version: module.version.clone() };
+    let mut session = match GuestSession::start(&node.runtime, &module, ctx, info.clone()).await {
+        Ok(s) => s,
+        Err(failure) => return guest_failed(&node, &tenant, &module.version, failure),
+    };
+    let decision = match session.on_request().await {
+        Ok(d) => d,
+        Err(failure) => return guest_failed(&node, &tenant, &module.version, failure),
+    };
+
+    let exchange = Exchange { node, tenant, info, version: module.version.clone(), session, body: Some(body) };
+    match decision {
+        Decision::Respond(synthetic) => respond::synthetic(synthetic),
+        Decision::Pass(route) => exchange.pass(route, None).await,
+        Decision::Lookup(lookup) => {
+            if matches!(exchange.info.method, Method::GET | Method::HEAD) {
+                exchange.lookup(lookup).await
+            } else {
+                // RFC 9111 section 4.4: a successful unsafe request
+                // invalidates what is stored under the target's key.
+                let key = CacheKey::new(&exchange.tenant.id, &lookup.key);
+                exchange.pass(lookup.route, Some(key)).await
+            }
+        }
+    }
+}
+
+/// The authority the client asked for (RFC 9112 section 3.2, RFC 9113
+/// section 8.3.1): the request target's authority if it has one, else the
+/// single Host header. Lowercased.
+fn authority_of(request: &Request<Incoming>) -> Result<String, &'static str> {
+    if let Some(authority) = request.uri().authority() {
+        return Ok(authority.as_str().to_ascii_lowercase());
+    }
+    let mut hosts = request.headers().get_all(http::header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(host), None) => match host.to_str() {
+            Ok(h) if !h.is_empty() && h.parse::<http::uri::Authority>().is_ok() => Ok(h.to_ascii_lowercase()),
+            _ => Err("invalid Host header\n"),
+        },
+        (Some(_), Some(_)) => Err("more than one Host header\n"),
+        (None, _) => Err("missing Host header\n"),
+    }
+}
+
+/// A guest failed: a 5xx for this request, a log line and a metric.
+fn guest_failed(node: &Node, tenant: &Tenant, version: &str, failure: GuestFailure) -> Response<ProxyBody> {
+    tracing::warn!(tenant = &*tenant.id, version, reason = failure.as_str(), "policy failed: {failure}");
+    node.metrics.count("guest_failures", &tenant.id, failure.as_str());
+    let status = match failure {
+        GuestFailure::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let mut response = respond::plain(status, format!("policy error: {}\n", failure.as_str()));
+    response.headers_mut().insert("x-outpost-error", http::HeaderValue::from_static(failure.as_str()));
+    response
+}
+
+/// One client request in flight after its policy decided.
+pub(crate) struct Exchange {
+    node: Arc<Node>,
+    tenant: Arc<Tenant>,
+    info: Arc<RequestInfo>,
+    version: Arc<str>,
+    session: GuestSession,
+    /// The client's request body, until a backend attempt takes it.
+    body: Option<Incoming>,
+}
+
+impl Exchange {
+    /// A cache lookup; on a miss, lead or join the fill of the key.
+    async fn lookup(self, lookup: Lookup) -> Response<ProxyBody> {
+        let key = CacheKey::new(&self.tenant.id, &lookup.key);
+        let cache = self.node.cache.clone();
+        let request_cc = Directives::parse(self.info.headers.get_all(http::header::CACHE_CONTROL));
+        let mut stale: Option<Arc<StoredResponse>> = None;
+        let mut vary_miss = false;
+        for _round in 0..3 {
+            let now = Instant::now();
+            if let Some(stored) = cache.get(&key) {
+                if stored.matches_vary(&self.info.headers) {
+                    if stored.is_fresh(now) && request_allows(&request_cc, &self.info.headers, &stored, now) {
+                        return respond::stored(&self.info, &stored, CacheStatus::hit(&stored, now));
+                    }
+                    if request_cc.only_if_cached {
+                        return respond::plain(StatusCode::GATEWAY_TIMEOUT, "not in cache (only-if-cached)\n");
+                    }
+                    if stored.within_stale_while_revalidate(now) && request_cc.is_empty() {
+                        // RFC 5861 section 3: serve stale now, refresh once
+                        // in the background.
+                        let info = self.info.clone();
+                        if let Role::Leader(guard) = cache.join_fill(&key) {
+                            let refreshed = stored.clone();
+                            tokio::spawn(async move {
+                                let _ = self.fill(lookup, key, Some(refreshed), Some(guard), Fwd::Stale).await;
+                            });
+                        }
+                        return respond::stored(&info, &stored, CacheStatus::stale_while_revalidate(&stored, now));
+                    }
+                    stale = Some(stored);
+                } else {
+                    vary_miss = true;
+                }
+            } else if request_cc.only_if_cached {
+                return respond::plain(StatusCode::GATEWAY_TIMEOUT, "not in cache (only-if-cached)\n");
+            }
+            match cache.join_fill(&key) {
+                Role::Leader(guard) => return self.fill(lookup, key, stale, Some(guard), fwd(vary_miss)).await,
+                Role::Waiter(rx) => match tokio::time::timeout(cache.coalesce_wait, crate::cache::wait_for_fill(rx)).await {
+                    Ok(FillOutcome::Stored(stored)) if stored.matches_vary(&self.info.headers) => {
+                        return respond::stored(&self.info, &stored, CacheStatus::collapsed(&stored));
+                    }
+                    Ok(FillOutcome::Abandoned) => continue,
+                    // Uncacheable, another variant, or a wait that took too
+                    // long: fetch for this request alone.
+                    _ => break,
+                },
+            }
+        }
+        self.fill(lookup, key, stale, None, fwd(vary_miss)).await
+    }
+
+    /// Fetches for a lookup and stores what may be stored. `guard` is held
+    /// when this request leads the coalesced fill of the key.
+    async fn fill(
+        mut self,
+        lookup: Lookup,
+        key: CacheKey,
+        stale: Option<Arc<StoredResponse>>,
+        guard: Option<FillGuard>,
+        fwd: Fwd,
+    ) -> Response<ProxyBody> {
+        let result = self.fetch_route(&lookup.route, stale.as_ref(), true).await;
+        forward::finish_lookup(self, result, lookup.ttl, key, stale, guard, fwd).await
+    }
+
+    /// Forwards without caching; `invalidate` is purged after a success.
+    async fn pass(mut self, route: crate::runtime::Route, invalidate: Option<CacheKey>) -> Response<ProxyBody> {
+        let result = self.fetch_route(&route, None, false).await;
+        forward::finish_pass(self, result, invalidate).await
+    }
+}
+
+/// Whether the request's own cache directives allow reusing `stored`
+/// (RFC 9111 section 5.2.1): `no-cache` (or `Pragma: no-cache` without
+/// Cache-Control, section 5.4), `max-age` and `min-fresh`.
+fn request_allows(cc: &Directives, headers: &http::HeaderMap, stored: &StoredResponse, now: Instant) -> bool {
+    if cc.no_cache {
+        return false;
+    }
+    if cc.is_empty()
+        && headers.get_all(http::header::PRAGMA).iter().any(|v| v.to_str().is_ok_and(|v| v.contains("no-cache")))
+    {
+        return false;
+    }
+    let age = stored.age(now).as_secs();
+    if cc.max_age.is_some_and(|max| age > max) {
+        return false;
+    }
+    if let Some(min_fresh) = cc.min_fresh {
+        if stored.ttl(now) < min_fresh as i64 {
+            return false;
+        }
+    }
+    true
+}

@@ -1,0 +1,130 @@
+//! The host side of the `outpost:edge` imports: the heads' getters, and the
+//! `host` interface (log, config, cache, fetch), all scoped to the guest's
+//! own tenant.
+
+use std::time::Instant;
+
+use wasmtime::component::Resource;
+
+use super::bindings::{host, types};
+use super::heads::{all_headers, header_str, RequestHead, ResponseHead};
+use super::state::GuestState;
+
+impl types::Host for GuestState {}
+
+impl types::HostRequestHead for GuestState {
+    fn method(&mut self, head: Resource<RequestHead>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&head)?.0.method.as_str().to_owned())
+    }
+
+    fn scheme(&mut self, head: Resource<RequestHead>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&head)?.0.scheme.to_owned())
+    }
+
+    fn authority(&mut self, head: Resource<RequestHead>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&head)?.0.authority.clone())
+    }
+
+    fn path(&mut self, head: Resource<RequestHead>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&head)?.0.uri.path().to_owned())
+    }
+
+    fn query(&mut self, head: Resource<RequestHead>) -> wasmtime::Result<Option<String>> {
+        Ok(self.table.get(&head)?.0.uri.query().map(str::to_owned))
+    }
+
+    fn header(&mut self, head: Resource<RequestHead>, name: String) -> wasmtime::Result<Option<String>> {
+        Ok(header_str(&self.table.get(&head)?.0.headers, &name.to_ascii_lowercase()))
+    }
+
+    fn header_values(&mut self, head: Resource<RequestHead>, name: String) -> wasmtime::Result<Vec<Vec<u8>>> {
+        let info = &self.table.get(&head)?.0;
+        Ok(info.headers.get_all(name.to_ascii_lowercase().as_str()).iter().map(|v| v.as_bytes().to_vec()).collect())
+    }
+
+    fn headers(&mut self, head: Resource<RequestHead>) -> wasmtime::Result<Vec<(String, Vec<u8>)>> {
+        Ok(all_headers(&self.table.get(&head)?.0.headers))
+    }
+
+    fn client_addr(&mut self, head: Resource<RequestHead>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&head)?.0.client_ip.to_string())
+    }
+
+    fn drop(&mut self, head: Resource<RequestHead>) -> wasmtime::Result<()> {
+        self.table.delete(head)?;
+        Ok(())
+    }
+}
+
+impl types::HostResponseHead for GuestState {
+    fn status(&mut self, head: Resource<ResponseHead>) -> wasmtime::Result<u16> {
+        Ok(self.table.get(&head)?.0.status)
+    }
+
+    fn header(&mut self, head: Resource<ResponseHead>, name: String) -> wasmtime::Result<Option<String>> {
+        Ok(header_str(&self.table.get(&head)?.0.headers, &name.to_ascii_lowercase()))
+    }
+
+    fn headers(&mut self, head: Resource<ResponseHead>) -> wasmtime::Result<Vec<(String, Vec<u8>)>> {
+        Ok(all_headers(&self.table.get(&head)?.0.headers))
+    }
+
+    fn drop(&mut self, head: Resource<ResponseHead>) -> wasmtime::Result<()> {
+        self.table.delete(head)?;
+        Ok(())
+    }
+}
+
+impl host::Host for GuestState {
+    fn log(&mut self, level: host::LogLevel, message: String) -> wasmtime::Result<()> {
+        self.count_host_call()?;
+        let tenant = &*self.ctx.tenant.id;
+        let version = &*self.ctx.version;
+        match level {
+            host::LogLevel::Debug => tracing::debug!(target: "outpost::guest", tenant, version, "{message}"),
+            host::LogLevel::Info => tracing::info!(target: "outpost::guest", tenant, version, "{message}"),
+            host::LogLevel::Warn => tracing::warn!(target: "outpost::guest", tenant, version, "{message}"),
+            host::LogLevel::Error => tracing::error!(target: "outpost::guest", tenant, version, "{message}"),
+        }
+        Ok(())
+    }
+
+    fn config_get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        self.count_host_call()?;
+        Ok(self.ctx.tenant.vars.get(&key).cloned())
+    }
+
+    fn cache_lookup(&mut self, key: String) -> wasmtime::Result<Option<host::CachedObject>> {
+        self.count_host_call()?;
+        let now = Instant::now();
+        Ok(self.ctx.cache.peek(&self.ctx.tenant.id, &key).map(|stored| host::CachedObject {
+            status: stored.status.as_u16(),
+            age: stored.age(now).as_secs().min(u32::MAX as u64) as u32,
+            fresh: stored.is_fresh(now),
+        }))
+    }
+
+    fn cache_purge(&mut self, key: String) -> wasmtime::Result<bool> {
+        self.count_host_call()?;
+        Ok(self.ctx.cache.purge(&self.ctx.tenant.id, &key))
+    }
+
+    async fn fetch(
+        &mut self,
+        backend: String,
+        request: host::FetchRequest,
+    ) -> wasmtime::Result<Result<host::FetchResponse, types::FetchError>> {
+        self.count_host_call()?;
+        if self.subrequests >= self.limits.max_subrequests {
+            return Ok(Err(types::FetchError::LimitExceeded));
+        }
+        self.subrequests += 1;
+        let Some(backend) = self.ctx.tenant.backends.get(&backend).cloned() else {
+            return Ok(Err(types::FetchError::UnknownBackend(backend)));
+        };
+        let started = Instant::now();
+        let result = backend.fetch_complete(request).await;
+        self.host_time += started.elapsed();
+        Ok(result)
+    }
+}

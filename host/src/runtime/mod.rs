@@ -1,0 +1,120 @@
+//! The wasm runtime: one engine for the node, a compiled policy per tenant
+//! module version, and a fresh, limited instance per request.
+//!
+//! Instances come from wasmtime's pooling allocator with the settings that
+//! make per-request instantiation cost microseconds (see PERF-NOTES): memory
+//! kept resident and reset with `pagemap_scan` where the kernel has it, no
+//! component-model concurrency, copy-on-write memory images. CPU time is
+//! bounded by epoch interruption driven by a 1 ms ticker thread.
+
+mod bindings;
+pub mod heads;
+mod host_impl;
+mod session;
+mod state;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+pub use bindings::host::CachedObject;
+pub use bindings::types::{
+    Attempt, Decision, FetchError, HeaderEdit, Lookup, ResponseDecision, Route, StoreOptions, SyntheticResponse,
+};
+pub use bindings::host::{FetchRequest as FetchRequestWit, FetchResponse as FetchResponseWit};
+pub use session::{GuestFailure, GuestSession, OutcomeForGuest};
+pub use state::GuestContext;
+
+use crate::config::RuntimeConfig;
+
+/// How often the epoch advances; the granularity of CPU deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// The node's wasm engine and the linker that provides the host imports.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<state::GuestState>,
+}
+
+/// A compiled policy component, ready to instantiate.
+pub struct PolicyModule {
+    pre: bindings::EdgePolicyPre<state::GuestState>,
+    /// `sha256:<hex>` of the component bytes: the module's version.
+    pub version: Arc<str>,
+}
+
+impl Runtime {
+    pub fn new(config: &RuntimeConfig) -> anyhow::Result<Arc<Runtime>> {
+        let mut pool = PoolingAllocationConfig::default();
+        let instances = config.max_instances;
+        pool.total_component_instances(instances)
+            // A Rust wasip2 component holds a few core instances and tables
+            // (the main module plus small shims) and one memory.
+            .total_core_instances(instances.saturating_mul(4))
+            .total_tables(instances.saturating_mul(4))
+            .total_memories(instances)
+            .total_stacks(instances)
+            .max_memory_size(config.max_memory_mb as usize * 1024 * 1024)
+            .linear_memory_keep_resident(2 * 1024 * 1024)
+            .table_keep_resident(64 * 1024)
+            // PAGEMAP_SCAN needs Linux >= 6.7; `Auto` falls back without it.
+            .pagemap_scan(Enabled::Auto);
+
+        let mut wasm = Config::new();
+        wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .epoch_interruption(true)
+            .concurrency_support(false)
+            .memory_init_cow(true);
+        let engine = Engine::new(&wasm).map_err(|e| anyhow::anyhow!("configuring wasmtime: {e}"))?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow::anyhow!("{e}"))?;
+        bindings::EdgePolicy::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+
+        let ticker = engine.weak();
+        std::thread::Builder::new()
+            .name("outpost-epoch".into())
+            .spawn(move || loop {
+                std::thread::sleep(EPOCH_TICK);
+                match ticker.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => return,
+                }
+            })?;
+        Ok(Arc::new(Runtime { engine, linker }))
+    }
+
+    /// Compiles and links a policy component. Fails with a message a policy
+    /// author can act on when the bytes are not a component or do not fit
+    /// the `outpost:edge/edge-policy` world.
+    pub fn load(&self, wasm: &[u8]) -> Result<Arc<PolicyModule>, String> {
+        let version: Arc<str> = format!("sha256:{:x}", Sha256::digest(wasm)).into();
+        if wasmparser_is_core_module(wasm) {
+            return Err("not a component: this is a core wasm module; build the policy for \
+                        wasm32-wasip2 (or wrap it with `wasm-tools component new`)"
+                .into());
+        }
+        let component = Component::new(&self.engine, wasm).map_err(|e| format!("not a valid component: {e:#}"))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| format!("does not fit the outpost:edge/edge-policy world: {e:#}"))?;
+        let pre = bindings::EdgePolicyPre::new(pre)
+            .map_err(|e| format!("does not export the outpost:edge/policy interface: {e:#}"))?;
+        Ok(Arc::new(PolicyModule { pre, version }))
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+/// Core modules start with version 1 in the preamble; components use a
+/// different version/layer field.
+fn wasmparser_is_core_module(wasm: &[u8]) -> bool {
+    wasm.len() >= 8 && wasm[0..4] == *b"\0asm" && wasm[4..8] == [1, 0, 0, 0]
+}

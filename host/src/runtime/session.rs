@@ -1,0 +1,144 @@
+//! One guest instance serving one request: instantiate, call the request
+//! hook, call the response hook after each backend attempt, drop.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::Resource;
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+use super::bindings::{self, types};
+use super::heads::{RequestHead, RequestInfo, ResponseHead, ResponseInfo};
+use super::state::{GuestContext, GuestState, LimitHit};
+use super::{PolicyModule, Runtime};
+
+/// Why a guest could not produce a decision. Each is a 5xx for the request
+/// that hit it, a log line and a metric; never anything worse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GuestFailure {
+    #[error("guest trapped: {0}")]
+    Trap(String),
+    #[error("guest exceeded its CPU time limit of {0:?} per hook")]
+    CpuLimit(Duration),
+    #[error("guest exceeded its memory limit of {0} MiB")]
+    MemoryLimit(u32),
+    #[error("guest exceeded its host call limit of {0} per request")]
+    HostCallLimit(u32),
+    #[error("no guest instance available: {0}")]
+    Unavailable(String),
+}
+
+impl GuestFailure {
+    /// A short stable name for metrics and logs.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            GuestFailure::Trap(_) => "trap",
+            GuestFailure::CpuLimit(_) => "cpu_limit",
+            GuestFailure::MemoryLimit(_) => "memory_limit",
+            GuestFailure::HostCallLimit(_) => "host_call_limit",
+            GuestFailure::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+/// A backend outcome as the response hook receives it.
+pub enum OutcomeForGuest {
+    Response(Arc<ResponseInfo>),
+    Error(types::FetchError),
+}
+
+/// A live instance bound to one request.
+pub struct GuestSession {
+    store: Store<GuestState>,
+    policy: bindings::EdgePolicy,
+    head: Resource<RequestHead>,
+}
+
+impl GuestSession {
+    /// Instantiates the module for one request.
+    pub async fn start(
+        runtime: &Runtime,
+        module: &PolicyModule,
+        ctx: GuestContext,
+        request: Arc<RequestInfo>,
+    ) -> Result<GuestSession, GuestFailure> {
+        let mut store = Store::new(runtime.engine(), GuestState::new(ctx));
+        store.limiter(|state| state);
+        // Checked every tick: guest time is wall time minus time spent
+        // waiting in async host calls (a fetch is not the guest's CPU).
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|mut ctx| {
+            let state = ctx.data_mut();
+            if state.guest_time() > Duration::from_millis(state.limits.cpu_ms) {
+                state.limit_hit = Some(LimitHit::Cpu);
+                return Err(Trap::Interrupt.into());
+            }
+            Ok(UpdateDeadline::Continue(1))
+        });
+        let head = store
+            .data_mut()
+            .table
+            .push(RequestHead(request))
+            .map_err(|e| GuestFailure::Unavailable(e.to_string()))?;
+        store.data_mut().hook_started = Instant::now();
+        let policy = match module.pre.instantiate_async(&mut store).await {
+            Ok(policy) => policy,
+            Err(e) => return Err(classify(&store, e, true)),
+        };
+        Ok(GuestSession { store, policy, head })
+    }
+
+    fn begin_hook(&mut self) {
+        let state = self.store.data_mut();
+        state.hook_started = Instant::now();
+        state.host_time = Duration::ZERO;
+        self.store.set_epoch_deadline(1);
+    }
+
+    /// Calls `on-request`.
+    pub async fn on_request(&mut self) -> Result<types::Decision, GuestFailure> {
+        self.begin_hook();
+        let head = Resource::new_borrow(self.head.rep());
+        let result = self.policy.outpost_edge_policy().call_on_request(&mut self.store, head).await;
+        result.map_err(|e| classify(&self.store, e, false))
+    }
+
+    /// Calls `on-response` for one backend attempt.
+    pub async fn on_response(
+        &mut self,
+        attempt: types::Attempt,
+        outcome: OutcomeForGuest,
+    ) -> Result<types::ResponseDecision, GuestFailure> {
+        self.begin_hook();
+        let outcome = match outcome {
+            OutcomeForGuest::Response(info) => {
+                let head = self
+                    .store
+                    .data_mut()
+                    .table
+                    .push(ResponseHead(info))
+                    .map_err(|e| GuestFailure::Unavailable(e.to_string()))?;
+                types::Outcome::Response(head)
+            }
+            OutcomeForGuest::Error(e) => types::Outcome::Error(e),
+        };
+        let head = Resource::new_borrow(self.head.rep());
+        let result = self.policy.outpost_edge_policy().call_on_response(&mut self.store, head, &attempt, &outcome).await;
+        result.map_err(|e| classify(&self.store, e, false))
+    }
+}
+
+/// Turns a wasmtime error into the failure a policy author should see.
+fn classify(store: &Store<GuestState>, error: wasmtime::Error, instantiating: bool) -> GuestFailure {
+    let state = store.data();
+    match state.limit_hit {
+        Some(LimitHit::Cpu) => GuestFailure::CpuLimit(Duration::from_millis(state.limits.cpu_ms)),
+        Some(LimitHit::Memory) => GuestFailure::MemoryLimit(state.limits.memory_mb),
+        Some(LimitHit::HostCalls) => GuestFailure::HostCallLimit(state.limits.max_host_calls),
+        None if instantiating && error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() => {
+            GuestFailure::Unavailable("all instance slots are in use".into())
+        }
+        None if instantiating => GuestFailure::Unavailable(format!("{error:#}")),
+        None => GuestFailure::Trap(format!("{error:#}")),
+    }
+}

@@ -1,0 +1,97 @@
+//! The per-request store data of a guest instance.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::cache::HttpCache;
+use crate::config::LimitsConfig;
+use crate::tenant::Tenant;
+
+/// What a guest's host calls may reach: its own tenant and nothing else.
+#[derive(Clone)]
+pub struct GuestContext {
+    pub tenant: Arc<Tenant>,
+    pub cache: Arc<HttpCache>,
+    /// The module version running, for log lines.
+    pub version: Arc<str>,
+}
+
+/// Which limit stopped a guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitHit {
+    Memory,
+    Cpu,
+    HostCalls,
+}
+
+pub struct GuestState {
+    pub(crate) table: ResourceTable,
+    wasi: WasiCtx,
+    pub(crate) ctx: GuestContext,
+    pub(crate) limits: LimitsConfig,
+    /// When the current hook call started.
+    pub(crate) hook_started: Instant,
+    /// Time spent in async host calls during the current hook; not guest CPU.
+    pub(crate) host_time: Duration,
+    pub(crate) host_calls: u32,
+    pub(crate) subrequests: u32,
+    pub(crate) limit_hit: Option<LimitHit>,
+}
+
+impl GuestState {
+    pub fn new(ctx: GuestContext) -> GuestState {
+        let limits = ctx.tenant.limits;
+        GuestState {
+            table: ResourceTable::new(),
+            // No environment, arguments, preopens or stdio: a policy talks to
+            // the world only through the outpost:edge imports.
+            wasi: WasiCtx::builder().build(),
+            ctx,
+            limits,
+            hook_started: Instant::now(),
+            host_time: Duration::ZERO,
+            host_calls: 0,
+            subrequests: 0,
+            limit_hit: None,
+        }
+    }
+
+    /// Guest CPU time used by the current hook so far.
+    pub(crate) fn guest_time(&self) -> Duration {
+        self.hook_started.elapsed().saturating_sub(self.host_time)
+    }
+
+    /// Counts a host call; traps the guest past its limit.
+    pub(crate) fn count_host_call(&mut self) -> wasmtime::Result<()> {
+        self.host_calls += 1;
+        if self.host_calls > self.limits.max_host_calls {
+            self.limit_hit = Some(LimitHit::HostCalls);
+            wasmtime::bail!("host call limit of {} per request exceeded", self.limits.max_host_calls);
+        }
+        Ok(())
+    }
+}
+
+impl WasiView for GuestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// Enforces the tenant's linear memory cap and records when it bites.
+impl wasmtime::ResourceLimiter for GuestState {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        let allowed = desired <= self.limits.memory_mb as usize * 1024 * 1024;
+        if !allowed {
+            self.limit_hit = Some(LimitHit::Memory);
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
