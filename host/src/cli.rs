@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use crate::config::{BackendConfig, Config, LimitsConfig, TenantConfig};
 
 #[derive(Parser)]
-#[command(name = "outpost", version, about = "A programmable CDN edge node: per-tenant wasm policy in front of your origins")]
+#[command(
+    name = "outpost",
+    version,
+    about = "A programmable CDN edge node: per-tenant wasm policy in front of your origins"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -65,7 +69,10 @@ pub fn main() -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -79,7 +86,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(listen) = args.listen {
         config.server.listen = listen;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(crate::node::run(config, shutdown_signal(), |addr| {
         // Tests and scripts read this line to find the port.
         println!("outpost listening on http://{addr}");
@@ -101,12 +110,19 @@ fn quick_config(backend: &str, policy: Option<&std::path::Path>) -> anyhow::Resu
         limits: LimitsConfig::default(),
         backends: [(
             "origin".to_string(),
-            BackendConfig { url: backend.to_string(), connect_timeout_ms: 2_000, response_timeout_ms: 15_000, host_header: None },
+            BackendConfig {
+                url: backend.to_string(),
+                connect_timeout_ms: 2_000,
+                response_timeout_ms: 15_000,
+                host_header: None,
+            },
         )]
         .into(),
         vars: Default::default(),
     }];
-    config.validate().map_err(|(field, message)| anyhow::anyhow!("--backend/--policy: {field}: {message}"))?;
+    config
+        .validate()
+        .map_err(|(field, message)| anyhow::anyhow!("--backend/--policy: {field}: {message}"))?;
     Ok(config)
 }
 
@@ -115,7 +131,8 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

@@ -17,11 +17,21 @@ pub const DEFAULT_TOML: &str = include_str!("default.toml");
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid config {source_name}: {message}")]
-    Parse { source_name: String, message: String },
+    Parse {
+        source_name: String,
+        message: String,
+    },
     #[error("invalid config {source_name}: field `{field}`: {message}")]
-    Field { source_name: String, field: String, message: String },
+    Field {
+        source_name: String,
+        field: String,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -84,7 +94,12 @@ pub struct CacheConfig {
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        CacheConfig { max_size_mb: 256, max_object_mb: 64, stale_retention_s: 3600, coalesce_wait_ms: 15_000 }
+        CacheConfig {
+            max_size_mb: 256,
+            max_object_mb: 64,
+            stale_retention_s: 3600,
+            coalesce_wait_ms: 15_000,
+        }
     }
 }
 
@@ -100,7 +115,10 @@ pub struct RuntimeConfig {
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { max_instances: 1000, max_memory_mb: 64 }
+        RuntimeConfig {
+            max_instances: 1000,
+            max_memory_mb: 64,
+        }
     }
 }
 
@@ -146,7 +164,12 @@ pub struct LimitsConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { memory_mb: 16, cpu_ms: 50, max_host_calls: 1000, max_subrequests: 8 }
+        LimitsConfig {
+            memory_mb: 16,
+            cpu_ms: 50,
+            max_host_calls: 1000,
+            max_subrequests: 8,
+        }
     }
 }
 
@@ -181,22 +204,32 @@ impl Config {
 
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Config::from_toml(&text, &path.display().to_string(), &base)
     }
 
     /// Parses and checks config text.
-    pub fn from_toml(text: &str, source_name: &str, base_dir: &Path) -> Result<Config, ConfigError> {
-        let mut config: Config = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { source_name: source_name.to_string(), message: e.to_string() })?;
-        config.base_dir = base_dir.to_path_buf();
-        config.validate().map_err(|(field, message)| ConfigError::Field {
+    pub fn from_toml(
+        text: &str,
+        source_name: &str,
+        base_dir: &Path,
+    ) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             source_name: source_name.to_string(),
-            field,
-            message,
+            message: e.to_string(),
         })?;
+        config.base_dir = base_dir.to_path_buf();
+        config
+            .validate()
+            .map_err(|(field, message)| ConfigError::Field {
+                source_name: source_name.to_string(),
+                field,
+                message,
+            })?;
         Ok(config)
     }
 
@@ -212,8 +245,16 @@ impl Config {
         let mut hosts = std::collections::HashMap::new();
         for (i, t) in self.tenants.iter().enumerate() {
             let at = |field: &str| format!("tenant[{i}].{field}");
-            if t.id.is_empty() || !t.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                return Err((at("id"), format!("{:?} must be non-empty letters, digits, '-' or '_'", t.id)));
+            if t.id.is_empty()
+                || !t
+                    .id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err((
+                    at("id"),
+                    format!("{:?} must be non-empty letters, digits, '-' or '_'", t.id),
+                ));
             }
             if !ids.insert(t.id.as_str()) {
                 return Err((at("id"), format!("tenant {:?} is declared twice", t.id)));
@@ -224,7 +265,10 @@ impl Config {
             for host in &t.hosts {
                 let host = host.to_ascii_lowercase();
                 if let Some(other) = hosts.insert(host.clone(), t.id.as_str()) {
-                    return Err((at("hosts"), format!("host {host:?} is already served by tenant {other:?}")));
+                    return Err((
+                        at("hosts"),
+                        format!("host {host:?} is already served by tenant {other:?}"),
+                    ));
                 }
             }
             PolicySource::parse(&t.policy, &self.base_dir).map_err(|m| (at("policy"), m))?;
@@ -232,23 +276,36 @@ impl Config {
             if limits.memory_mb == 0 || limits.memory_mb > self.runtime.max_memory_mb {
                 return Err((
                     at("limits.memory_mb"),
-                    format!("must be between 1 and runtime.max_memory_mb ({})", self.runtime.max_memory_mb),
+                    format!(
+                        "must be between 1 and runtime.max_memory_mb ({})",
+                        self.runtime.max_memory_mb
+                    ),
                 ));
             }
             if limits.cpu_ms == 0 {
                 return Err((at("limits.cpu_ms"), "must be at least 1".into()));
             }
             for (name, b) in &t.backends {
-                crate::origin::BackendUrl::parse(&b.url).map_err(|m| (at(&format!("backends.{name}.url")), m))?;
+                crate::origin::BackendUrl::parse(&b.url)
+                    .map_err(|m| (at(&format!("backends.{name}.url")), m))?;
                 if b.connect_timeout_ms == 0 {
-                    return Err((at(&format!("backends.{name}.connect_timeout_ms")), "must be at least 1".into()));
+                    return Err((
+                        at(&format!("backends.{name}.connect_timeout_ms")),
+                        "must be at least 1".into(),
+                    ));
                 }
                 if b.response_timeout_ms == 0 {
-                    return Err((at(&format!("backends.{name}.response_timeout_ms")), "must be at least 1".into()));
+                    return Err((
+                        at(&format!("backends.{name}.response_timeout_ms")),
+                        "must be at least 1".into(),
+                    ));
                 }
                 if let Some(h) = &b.host_header {
                     if http::HeaderValue::from_str(h).is_err() {
-                        return Err((at(&format!("backends.{name}.host_header")), "is not a valid header value".into()));
+                        return Err((
+                            at(&format!("backends.{name}.host_header")),
+                            "is not a valid header value".into(),
+                        ));
                     }
                 }
             }
@@ -274,7 +331,9 @@ impl PolicySource {
                 .iter()
                 .find(|(n, _)| *n == name)
                 .map(|(n, _)| PolicySource::Builtin(n))
-                .ok_or_else(|| format!("unknown built-in policy {name:?}; built-in policies are {known:?}"));
+                .ok_or_else(|| {
+                    format!("unknown built-in policy {name:?}; built-in policies are {known:?}")
+                });
         }
         if spec.is_empty() {
             return Err("must be `builtin:NAME` or a path to a .wasm component".into());
@@ -285,7 +344,9 @@ impl PolicySource {
     /// The component's bytes.
     pub fn read(&self) -> Result<std::borrow::Cow<'static, [u8]>, String> {
         match self {
-            PolicySource::Builtin(name) => Ok(crate::guests::builtin(name).expect("checked at parse").into()),
+            PolicySource::Builtin(name) => Ok(crate::guests::builtin(name)
+                .expect("checked at parse")
+                .into()),
             PolicySource::File(path) => std::fs::read(path)
                 .map(Into::into)
                 .map_err(|e| format!("cannot read policy {}: {e}", path.display())),
@@ -306,9 +367,13 @@ mod tests {
 
     #[test]
     fn unknown_field_is_named_with_its_line() {
-        let err = Config::from_toml("[server]\nlisten = \"127.0.0.1:1\"\nlisten_typo = 3\n", "t.toml", Path::new("."))
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_toml(
+            "[server]\nlisten = \"127.0.0.1:1\"\nlisten_typo = 3\n",
+            "t.toml",
+            Path::new("."),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("listen_typo"), "{err}");
         assert!(err.contains("line 3"), "{err}");
     }
@@ -323,7 +388,9 @@ mod tests {
             [tenant.backends.origin]
             url = "ftp://example"
         "#;
-        let err = Config::from_toml(text, "t.toml", Path::new(".")).unwrap_err().to_string();
+        let err = Config::from_toml(text, "t.toml", Path::new("."))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("tenant[0].backends.origin.url"), "{err}");
     }
 
@@ -339,7 +406,9 @@ mod tests {
             hosts = ["X.test"]
             policy = "builtin:default"
         "#;
-        let err = Config::from_toml(text, "t.toml", Path::new(".")).unwrap_err().to_string();
+        let err = Config::from_toml(text, "t.toml", Path::new("."))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("tenant[1].hosts"), "{err}");
     }
 }

@@ -15,10 +15,16 @@ use tokio::net::TcpListener;
 /// Serves the demo origin until the process ends.
 pub async fn serve(listener: TcpListener) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         tokio::spawn(async move {
-            let service = service_fn(|req: Request<Incoming>| async move { Ok::<_, std::convert::Infallible>(answer(&req)) });
-            let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+            let service = service_fn(|req: Request<Incoming>| async move {
+                Ok::<_, std::convert::Infallible>(answer(&req))
+            });
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }

@@ -6,18 +6,36 @@ pub const EXAMPLES_WASM_DIR: &str = env!("OUTPOST_GUEST_WASM_DIR");
 
 /// Policies a config can name as `builtin:NAME`.
 pub const BUILTIN: &[(&str, &[u8])] = &[
-    ("default", include_bytes!(concat!(env!("OUTPOST_GUEST_WASM_DIR"), "/default_policy.wasm"))),
-    ("router", include_bytes!(concat!(env!("OUTPOST_GUEST_WASM_DIR"), "/router.wasm"))),
-    ("cache-key", include_bytes!(concat!(env!("OUTPOST_GUEST_WASM_DIR"), "/cache_key.wasm"))),
+    (
+        "default",
+        include_bytes!(concat!(
+            env!("OUTPOST_GUEST_WASM_DIR"),
+            "/default_policy.wasm"
+        )),
+    ),
+    (
+        "router",
+        include_bytes!(concat!(env!("OUTPOST_GUEST_WASM_DIR"), "/router.wasm")),
+    ),
+    (
+        "cache-key",
+        include_bytes!(concat!(env!("OUTPOST_GUEST_WASM_DIR"), "/cache_key.wasm")),
+    ),
     (
         "origin-fallback",
-        include_bytes!(concat!(env!("OUTPOST_GUEST_WASM_DIR"), "/origin_fallback.wasm")),
+        include_bytes!(concat!(
+            env!("OUTPOST_GUEST_WASM_DIR"),
+            "/origin_fallback.wasm"
+        )),
     ),
 ];
 
 /// The component of a built-in policy.
 pub fn builtin(name: &str) -> Option<&'static [u8]> {
-    BUILTIN.iter().find(|(n, _)| *n == name).map(|(_, wasm)| *wasm)
+    BUILTIN
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, wasm)| *wasm)
 }
 
 /// The path of an example policy's component, e.g. `example_path("router")`.

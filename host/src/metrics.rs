@@ -23,17 +23,26 @@ impl Metrics {
     /// The current value of a per-tenant counter.
     pub fn get(&self, family: &'static str, tenant: &str, reason: &'static str) -> u64 {
         let map = self.per_tenant.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(&(tenant.to_string(), family, reason)).copied().unwrap_or(0)
+        map.get(&(tenant.to_string(), family, reason))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "# TYPE outpost_requests_total counter");
-        let _ = writeln!(out, "outpost_requests_total {}", self.requests.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "outpost_requests_total {}",
+            self.requests.load(Ordering::Relaxed)
+        );
         let map = self.per_tenant.lock().unwrap_or_else(|p| p.into_inner());
         for ((tenant, family, reason), value) in map.iter() {
-            let _ = writeln!(out, "outpost_{family}_total{{tenant=\"{tenant}\",reason=\"{reason}\"}} {value}");
+            let _ = writeln!(
+                out,
+                "outpost_{family}_total{{tenant=\"{tenant}\",reason=\"{reason}\"}} {value}"
+            );
         }
         out
     }

@@ -28,10 +28,12 @@ impl Node {
             field: "runtime".into(),
             message: format!("{e:#}"),
         })?;
-        let tenants = TenantTable::build(config, &runtime).map_err(|(field, message)| ConfigError::Field {
-            source_name: "config".into(),
-            field,
-            message,
+        let tenants = TenantTable::build(config, &runtime).map_err(|(field, message)| {
+            ConfigError::Field {
+                source_name: "config".into(),
+                field,
+                message,
+            }
         })?;
         Ok(Arc::new(Node {
             runtime,
@@ -62,7 +64,11 @@ pub async fn run(
         .map_err(|e| anyhow::anyhow!("server.listen {}: {e}", config.server.listen))?;
     let addr = listener.local_addr()?;
     for tenant in node.tenants.load().tenants() {
-        tracing::info!(tenant = &*tenant.id, version = &*tenant.policy.load().version, "tenant ready");
+        tracing::info!(
+            tenant = &*tenant.id,
+            version = &*tenant.policy.load().version,
+            "tenant ready"
+        );
     }
     on_ready(addr);
     crate::server::serve(listener, node, &config.server, shutdown).await;

@@ -35,21 +35,36 @@ pub struct BackendUrl {
 
 impl BackendUrl {
     pub fn parse(url: &str) -> Result<BackendUrl, String> {
-        let uri: Uri = url.parse().map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
         match uri.scheme_str() {
             Some("http") => {}
-            Some("https") => return Err(format!("{url:?}: https backends are not supported yet; use http://")),
+            Some("https") => {
+                return Err(format!(
+                    "{url:?}: https backends are not supported yet; use http://"
+                ))
+            }
             _ => return Err(format!("{url:?} must start with http://")),
         }
-        let authority = uri.authority().cloned().ok_or_else(|| format!("{url:?} has no host"))?;
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| format!("{url:?} has no host"))?;
         if authority.as_str().contains('@') {
-            return Err(format!("{url:?}: credentials in backend URLs are not supported"));
+            return Err(format!(
+                "{url:?}: credentials in backend URLs are not supported"
+            ));
         }
         if uri.query().is_some() {
             return Err(format!("{url:?}: a backend URL cannot have a query"));
         }
         let prefix = uri.path().trim_end_matches('/').to_string();
-        Ok(BackendUrl { scheme: Scheme::HTTP, authority, prefix })
+        Ok(BackendUrl {
+            scheme: Scheme::HTTP,
+            authority,
+            prefix,
+        })
     }
 
     /// The URI of `path_and_query` on this backend.
@@ -95,7 +110,9 @@ impl Backend {
             .pool_max_idle_per_host(256)
             .build(connector);
         let host_header = match &config.host_header {
-            Some(h) => Some(HeaderValue::from_str(h).map_err(|_| format!("host_header {h:?} is invalid"))?),
+            Some(h) => Some(
+                HeaderValue::from_str(h).map_err(|_| format!("host_header {h:?} is invalid"))?,
+            ),
             None => None,
         };
         Ok(Backend {
@@ -108,7 +125,10 @@ impl Backend {
     }
 
     /// Sends a request and waits for the response head.
-    pub async fn send(&self, request: Request<ProxyBody>) -> Result<Response<Incoming>, FetchError> {
+    pub async fn send(
+        &self,
+        request: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, FetchError> {
         match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
             Err(_) => Err(FetchError::Timeout),
             Ok(Ok(response)) => Ok(response),
@@ -121,18 +141,29 @@ impl Backend {
         &self,
         request: crate::runtime::FetchRequestWit,
     ) -> Result<crate::runtime::FetchResponseWit, FetchError> {
-        let method = http::Method::from_bytes(request.method.as_bytes())
-            .map_err(|_| FetchError::InvalidResponse(format!("invalid method {:?}", request.method)))?;
-        let path = if request.path_with_query.starts_with('/') { request.path_with_query } else { format!("/{}", request.path_with_query) };
-        let mut builder = Request::builder().method(method).uri(self.url.uri_for(&path));
+        let method = http::Method::from_bytes(request.method.as_bytes()).map_err(|_| {
+            FetchError::InvalidResponse(format!("invalid method {:?}", request.method))
+        })?;
+        let path = if request.path_with_query.starts_with('/') {
+            request.path_with_query
+        } else {
+            format!("/{}", request.path_with_query)
+        };
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(self.url.uri_for(&path));
         for (name, value) in &request.headers {
             builder = builder.header(name.as_str(), value.as_str());
         }
         if let Some(host) = &self.host_header {
             builder = builder.header(http::header::HOST, host.clone());
         }
-        let body = Full::new(Bytes::from(request.body)).map_err(|never| match never {}).boxed_unsync();
-        let request = builder.body(body).map_err(|e| FetchError::InvalidResponse(format!("invalid request: {e}")))?;
+        let body = Full::new(Bytes::from(request.body))
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        let request = builder
+            .body(body)
+            .map_err(|e| FetchError::InvalidResponse(format!("invalid request: {e}")))?;
         let response = self.send(request).await?;
         let (parts, mut body) = response.into_parts();
         let mut collected = Vec::new();
@@ -154,7 +185,11 @@ impl Backend {
         }
         Ok(crate::runtime::FetchResponseWit {
             status: parts.status.as_u16(),
-            headers: parts.headers.iter().map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec())).collect(),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+                .collect(),
             body: collected,
         })
     }

@@ -55,9 +55,15 @@ pub async fn serve(
         let node = node.clone();
         let service = service_fn(move |request| {
             let node = node.clone();
-            async move { Ok::<_, std::convert::Infallible>(crate::proxy::handle(node, request, peer.ip()).await) }
+            async move {
+                Ok::<_, std::convert::Infallible>(
+                    crate::proxy::handle(node, request, peer.ip()).await,
+                )
+            }
         });
-        let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -66,7 +72,10 @@ pub async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("shutdown: requests still running after {DRAIN_TIMEOUT:?}; closing");
     }
 }

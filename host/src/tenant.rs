@@ -37,12 +37,14 @@ impl TenantTable {
         let mut table = TenantTable::default();
         for (i, tc) in config.tenants.iter().enumerate() {
             let at = |field: &str| format!("tenant[{i}].{field}");
-            let source = PolicySource::parse(&tc.policy, &config.base_dir).map_err(|m| (at("policy"), m))?;
+            let source =
+                PolicySource::parse(&tc.policy, &config.base_dir).map_err(|m| (at("policy"), m))?;
             let wasm = source.read().map_err(|m| (at("policy"), m))?;
             let module = runtime.load(&wasm).map_err(|m| (at("policy"), m))?;
             let mut backends = HashMap::new();
             for (name, bc) in &tc.backends {
-                let backend = Backend::new(name, bc).map_err(|m| (at(&format!("backends.{name}")), m))?;
+                let backend =
+                    Backend::new(name, bc).map_err(|m| (at(&format!("backends.{name}")), m))?;
                 backends.insert(name.clone(), Arc::new(backend));
             }
             let tenant = Arc::new(Tenant {

@@ -1,0 +1,468 @@
+//! The end-to-end test harness: a scripted origin that records what it
+//! receives, a node process started with a given config, and a client.
+//!
+//! Everything is real: sockets on 127.0.0.1, the `outpost` binary, policy
+//! components built from `examples/`.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// The path of an example policy component, as a TOML string literal.
+pub fn example(name: &str) -> String {
+    format!(
+        "{:?}",
+        outpost::guests::example_path(name).display().to_string()
+    )
+}
+
+/// A port nothing listens on (bound, then released).
+pub fn closed_port_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    format!("http://{addr}")
+}
+
+/// What the scripted origin answers for a path.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    /// `None`: the origin's name and the request target.
+    pub body: Option<Bytes>,
+    pub delay: Duration,
+}
+
+impl Reply {
+    /// 200, cacheable for 60 s.
+    pub fn ok() -> Reply {
+        Reply {
+            status: 200,
+            headers: vec![("cache-control".into(), "max-age=60".into())],
+            body: None,
+            delay: Duration::ZERO,
+        }
+    }
+
+    /// A status with no headers.
+    pub fn status(status: u16) -> Reply {
+        Reply {
+            status,
+            headers: Vec::new(),
+            body: None,
+            delay: Duration::ZERO,
+        }
+    }
+
+    /// Replaces every header with this one.
+    pub fn only(mut self, name: &str, value: &str) -> Reply {
+        self.headers = vec![(name.into(), value.into())];
+        self
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Reply {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn body(mut self, body: impl Into<Bytes>) -> Reply {
+        self.body = Some(body.into());
+        self
+    }
+
+    pub fn delay(mut self, delay: Duration) -> Reply {
+        self.delay = delay;
+        self
+    }
+}
+
+/// A request the origin received.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: Method,
+    pub target: String,
+    pub headers: HeaderMap,
+}
+
+struct OriginState {
+    name: String,
+    replies: Mutex<HashMap<String, Reply>>,
+    seen: Mutex<Vec<Seen>>,
+    connections: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// A local origin whose answers tests script per path and which records
+/// every request. Answers 304 when `If-None-Match` matches the scripted
+/// `etag`.
+pub struct Origin {
+    pub addr: SocketAddr,
+    state: Arc<OriginState>,
+    accept: JoinHandle<()>,
+}
+
+impl Origin {
+    pub async fn start(name: &str) -> Origin {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(OriginState {
+            name: name.to_string(),
+            replies: Mutex::default(),
+            seen: Mutex::default(),
+            connections: Mutex::default(),
+        });
+        let accept_state = state.clone();
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let state = accept_state.clone();
+                let conn = tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        let state = state.clone();
+                        async move { Ok::<_, std::convert::Infallible>(answer(&state, req).await) }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+                accept_state.connections.lock().unwrap().push(conn);
+            }
+        });
+        Origin {
+            addr,
+            state,
+            accept,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Scripts the answer for a request target (path and query).
+    pub fn reply(&self, target: &str, reply: Reply) {
+        self.state
+            .replies
+            .lock()
+            .unwrap()
+            .insert(target.to_string(), reply);
+    }
+
+    /// Requests received for a target.
+    pub fn hits(&self, target: &str) -> usize {
+        self.state
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.target == target)
+            .count()
+    }
+
+    /// Every request received.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.seen.lock().unwrap().clone()
+    }
+
+    /// All requests received.
+    pub fn total(&self) -> usize {
+        self.state.seen.lock().unwrap().len()
+    }
+
+    /// Closes the listener and every connection: the origin is down.
+    pub fn stop(&self) {
+        self.accept.abort();
+        for c in self.state.connections.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn answer(state: &OriginState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let (parts, body) = req.into_parts();
+    let _ = body.collect().await;
+    state.seen.lock().unwrap().push(Seen {
+        method: parts.method.clone(),
+        target: target.clone(),
+        headers: parts.headers.clone(),
+    });
+    let reply = state
+        .replies
+        .lock()
+        .unwrap()
+        .get(&target)
+        .cloned()
+        .unwrap_or_else(Reply::ok);
+    if !reply.delay.is_zero() {
+        tokio::time::sleep(reply.delay).await;
+    }
+    let etag = reply
+        .headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("etag"))
+        .map(|(_, v)| v.clone());
+    let inm = parts
+        .headers
+        .get("if-none-match")
+        .and_then(|v| v.to_str().ok());
+    let not_modified = etag.is_some() && inm == etag.as_deref();
+    let mut builder = Response::builder().status(if not_modified { 304 } else { reply.status });
+    for (n, v) in &reply.headers {
+        builder = builder.header(n, v);
+    }
+    let body = if not_modified {
+        Bytes::new()
+    } else {
+        reply
+            .body
+            .clone()
+            .unwrap_or_else(|| Bytes::from(format!("{} {}", state.name, target)))
+    };
+    builder.body(Full::new(body)).unwrap()
+}
+
+static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
+
+/// A scratch directory for one test.
+pub fn scratch_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "outpost-e2e-{}-{}",
+        std::process::id(),
+        NEXT_DIR.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A node process; killed when dropped.
+pub struct Node {
+    pub addr: SocketAddr,
+    child: Child,
+    log: PathBuf,
+}
+
+/// The `outpost` binary under test: the `outpost-node` bin of this package,
+/// which cargo builds next to the test executables' `deps/` folder.
+pub fn outpost_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    dir.join(format!("outpost-node{}", std::env::consts::EXE_SUFFIX))
+}
+
+impl Node {
+    /// Starts a node on `config` (TOML; `server.listen` is set to a free
+    /// port) and waits until it listens.
+    pub fn start(config: &str) -> Node {
+        let dir = scratch_dir();
+        let path = dir.join("outpost.toml");
+        std::fs::write(&path, config).unwrap();
+        Node::spawn(
+            &[
+                "serve",
+                "--config",
+                path.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            &dir,
+        )
+    }
+
+    /// Starts a node with these arguments and waits until it listens.
+    pub fn spawn(args: &[&str], dir: &std::path::Path) -> Node {
+        let log = dir.join("node.log");
+        let mut child = Command::new(outpost_bin())
+            .args(args)
+            .env("OUTPOST_LOG", "info")
+            .env_remove("RUST_BACKTRACE")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start the node");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if let Some(addr) = line.strip_prefix("outpost listening on http://") {
+                    let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addr) => Node { addr, child, log },
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "node did not start:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+        }
+    }
+
+    /// The node's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A response as a test sees it.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The Cache-Status value.
+    pub fn cache_status(&self) -> &str {
+        self.header("cache-status").unwrap_or("")
+    }
+}
+
+/// An HTTP client for talking to a node.
+#[derive(Clone)]
+pub struct Client {
+    inner: hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Client::new()
+    }
+}
+
+impl Client {
+    pub fn new() -> Client {
+        Client {
+            inner: hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    /// An HTTP/2 (prior knowledge, h2c) client.
+    pub fn http2() -> Client {
+        Client {
+            inner: hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+                .http2_only(true)
+                .build_http(),
+        }
+    }
+
+    /// GET `path` on `node` with this Host.
+    pub async fn get(&self, node: &Node, host: &str, path: &str) -> Resp {
+        self.send(node, Method::GET, host, path, &[], Bytes::new())
+            .await
+    }
+
+    /// GET with extra headers.
+    pub async fn get_with(
+        &self,
+        node: &Node,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        self.send(node, Method::GET, host, path, headers, Bytes::new())
+            .await
+    }
+
+    pub async fn send(
+        &self,
+        node: &Node,
+        method: Method,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Resp {
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{}", node.addr, path))
+            .header("host", host);
+        for (n, v) in headers {
+            builder = builder.header(*n, *v);
+        }
+        let response = tokio::time::timeout(
+            Duration::from_secs(30),
+            self.inner.request(builder.body(Full::new(body)).unwrap()),
+        )
+        .await
+        .expect("response within 30 s")
+        .expect("a response");
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("a complete body").to_bytes();
+        Resp {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+}
+
+/// A `[[tenant]]` block: `policy` is `builtin:NAME` or an example's name
+/// prefixed with `example:`; `backends` are (name, url) pairs.
+pub fn tenant(id: &str, hosts: &[&str], policy: &str, backends: &[(&str, &str)]) -> String {
+    let policy = match policy.strip_prefix("example:") {
+        Some(name) => example(name),
+        None => format!("{policy:?}"),
+    };
+    let hosts: Vec<String> = hosts.iter().map(|h| format!("{h:?}")).collect();
+    let mut out = format!(
+        "[[tenant]]\nid = {id:?}\nhosts = [{}]\npolicy = {policy}\n",
+        hosts.join(", ")
+    );
+    for (name, url) in backends {
+        out.push_str(&format!("[tenant.backends.{name}]\nurl = {url:?}\nconnect_timeout_ms = 1000\nresponse_timeout_ms = 5000\n"));
+    }
+    out
+}

@@ -51,7 +51,11 @@ impl Coalescer {
         }
         let (sender, rx) = watch::channel(None);
         fills.insert(key.clone(), rx);
-        Role::Leader(FillGuard { coalescer: self.clone(), key: key.clone(), sender })
+        Role::Leader(FillGuard {
+            coalescer: self.clone(),
+            key: key.clone(),
+            sender,
+        })
     }
 }
 
@@ -65,7 +69,11 @@ impl FillGuard {
 
 impl Drop for FillGuard {
     fn drop(&mut self) {
-        self.coalescer.fills.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.key);
+        self.coalescer
+            .fills
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
         if self.sender.borrow().is_none() {
             self.sender.send_replace(Some(FillOutcome::Abandoned));
         }

@@ -53,11 +53,15 @@ impl Directives {
                     "only-if-cached" => d.only_if_cached = true,
                     "max-age" => d.max_age = d.max_age.or_else(seconds),
                     "s-maxage" => d.s_maxage = d.s_maxage.or_else(seconds),
-                    "stale-while-revalidate" => d.stale_while_revalidate = d.stale_while_revalidate.or_else(seconds),
+                    "stale-while-revalidate" => {
+                        d.stale_while_revalidate = d.stale_while_revalidate.or_else(seconds)
+                    }
                     "stale-if-error" => d.stale_if_error = d.stale_if_error.or_else(seconds),
                     "min-fresh" => d.min_fresh = d.min_fresh.or_else(seconds),
                     "max-stale" => {
-                        d.max_stale = d.max_stale.or(Some(arg.as_deref().map(parse_delta).unwrap_or(u64::MAX)))
+                        d.max_stale = d
+                            .max_stale
+                            .or(Some(arg.as_deref().map(parse_delta).unwrap_or(u64::MAX)))
                     }
                     _ => {}
                 }
@@ -81,7 +85,9 @@ fn parse_delta(text: &str) -> u64 {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
         return 0;
     }
-    text.parse::<u64>().unwrap_or(DELTA_SECONDS_MAX).min(DELTA_SECONDS_MAX)
+    text.parse::<u64>()
+        .unwrap_or(DELTA_SECONDS_MAX)
+        .min(DELTA_SECONDS_MAX)
 }
 
 /// Splits `a, b=1, c="x, y"` into (name, argument) pairs, honouring quoted
@@ -153,7 +159,10 @@ mod tests {
     fn parses_common_directives() {
         let d = parse("public, max-age=60, s-maxage=120, stale-while-revalidate=30");
         assert!(d.public);
-        assert_eq!((d.max_age, d.s_maxage, d.stale_while_revalidate), (Some(60), Some(120), Some(30)));
+        assert_eq!(
+            (d.max_age, d.s_maxage, d.stale_while_revalidate),
+            (Some(60), Some(120), Some(30))
+        );
     }
 
     #[test]
@@ -167,7 +176,10 @@ mod tests {
     fn invalid_delta_seconds_count_as_zero_and_first_wins() {
         assert_eq!(parse("max-age=abc").max_age, Some(0));
         assert_eq!(parse("max-age=10, max-age=20").max_age, Some(10));
-        assert_eq!(parse("MAX-AGE=99999999999999").max_age, Some(DELTA_SECONDS_MAX));
+        assert_eq!(
+            parse("MAX-AGE=99999999999999").max_age,
+            Some(DELTA_SECONDS_MAX)
+        );
         assert_eq!(parse("max-age=\"30\"").max_age, Some(30));
     }
 }

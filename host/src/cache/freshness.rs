@@ -86,7 +86,10 @@ pub struct Freshness {
 /// The statuses a cache may store without explicit freshness (RFC 9110
 /// section 15.1). 206 is left out: partial content is not stored.
 pub fn heuristically_cacheable(status: StatusCode) -> bool {
-    matches!(status.as_u16(), 200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501)
+    matches!(
+        status.as_u16(),
+        200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+    )
 }
 
 /// The directives that govern this cache: `CDN-Cache-Control` (RFC 9213),
@@ -99,11 +102,17 @@ pub fn effective_directives(headers: &HeaderMap) -> (Directives, bool) {
             return (d, true);
         }
     }
-    (Directives::parse(headers.get_all(http::header::CACHE_CONTROL)), false)
+    (
+        Directives::parse(headers.get_all(http::header::CACHE_CONTROL)),
+        false,
+    )
 }
 
 fn header_date(headers: &HeaderMap, name: http::header::HeaderName) -> Option<SystemTime> {
-    headers.get(name).and_then(|v| v.to_str().ok()).and_then(|s| httpdate::parse_http_date(s.trim()).ok())
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| httpdate::parse_http_date(s.trim()).ok())
 }
 
 /// What a response to `request` may become in the cache.
@@ -138,32 +147,48 @@ impl Assessment<'_> {
             });
         }
 
-        let request_cc = Directives::parse(self.request_headers.get_all(http::header::CACHE_CONTROL));
+        let request_cc =
+            Directives::parse(self.request_headers.get_all(http::header::CACHE_CONTROL));
         if cc.no_store || request_cc.no_store {
             return Err(NotStored::NoStore);
         }
         if cc.private {
             return Err(NotStored::Private);
         }
-        if self.request_headers.contains_key(http::header::AUTHORIZATION)
+        if self
+            .request_headers
+            .contains_key(http::header::AUTHORIZATION)
             && !(cc.must_revalidate || cc.public || cc.s_maxage.is_some())
         {
             return Err(NotStored::Authorization);
         }
-        if headers.get_all(http::header::VARY).iter().any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|f| f.trim() == "*")))
-        {
+        if headers.get_all(http::header::VARY).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|f| f.trim() == "*"))
+        }) {
             return Err(NotStored::VaryStar);
         }
         if headers.contains_key(http::header::SET_COOKIE) {
             return Err(NotStored::SetCookie);
         }
-        if self.status.is_informational() || self.status == StatusCode::PARTIAL_CONTENT || self.status == StatusCode::NOT_MODIFIED {
+        if self.status.is_informational()
+            || self.status == StatusCode::PARTIAL_CONTENT
+            || self.status == StatusCode::NOT_MODIFIED
+        {
             return Err(NotStored::Status);
         }
 
-        let expires = if targeted { None } else { headers.get(http::header::EXPIRES) };
+        let expires = if targeted {
+            None
+        } else {
+            headers.get(http::header::EXPIRES)
+        };
         let explicit = cc.s_maxage.or(cc.max_age).is_some() || expires.is_some();
-        if !explicit && !cc.public && !heuristically_cacheable(self.status) && !matches!(self.policy, Override::Ttl(_)) {
+        if !explicit
+            && !cc.public
+            && !heuristically_cacheable(self.status)
+            && !matches!(self.policy, Override::Ttl(_))
+        {
             return Err(NotStored::Status);
         }
 
@@ -171,7 +196,8 @@ impl Assessment<'_> {
             Override::Ttl(ttl) => Duration::from_secs(ttl.into()),
             _ => self.lifetime(&cc, expires),
         };
-        let has_validator = headers.contains_key(http::header::ETAG) || headers.contains_key(http::header::LAST_MODIFIED);
+        let has_validator = headers.contains_key(http::header::ETAG)
+            || headers.contains_key(http::header::LAST_MODIFIED);
         if lifetime.is_zero() && !has_validator {
             return Err(NotStored::Unusable);
         }
@@ -190,15 +216,22 @@ impl Assessment<'_> {
         if let Some(s) = cc.s_maxage.or(cc.max_age) {
             return Duration::from_secs(s);
         }
-        let date = header_date(self.response_headers, http::header::DATE).unwrap_or(self.response_time);
+        let date =
+            header_date(self.response_headers, http::header::DATE).unwrap_or(self.response_time);
         if let Some(expires) = expires {
             // An invalid Expires (e.g. "0") means already expired (5.3).
-            let expires = expires.to_str().ok().and_then(|s| httpdate::parse_http_date(s.trim()).ok());
-            return expires.and_then(|e| e.duration_since(date).ok()).unwrap_or(Duration::ZERO);
+            let expires = expires
+                .to_str()
+                .ok()
+                .and_then(|s| httpdate::parse_http_date(s.trim()).ok());
+            return expires
+                .and_then(|e| e.duration_since(date).ok())
+                .unwrap_or(Duration::ZERO);
         }
         // Section 4.2.2: heuristic freshness from Last-Modified.
         if heuristically_cacheable(self.status) || cc.public {
-            if let Some(modified) = header_date(self.response_headers, http::header::LAST_MODIFIED) {
+            if let Some(modified) = header_date(self.response_headers, http::header::LAST_MODIFIED)
+            {
                 if let Ok(since) = date.duration_since(modified) {
                     return (since / HEURISTIC_FRACTION).min(HEURISTIC_CAP);
                 }
@@ -210,15 +243,19 @@ impl Assessment<'_> {
     /// Section 4.2.3: corrected_initial_age.
     fn initial_age(&self) -> Duration {
         let date = header_date(self.response_headers, http::header::DATE);
-        let apparent_age =
-            date.and_then(|d| self.response_time.duration_since(d).ok()).unwrap_or(Duration::ZERO);
+        let apparent_age = date
+            .and_then(|d| self.response_time.duration_since(d).ok())
+            .unwrap_or(Duration::ZERO);
         let age_value = self
             .response_headers
             .get(http::header::AGE)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .unwrap_or(0);
-        let response_delay = self.response_time.duration_since(self.request_time).unwrap_or(Duration::ZERO);
+        let response_delay = self
+            .response_time
+            .duration_since(self.request_time)
+            .unwrap_or(Duration::ZERO);
         let corrected_age_value = Duration::from_secs(age_value) + response_delay;
         apparent_age.max(corrected_age_value)
     }
@@ -233,14 +270,24 @@ mod tests {
     use super::*;
     use http::HeaderValue;
 
-    fn assess(status: u16, headers: &[(&str, &str)], request: &[(&str, &str)]) -> Result<Freshness, NotStored> {
+    fn assess(
+        status: u16,
+        headers: &[(&str, &str)],
+        request: &[(&str, &str)],
+    ) -> Result<Freshness, NotStored> {
         let mut rh = HeaderMap::new();
         for (n, v) in headers {
-            rh.append(http::header::HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            rh.append(
+                http::header::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         let mut qh = HeaderMap::new();
         for (n, v) in request {
-            qh.append(http::header::HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            qh.append(
+                http::header::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         let now = SystemTime::now();
         Assessment {
@@ -257,7 +304,14 @@ mod tests {
 
     #[test]
     fn precedence_is_cdn_cache_control_then_s_maxage_then_max_age() {
-        let f = assess(200, &[("cache-control", "max-age=10, s-maxage=20"), ("cdn-cache-control", "max-age=30")], &[]);
+        let f = assess(
+            200,
+            &[
+                ("cache-control", "max-age=10, s-maxage=20"),
+                ("cdn-cache-control", "max-age=30"),
+            ],
+            &[],
+        );
         assert_eq!(f.unwrap().lifetime, Duration::from_secs(30));
         let f = assess(200, &[("cache-control", "max-age=10, s-maxage=20")], &[]);
         assert_eq!(f.unwrap().lifetime, Duration::from_secs(20));
@@ -271,29 +325,58 @@ mod tests {
         let expires = date + Duration::from_secs(100);
         let f = assess(
             200,
-            &[("date", &httpdate::fmt_http_date(date)), ("expires", &httpdate::fmt_http_date(expires))],
+            &[
+                ("date", &httpdate::fmt_http_date(date)),
+                ("expires", &httpdate::fmt_http_date(expires)),
+            ],
             &[],
         )
         .unwrap();
         assert!(f.lifetime >= Duration::from_secs(99) && f.lifetime <= Duration::from_secs(100));
-        assert_eq!(assess(200, &[("expires", "0"), ("etag", "\"a\"")], &[]).unwrap().lifetime, Duration::ZERO);
+        assert_eq!(
+            assess(200, &[("expires", "0"), ("etag", "\"a\"")], &[])
+                .unwrap()
+                .lifetime,
+            Duration::ZERO
+        );
     }
 
     #[test]
     fn shared_cache_refuses_private_no_store_and_authorization() {
-        assert_eq!(assess(200, &[("cache-control", "private, max-age=60")], &[]), Err(NotStored::Private));
-        assert_eq!(assess(200, &[("cache-control", "no-store")], &[]), Err(NotStored::NoStore));
         assert_eq!(
-            assess(200, &[("cache-control", "max-age=60")], &[("authorization", "Bearer x")]),
+            assess(200, &[("cache-control", "private, max-age=60")], &[]),
+            Err(NotStored::Private)
+        );
+        assert_eq!(
+            assess(200, &[("cache-control", "no-store")], &[]),
+            Err(NotStored::NoStore)
+        );
+        assert_eq!(
+            assess(
+                200,
+                &[("cache-control", "max-age=60")],
+                &[("authorization", "Bearer x")]
+            ),
             Err(NotStored::Authorization)
         );
-        assert!(assess(200, &[("cache-control", "s-maxage=60")], &[("authorization", "Bearer x")]).is_ok());
-        assert_eq!(assess(200, &[("cache-control", "max-age=60"), ("vary", "*")], &[]), Err(NotStored::VaryStar));
+        assert!(assess(
+            200,
+            &[("cache-control", "s-maxage=60")],
+            &[("authorization", "Bearer x")]
+        )
+        .is_ok());
+        assert_eq!(
+            assess(200, &[("cache-control", "max-age=60"), ("vary", "*")], &[]),
+            Err(NotStored::VaryStar)
+        );
     }
 
     #[test]
     fn uncacheable_status_needs_explicit_freshness() {
-        assert_eq!(assess(302, &[("etag", "\"x\"")], &[]), Err(NotStored::Status));
+        assert_eq!(
+            assess(302, &[("etag", "\"x\"")], &[]),
+            Err(NotStored::Status)
+        );
         assert!(assess(302, &[("cache-control", "max-age=5")], &[]).is_ok());
     }
 
@@ -301,7 +384,14 @@ mod tests {
     fn heuristic_freshness_is_a_tenth_of_the_last_modified_age() {
         let now = SystemTime::now();
         let modified = now - Duration::from_secs(1000);
-        let f = assess(200, &[("date", &httpdate::fmt_http_date(now)), ("last-modified", &httpdate::fmt_http_date(modified))], &[]);
+        let f = assess(
+            200,
+            &[
+                ("date", &httpdate::fmt_http_date(now)),
+                ("last-modified", &httpdate::fmt_http_date(modified)),
+            ],
+            &[],
+        );
         assert_eq!(f.unwrap().lifetime, Duration::from_secs(100));
     }
 

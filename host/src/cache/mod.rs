@@ -30,7 +30,10 @@ pub struct CacheKey {
 
 impl CacheKey {
     pub fn new(tenant: &Arc<str>, key: &str) -> CacheKey {
-        CacheKey { tenant: tenant.clone(), key: key.into() }
+        CacheKey {
+            tenant: tenant.clone(),
+            key: key.into(),
+        }
     }
 
     pub fn key(&self) -> &str {
@@ -54,7 +57,12 @@ pub struct HttpCache {
 struct Retention(Duration);
 
 impl moka::Expiry<CacheKey, Arc<StoredResponse>> for Retention {
-    fn expire_after_create(&self, _key: &CacheKey, value: &Arc<StoredResponse>, _now: Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _key: &CacheKey,
+        value: &Arc<StoredResponse>,
+        _now: Instant,
+    ) -> Option<Duration> {
         let f = &value.freshness;
         let remaining = f.lifetime.saturating_sub(f.initial_age);
         Some(remaining + self.0.max(f.stale_while_revalidate).max(f.stale_if_error))

@@ -68,7 +68,9 @@ impl StoredResponse {
 
     /// Whether a request selects this response (RFC 9111 section 4.1).
     pub fn matches_vary(&self, request: &HeaderMap) -> bool {
-        self.vary.iter().all(|(name, value)| normalised(request, name).as_deref() == value.as_deref())
+        self.vary
+            .iter()
+            .all(|(name, value)| normalised(request, name).as_deref() == value.as_deref())
     }
 
     pub fn etag(&self) -> Option<&HeaderValue> {
@@ -81,7 +83,11 @@ impl StoredResponse {
 
     /// Bytes this entry costs the cache.
     pub fn weight(&self) -> u32 {
-        let headers: usize = self.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 32).sum();
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 32)
+            .sum();
         (self.body.len() + headers + 256).min(u32::MAX as usize) as u32
     }
 }
@@ -110,7 +116,11 @@ fn normalised(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     values.peek()?;
     let joined: Vec<String> = values
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|p| p.trim().to_string()).collect::<Vec<_>>())
+        .flat_map(|v| {
+            v.split(',')
+                .map(|p| p.trim().to_string())
+                .collect::<Vec<_>>()
+        })
         .collect();
     Some(joined.join(","))
 }

@@ -9,11 +9,15 @@ use crate::cache::StoredResponse;
 /// comparison, takes precedence over If-Modified-Since).
 pub fn not_modified(request: &HeaderMap, stored: &StoredResponse) -> bool {
     if let Some(inm) = request.get(header::IF_NONE_MATCH) {
-        let Some(etag) = stored.etag() else { return false };
+        let Some(etag) = stored.etag() else {
+            return false;
+        };
         return none_match_fails(inm, etag);
     }
     if let Some(ims) = request.get(header::IF_MODIFIED_SINCE) {
-        let (Some(since), Some(modified)) = (http_date(ims), stored.last_modified().and_then(http_date)) else {
+        let (Some(since), Some(modified)) =
+            (http_date(ims), stored.last_modified().and_then(http_date))
+        else {
             return false;
         };
         return modified <= since;
@@ -24,12 +28,17 @@ pub fn not_modified(request: &HeaderMap, stored: &StoredResponse) -> bool {
 /// If-None-Match evaluates false when any listed tag weakly matches, or
 /// the field is `*` (section 13.1.2).
 fn none_match_fails(field: &HeaderValue, etag: &HeaderValue) -> bool {
-    let Ok(field) = field.to_str() else { return false };
+    let Ok(field) = field.to_str() else {
+        return false;
+    };
     if field.trim() == "*" {
         return true;
     }
     let ours = weak_form(etag.to_str().unwrap_or(""));
-    field.split(',').map(|t| weak_form(t.trim())).any(|t| !t.is_empty() && t == ours)
+    field
+        .split(',')
+        .map(|t| weak_form(t.trim()))
+        .any(|t| !t.is_empty() && t == ours)
 }
 
 /// The opaque tag without a `W/` prefix (weak comparison, section 8.8.3.2).
@@ -67,8 +76,14 @@ mod tests {
     #[test]
     fn weak_comparison_matches_across_w_prefix() {
         let etag = HeaderValue::from_static("\"abc\"");
-        assert!(none_match_fails(&HeaderValue::from_static("W/\"abc\""), &etag));
-        assert!(none_match_fails(&HeaderValue::from_static("\"x\", \"abc\""), &etag));
+        assert!(none_match_fails(
+            &HeaderValue::from_static("W/\"abc\""),
+            &etag
+        ));
+        assert!(none_match_fails(
+            &HeaderValue::from_static("\"x\", \"abc\""),
+            &etag
+        ));
         assert!(!none_match_fails(&HeaderValue::from_static("\"x\""), &etag));
         assert!(none_match_fails(&HeaderValue::from_static("*"), &etag));
     }

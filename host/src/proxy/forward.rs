@@ -13,11 +13,14 @@ use hyper::body::{Frame, Incoming};
 use super::headers::{strip_hop_by_hop, via_value};
 use super::respond::{self, CacheStatus, Fwd};
 use super::Exchange;
-use crate::cache::{Assessment, CacheKey, FillGuard, FillOutcome, NotStored, Override, StoredResponse};
+use crate::cache::{
+    Assessment, CacheKey, FillGuard, FillOutcome, NotStored, Override, StoredResponse,
+};
 use crate::origin::{Backend, BoxError, ProxyBody};
 use crate::runtime::heads::ResponseInfo;
 use crate::runtime::{
-    Attempt, FetchError, GuestFailure, HeaderEdit, OutcomeForGuest, ResponseDecision, Route, SyntheticResponse,
+    Attempt, FetchError, GuestFailure, HeaderEdit, OutcomeForGuest, ResponseDecision, Route,
+    SyntheticResponse,
 };
 
 /// How the policy wants a backend response stored.
@@ -49,7 +52,10 @@ pub(crate) enum RouteResult {
     /// The policy chose the stale copy (only when one is usable).
     ServeStale(Option<StatusCode>),
     Synthetic(SyntheticResponse),
-    Failed { error: FetchError, backend: String },
+    Failed {
+        error: FetchError,
+        backend: String,
+    },
     GuestFailed(GuestFailure),
 }
 
@@ -89,13 +95,23 @@ impl Exchange {
                 Err(f) => return RouteResult::GuestFailed(f),
             };
             // A request body can be sent once: no retry after it is gone.
-            let can_retry = index < last && self.body.as_ref().is_none_or(|b| http_body::Body::is_end_stream(b));
-            let status = outcome.as_ref().ok().map(|(info, _)| StatusCode::from_u16(info.status).unwrap_or(StatusCode::BAD_GATEWAY));
+            let can_retry = index < last
+                && self
+                    .body
+                    .as_ref()
+                    .is_none_or(http_body::Body::is_end_stream);
+            let status = outcome.as_ref().ok().map(|(info, _)| {
+                StatusCode::from_u16(info.status).unwrap_or(StatusCode::BAD_GATEWAY)
+            });
             match decision {
                 ResponseDecision::Respond(s) => return RouteResult::Synthetic(s),
                 ResponseDecision::TryNext if can_retry => continue,
-                ResponseDecision::ServeStale if stale_available => return RouteResult::ServeStale(status),
-                ResponseDecision::Default | ResponseDecision::TryNext | ResponseDecision::ServeStale
+                ResponseDecision::ServeStale if stale_available => {
+                    return RouteResult::ServeStale(status)
+                }
+                ResponseDecision::Default
+                | ResponseDecision::TryNext
+                | ResponseDecision::ServeStale
                     if outcome.is_err() && can_retry =>
                 {
                     continue
@@ -103,12 +119,20 @@ impl Exchange {
                 _ => {}
             }
             return match outcome {
-                Err(error) => RouteResult::Failed { error, backend: name.clone() },
+                Err(error) => RouteResult::Failed {
+                    error,
+                    backend: name.clone(),
+                },
                 Ok((info, partial)) => {
-                    let headers = Arc::try_unwrap(info).map(|i| i.headers).unwrap_or_else(|shared| shared.headers.clone());
+                    let headers = Arc::try_unwrap(info)
+                        .map(|i| i.headers)
+                        .unwrap_or_else(|shared| shared.headers.clone());
                     let response = OriginResponse { headers, ..partial };
                     let mode = match decision {
-                        ResponseDecision::Store(o) => StoreMode::Force { ttl: o.ttl, tags: o.tags },
+                        ResponseDecision::Store(o) => StoreMode::Force {
+                            ttl: o.ttl,
+                            tags: o.tags,
+                        },
                         ResponseDecision::NoStore => StoreMode::NoStore,
                         _ => StoreMode::Rfc,
                     };
@@ -132,7 +156,10 @@ impl Exchange {
         let request_time = SystemTime::now();
         let response = backend.send(request).await?;
         let (parts, body) = response.into_parts();
-        let info = Arc::new(ResponseInfo { status: parts.status.as_u16(), headers: parts.headers });
+        let info = Arc::new(ResponseInfo {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+        });
         let partial = OriginResponse {
             status: parts.status,
             headers: HeaderMap::new(),
@@ -161,7 +188,12 @@ impl Exchange {
         strip_hop_by_hop(&mut headers);
         let mut revalidating = false;
         let method = if lookup {
-            for name in [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE, header::IF_RANGE, header::RANGE] {
+            for name in [
+                header::IF_NONE_MATCH,
+                header::IF_MODIFIED_SINCE,
+                header::IF_RANGE,
+                header::RANGE,
+            ] {
                 headers.remove(name);
             }
             if let Some(stale) = stale {
@@ -178,7 +210,10 @@ impl Exchange {
         } else {
             info.method.clone()
         };
-        let host = backend.host_header.clone().or_else(|| HeaderValue::from_str(&info.authority).ok());
+        let host = backend
+            .host_header
+            .clone()
+            .or_else(|| HeaderValue::from_str(&info.authority).ok());
         if let Some(host) = host {
             headers.insert(header::HOST, host);
         }
@@ -216,7 +251,9 @@ fn apply_edits(headers: &mut HeaderMap, edits: &[HeaderEdit]) {
             HeaderEdit::Set((n, v)) | HeaderEdit::Append((n, v)) => (n, Some(v)),
             HeaderEdit::Remove(n) => (n, None),
         };
-        let Ok(name) = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) else { continue };
+        let Ok(name) = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) else {
+            continue;
+        };
         match (edit, value.map(|v| HeaderValue::from_str(v))) {
             (HeaderEdit::Set(_), Some(Ok(v))) => {
                 headers.insert(name, v);
@@ -263,14 +300,24 @@ pub(super) async fn finish_lookup(
         RouteResult::ServeStale(status) => {
             finish(guard, FillOutcome::NotStored);
             let stale = usable_stale.expect("ServeStale only with a usable copy");
-            respond::stored(&exchange.info, stale, CacheStatus::served_stale(stale, now, status))
+            respond::stored(
+                &exchange.info,
+                stale,
+                CacheStatus::served_stale(stale, now, status),
+            )
         }
         RouteResult::Failed { error, backend } => {
             finish(guard, FillOutcome::NotStored);
-            exchange.node.metrics.count("origin_errors", &exchange.tenant.id, fetch_error_kind(&error));
+            exchange.node.metrics.count(
+                "origin_errors",
+                &exchange.tenant.id,
+                fetch_error_kind(&error),
+            );
             // RFC 5861 section 4: stale-if-error.
             match stale.as_ref().filter(|s| s.within_stale_if_error(now)) {
-                Some(s) => respond::stored(&exchange.info, s, CacheStatus::served_stale(s, now, None)),
+                Some(s) => {
+                    respond::stored(&exchange.info, s, CacheStatus::served_stale(s, now, None))
+                }
                 None => respond::origin_error(&error, &backend),
             }
         }
@@ -306,7 +353,12 @@ pub(super) async fn finish_lookup(
                     } else {
                         finish(guard, FillOutcome::NotStored);
                     }
-                    let status = CacheStatus::forwarded(Fwd::Stale, Some(origin.status), Some(refreshed.ttl(Instant::now())), None);
+                    let status = CacheStatus::forwarded(
+                        Fwd::Stale,
+                        Some(origin.status),
+                        Some(refreshed.ttl(Instant::now())),
+                        None,
+                    );
                     return respond::stored(&exchange.info, &refreshed, status);
                 }
             }
@@ -314,7 +366,11 @@ pub(super) async fn finish_lookup(
             if mode == StoreMode::Rfc && matches!(origin.status.as_u16(), 500 | 502 | 503 | 504) {
                 if let Some(s) = stale.as_ref().filter(|s| s.within_stale_if_error(now)) {
                     finish(guard, FillOutcome::NotStored);
-                    return respond::stored(&exchange.info, s, CacheStatus::served_stale(s, now, Some(origin.status)));
+                    return respond::stored(
+                        &exchange.info,
+                        s,
+                        CacheStatus::served_stale(s, now, Some(origin.status)),
+                    );
                 }
             }
             let verdict = match &mode {
@@ -336,8 +392,12 @@ pub(super) async fn finish_lookup(
                 Ok(f) => f,
                 Err(reason) => {
                     finish(guard, FillOutcome::NotStored);
-                    let status = CacheStatus::forwarded(fwd, Some(origin.status), None, Some(reason));
-                    let body = origin.body.map_err(|e| Box::new(e) as BoxError).boxed_unsync();
+                    let status =
+                        CacheStatus::forwarded(fwd, Some(origin.status), None, Some(reason));
+                    let body = origin
+                        .body
+                        .map_err(|e| Box::new(e) as BoxError)
+                        .boxed_unsync();
                     return respond::streamed(origin.status, origin.headers, body, status);
                 }
             };
@@ -362,17 +422,24 @@ pub(super) async fn finish_lookup(
                     });
                     cache.insert(key, stored.clone());
                     finish(guard, FillOutcome::Stored(stored.clone()));
-                    let status = CacheStatus::forwarded(fwd, Some(origin.status), Some(stored.ttl(Instant::now())), None);
+                    let status = CacheStatus::forwarded(
+                        fwd,
+                        Some(origin.status),
+                        Some(stored.ttl(Instant::now())),
+                        None,
+                    );
                     respond::stored(&exchange.info, &stored, status)
                 }
                 Collected::TooLarge { head, rest } => {
                     finish(guard, FillOutcome::NotStored);
                     let body = StreamBody::new(
-                        futures::stream::iter(head.into_iter().map(|b| Ok(Frame::data(b))))
-                            .chain(BodyStream::new(rest).map(|r| r.map_err(|e| Box::new(e) as BoxError))),
+                        futures::stream::iter(head.into_iter().map(|b| Ok(Frame::data(b)))).chain(
+                            BodyStream::new(rest).map(|r| r.map_err(|e| Box::new(e) as BoxError)),
+                        ),
                     )
                     .boxed_unsync();
-                    let status = CacheStatus::forwarded(fwd, Some(origin.status), None, Some("too-large"));
+                    let status =
+                        CacheStatus::forwarded(fwd, Some(origin.status), None, Some("too-large"));
                     respond::streamed(origin.status, origin.headers, body, status)
                 }
                 Collected::Failed(error) => {
@@ -388,13 +455,23 @@ pub(super) async fn finish_lookup(
 
 /// The end of a pass: stream the response; invalidate after an unsafe
 /// request succeeded (RFC 9111 section 4.4).
-pub(super) async fn finish_pass(exchange: Exchange, result: RouteResult, invalidate: Option<CacheKey>) -> Response<ProxyBody> {
+pub(super) async fn finish_pass(
+    exchange: Exchange,
+    result: RouteResult,
+    invalidate: Option<CacheKey>,
+) -> Response<ProxyBody> {
     match result {
         RouteResult::Synthetic(s) => respond::synthetic(s),
-        RouteResult::GuestFailed(f) => super::guest_failed(&exchange.node, &exchange.tenant, &exchange.version, f),
+        RouteResult::GuestFailed(f) => {
+            super::guest_failed(&exchange.node, &exchange.tenant, &exchange.version, f)
+        }
         RouteResult::ServeStale(_) => unreachable!("a pass has no stale copy"),
         RouteResult::Failed { error, backend } => {
-            exchange.node.metrics.count("origin_errors", &exchange.tenant.id, fetch_error_kind(&error));
+            exchange.node.metrics.count(
+                "origin_errors",
+                &exchange.tenant.id,
+                fetch_error_kind(&error),
+            );
             respond::origin_error(&error, &backend)
         }
         RouteResult::Response(origin, _) => {
@@ -403,7 +480,10 @@ pub(super) async fn finish_pass(exchange: Exchange, result: RouteResult, invalid
                     exchange.node.cache.purge(&exchange.tenant.id, key.key());
                 }
             }
-            let body = origin.body.map_err(|e| Box::new(e) as BoxError).boxed_unsync();
+            let body = origin
+                .body
+                .map_err(|e| Box::new(e) as BoxError)
+                .boxed_unsync();
             let status = CacheStatus::forwarded(Fwd::Request, Some(origin.status), None, None);
             respond::streamed(origin.status, origin.headers, body, status)
         }
@@ -434,8 +514,10 @@ fn merge_not_modified(stale: &StoredResponse, update: &HeaderMap) -> HeaderMap {
     let mut merged = stale.headers.clone();
     let mut replaced: Vec<&HeaderName> = Vec::new();
     for (name, value) in update {
-        if matches!(name.as_str(), "content-length" | "content-encoding" | "transfer-encoding" | "content-range")
-            || super::headers::is_hop_by_hop(name)
+        if matches!(
+            name.as_str(),
+            "content-length" | "content-encoding" | "transfer-encoding" | "content-range"
+        ) || super::headers::is_hop_by_hop(name)
         {
             continue;
         }
@@ -456,7 +538,10 @@ fn merge_not_modified(stale: &StoredResponse, update: &HeaderMap) -> HeaderMap {
 enum Collected {
     Complete(Bytes),
     /// Over the size limit: what was read, and the rest still to stream.
-    TooLarge { head: Vec<Bytes>, rest: Incoming },
+    TooLarge {
+        head: Vec<Bytes>,
+        rest: Incoming,
+    },
     Failed(String),
 }
 
@@ -475,7 +560,10 @@ async fn collect(mut body: Incoming, limit: u64, idle: std::time::Duration) -> C
             size += data.len() as u64;
             chunks.push(data);
             if size > limit {
-                return Collected::TooLarge { head: chunks, rest: body };
+                return Collected::TooLarge {
+                    head: chunks,
+                    rest: body,
+                };
             }
         }
     }

@@ -19,8 +19,8 @@ use std::time::Instant;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::cache::{CacheKey, FillGuard, FillOutcome, Role, StoredResponse};
 use crate::cache::directives::Directives;
+use crate::cache::{CacheKey, FillGuard, FillOutcome, Role, StoredResponse};
 use crate::node::Node;
 use crate::origin::ProxyBody;
 use crate::runtime::heads::RequestInfo;
@@ -39,8 +39,14 @@ fn fwd(vary_miss: bool) -> Fwd {
 }
 
 /// Serves one client request. Never fails: every problem is a response.
-pub async fn handle(node: Arc<Node>, request: Request<Incoming>, client_ip: IpAddr) -> Response<ProxyBody> {
-    node.metrics.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+pub async fn handle(
+    node: Arc<Node>,
+    request: Request<Incoming>,
+    client_ip: IpAddr,
+) -> Response<ProxyBody> {
+    node.metrics
+        .requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let authority = match authority_of(&request) {
         Ok(a) => a,
         Err(message) => return respond::plain(StatusCode::BAD_REQUEST, message),
@@ -60,7 +66,11 @@ pub async fn handle(node: Arc<Node>, request: Request<Incoming>, client_ip: IpAd
         client_ip,
     });
     let module = tenant.policy.load_full();
-    let ctx = GuestContext { tenant: tenant.clone(), cache: node.cache.clone(), version: module.version.clone() };
+    let ctx = GuestContext {
+        tenant: tenant.clone(),
+        cache: node.cache.clone(),
+        version: module.version.clone(),
+    };
     let mut session = match GuestSession::start(&node.runtime, &module, ctx, info.clone()).await {
         Ok(s) => s,
         Err(failure) => return guest_failed(&node, &tenant, &module.version, failure),
@@ -70,7 +80,14 @@ pub async fn handle(node: Arc<Node>, request: Request<Incoming>, client_ip: IpAd
         Err(failure) => return guest_failed(&node, &tenant, &module.version, failure),
     };
 
-    let exchange = Exchange { node, tenant, info, version: module.version.clone(), session, body: Some(body) };
+    let exchange = Exchange {
+        node,
+        tenant,
+        info,
+        version: module.version.clone(),
+        session,
+        body: Some(body),
+    };
     match decision {
         Decision::Respond(synthetic) => respond::synthetic(synthetic),
         Decision::Pass(route) => exchange.pass(route, None).await,
@@ -97,7 +114,9 @@ fn authority_of(request: &Request<Incoming>) -> Result<String, &'static str> {
     let mut hosts = request.headers().get_all(http::header::HOST).iter();
     match (hosts.next(), hosts.next()) {
         (Some(host), None) => match host.to_str() {
-            Ok(h) if !h.is_empty() && h.parse::<http::uri::Authority>().is_ok() => Ok(h.to_ascii_lowercase()),
+            Ok(h) if !h.is_empty() && h.parse::<http::uri::Authority>().is_ok() => {
+                Ok(h.to_ascii_lowercase())
+            }
             _ => Err("invalid Host header\n"),
         },
         (Some(_), Some(_)) => Err("more than one Host header\n"),
@@ -106,15 +125,29 @@ fn authority_of(request: &Request<Incoming>) -> Result<String, &'static str> {
 }
 
 /// A guest failed: a 5xx for this request, a log line and a metric.
-fn guest_failed(node: &Node, tenant: &Tenant, version: &str, failure: GuestFailure) -> Response<ProxyBody> {
-    tracing::warn!(tenant = &*tenant.id, version, reason = failure.as_str(), "policy failed: {failure}");
-    node.metrics.count("guest_failures", &tenant.id, failure.as_str());
+fn guest_failed(
+    node: &Node,
+    tenant: &Tenant,
+    version: &str,
+    failure: GuestFailure,
+) -> Response<ProxyBody> {
+    tracing::warn!(
+        tenant = &*tenant.id,
+        version,
+        reason = failure.as_str(),
+        "policy failed: {failure}"
+    );
+    node.metrics
+        .count("guest_failures", &tenant.id, failure.as_str());
     let status = match failure {
         GuestFailure::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     let mut response = respond::plain(status, format!("policy error: {}\n", failure.as_str()));
-    response.headers_mut().insert("x-outpost-error", http::HeaderValue::from_static(failure.as_str()));
+    response.headers_mut().insert(
+        "x-outpost-error",
+        http::HeaderValue::from_static(failure.as_str()),
+    );
     response
 }
 
@@ -141,11 +174,20 @@ impl Exchange {
             let now = Instant::now();
             if let Some(stored) = cache.get(&key) {
                 if stored.matches_vary(&self.info.headers) {
-                    if stored.is_fresh(now) && request_allows(&request_cc, &self.info.headers, &stored, now) {
-                        return respond::stored(&self.info, &stored, CacheStatus::hit(&stored, now));
+                    if stored.is_fresh(now)
+                        && request_allows(&request_cc, &self.info.headers, &stored, now)
+                    {
+                        return respond::stored(
+                            &self.info,
+                            &stored,
+                            CacheStatus::hit(&stored, now),
+                        );
                     }
                     if request_cc.only_if_cached {
-                        return respond::plain(StatusCode::GATEWAY_TIMEOUT, "not in cache (only-if-cached)\n");
+                        return respond::plain(
+                            StatusCode::GATEWAY_TIMEOUT,
+                            "not in cache (only-if-cached)\n",
+                        );
                     }
                     if stored.within_stale_while_revalidate(now) && request_cc.is_empty() {
                         // RFC 5861 section 3: serve stale now, refresh once
@@ -154,29 +196,52 @@ impl Exchange {
                         if let Role::Leader(guard) = cache.join_fill(&key) {
                             let refreshed = stored.clone();
                             tokio::spawn(async move {
-                                let _ = self.fill(lookup, key, Some(refreshed), Some(guard), Fwd::Stale).await;
+                                let _ = self
+                                    .fill(lookup, key, Some(refreshed), Some(guard), Fwd::Stale)
+                                    .await;
                             });
                         }
-                        return respond::stored(&info, &stored, CacheStatus::stale_while_revalidate(&stored, now));
+                        return respond::stored(
+                            &info,
+                            &stored,
+                            CacheStatus::stale_while_revalidate(&stored, now),
+                        );
                     }
                     stale = Some(stored);
                 } else {
                     vary_miss = true;
                 }
             } else if request_cc.only_if_cached {
-                return respond::plain(StatusCode::GATEWAY_TIMEOUT, "not in cache (only-if-cached)\n");
+                return respond::plain(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "not in cache (only-if-cached)\n",
+                );
             }
             match cache.join_fill(&key) {
-                Role::Leader(guard) => return self.fill(lookup, key, stale, Some(guard), fwd(vary_miss)).await,
-                Role::Waiter(rx) => match tokio::time::timeout(cache.coalesce_wait, crate::cache::wait_for_fill(rx)).await {
-                    Ok(FillOutcome::Stored(stored)) if stored.matches_vary(&self.info.headers) => {
-                        return respond::stored(&self.info, &stored, CacheStatus::collapsed(&stored));
+                Role::Leader(guard) => {
+                    return self
+                        .fill(lookup, key, stale, Some(guard), fwd(vary_miss))
+                        .await
+                }
+                Role::Waiter(rx) => {
+                    match tokio::time::timeout(cache.coalesce_wait, crate::cache::wait_for_fill(rx))
+                        .await
+                    {
+                        Ok(FillOutcome::Stored(stored))
+                            if stored.matches_vary(&self.info.headers) =>
+                        {
+                            return respond::stored(
+                                &self.info,
+                                &stored,
+                                CacheStatus::collapsed(&stored),
+                            );
+                        }
+                        Ok(FillOutcome::Abandoned) => continue,
+                        // Uncacheable, another variant, or a wait that took too
+                        // long: fetch for this request alone.
+                        _ => break,
                     }
-                    Ok(FillOutcome::Abandoned) => continue,
-                    // Uncacheable, another variant, or a wait that took too
-                    // long: fetch for this request alone.
-                    _ => break,
-                },
+                }
             }
         }
         self.fill(lookup, key, stale, None, fwd(vary_miss)).await
@@ -197,7 +262,11 @@ impl Exchange {
     }
 
     /// Forwards without caching; `invalidate` is purged after a success.
-    async fn pass(mut self, route: crate::runtime::Route, invalidate: Option<CacheKey>) -> Response<ProxyBody> {
+    async fn pass(
+        mut self,
+        route: crate::runtime::Route,
+        invalidate: Option<CacheKey>,
+    ) -> Response<ProxyBody> {
         let result = self.fetch_route(&route, None, false).await;
         forward::finish_pass(self, result, invalidate).await
     }
@@ -206,12 +275,20 @@ impl Exchange {
 /// Whether the request's own cache directives allow reusing `stored`
 /// (RFC 9111 section 5.2.1): `no-cache` (or `Pragma: no-cache` without
 /// Cache-Control, section 5.4), `max-age` and `min-fresh`.
-fn request_allows(cc: &Directives, headers: &http::HeaderMap, stored: &StoredResponse, now: Instant) -> bool {
+fn request_allows(
+    cc: &Directives,
+    headers: &http::HeaderMap,
+    stored: &StoredResponse,
+    now: Instant,
+) -> bool {
     if cc.no_cache {
         return false;
     }
     if cc.is_empty()
-        && headers.get_all(http::header::PRAGMA).iter().any(|v| v.to_str().is_ok_and(|v| v.contains("no-cache")))
+        && headers
+            .get_all(http::header::PRAGMA)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|v| v.contains("no-cache")))
     {
         return false;
     }

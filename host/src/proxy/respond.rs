@@ -51,7 +51,11 @@ impl CacheStatus {
 
     /// Served stale while a background refresh runs (RFC 5861 section 3).
     pub fn stale_while_revalidate(stored: &StoredResponse, now: Instant) -> CacheStatus {
-        CacheStatus(format!("{}; hit; ttl={}; detail=stale-while-revalidate", Self::CACHE, stored.ttl(now)))
+        CacheStatus(format!(
+            "{}; hit; ttl={}; detail=stale-while-revalidate",
+            Self::CACHE,
+            stored.ttl(now)
+        ))
     }
 
     /// Served from a fill that another request led.
@@ -66,7 +70,12 @@ impl CacheStatus {
 
     /// Forwarded to a backend; `stored_ttl` is set when the response was
     /// stored, `detail` says why it was not.
-    pub fn forwarded(fwd: Fwd, status: Option<StatusCode>, stored_ttl: Option<i64>, detail: Option<&str>) -> CacheStatus {
+    pub fn forwarded(
+        fwd: Fwd,
+        status: Option<StatusCode>,
+        stored_ttl: Option<i64>,
+        detail: Option<&str>,
+    ) -> CacheStatus {
         let mut s = format!("{}; fwd={}", Self::CACHE, fwd.as_str());
         if let Some(status) = status {
             let _ = write!(s, "; fwd-status={}", status.as_u16());
@@ -81,7 +90,11 @@ impl CacheStatus {
     }
 
     /// A stale copy served because the backends failed.
-    pub fn served_stale(stored: &StoredResponse, now: Instant, fwd_status: Option<StatusCode>) -> CacheStatus {
+    pub fn served_stale(
+        stored: &StoredResponse,
+        now: Instant,
+        fwd_status: Option<StatusCode>,
+    ) -> CacheStatus {
         let mut s = format!("{}; fwd=stale", Self::CACHE);
         if let Some(status) = fwd_status {
             let _ = write!(s, "; fwd-status={}", status.as_u16());
@@ -96,7 +109,9 @@ impl CacheStatus {
 }
 
 pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 pub fn empty() -> ProxyBody {
@@ -107,22 +122,39 @@ pub fn empty() -> ProxyBody {
 pub fn plain(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> {
     let mut r = Response::new(full(body));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 
 /// A response a policy built.
 pub fn synthetic(s: SyntheticResponse) -> Response<ProxyBody> {
-    let Ok(status) = StatusCode::from_u16(s.status).map_err(|_| ()).and_then(|st| {
-        if (200..=599).contains(&st.as_u16()) { Ok(st) } else { Err(()) }
-    }) else {
-        return plain(StatusCode::INTERNAL_SERVER_ERROR, format!("policy answered an invalid status {}\n", s.status));
+    let Ok(status) = StatusCode::from_u16(s.status)
+        .map_err(|_| ())
+        .and_then(|st| {
+            if (200..=599).contains(&st.as_u16()) {
+                Ok(st)
+            } else {
+                Err(())
+            }
+        })
+    else {
+        return plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("policy answered an invalid status {}\n", s.status),
+        );
     };
     let mut r = Response::new(full(s.body));
     *r.status_mut() = status;
     for (name, value) in s.headers {
-        match (header::HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value)) {
+        match (
+            header::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
             (Ok(n), Ok(v)) => {
                 r.headers_mut().append(n, v);
             }
@@ -136,14 +168,27 @@ pub fn synthetic(s: SyntheticResponse) -> Response<ProxyBody> {
 
 /// Serves a stored response: `Age` (RFC 9111 section 5.1), `Cache-Status`,
 /// and 304 for a matching conditional request (RFC 9110 section 13.2).
-pub fn stored(info: &RequestInfo, stored: &StoredResponse, status: CacheStatus) -> Response<ProxyBody> {
+pub fn stored(
+    info: &RequestInfo,
+    stored: &StoredResponse,
+    status: CacheStatus,
+) -> Response<ProxyBody> {
     let now = Instant::now();
     let cacheable_method = info.method == Method::GET || info.method == Method::HEAD;
-    let (code, mut headers, body) = if cacheable_method && conditional::not_modified(&info.headers, stored) {
-        (StatusCode::NOT_MODIFIED, conditional::not_modified_headers(&stored.headers), empty())
-    } else {
-        (stored.status, stored.headers.clone(), full(stored.body.clone()))
-    };
+    let (code, mut headers, body) =
+        if cacheable_method && conditional::not_modified(&info.headers, stored) {
+            (
+                StatusCode::NOT_MODIFIED,
+                conditional::not_modified_headers(&stored.headers),
+                empty(),
+            )
+        } else {
+            (
+                stored.status,
+                stored.headers.clone(),
+                full(stored.body.clone()),
+            )
+        };
     headers.insert(header::AGE, HeaderValue::from(stored.age(now).as_secs()));
     finish(&mut headers, status);
     let mut r = Response::new(body);
@@ -153,7 +198,12 @@ pub fn stored(info: &RequestInfo, stored: &StoredResponse, status: CacheStatus) 
 }
 
 /// A response streamed from a backend.
-pub fn streamed(status: StatusCode, mut headers: HeaderMap, body: ProxyBody, cache: CacheStatus) -> Response<ProxyBody> {
+pub fn streamed(
+    status: StatusCode,
+    mut headers: HeaderMap,
+    body: ProxyBody,
+    cache: CacheStatus,
+) -> Response<ProxyBody> {
     strip_hop_by_hop(&mut headers);
     finish(&mut headers, cache);
     let mut r = Response::new(body);
@@ -173,14 +223,26 @@ fn finish(headers: &mut HeaderMap, cache: CacheStatus) {
 pub fn origin_error(error: &FetchError, backend: &str) -> Response<ProxyBody> {
     let (status, what) = match error {
         FetchError::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timed out".to_string()),
-        FetchError::ConnectFailed(_) => (StatusCode::BAD_GATEWAY, "could not be reached".to_string()),
-        FetchError::InvalidResponse(_) => (StatusCode::BAD_GATEWAY, "sent an invalid response".to_string()),
-        FetchError::UnknownBackend(name) => {
-            (StatusCode::BAD_GATEWAY, format!("is not declared (the policy asked for {name:?})"))
+        FetchError::ConnectFailed(_) => {
+            (StatusCode::BAD_GATEWAY, "could not be reached".to_string())
         }
-        FetchError::LimitExceeded => (StatusCode::BAD_GATEWAY, "was not tried: subrequest limit".to_string()),
+        FetchError::InvalidResponse(_) => (
+            StatusCode::BAD_GATEWAY,
+            "sent an invalid response".to_string(),
+        ),
+        FetchError::UnknownBackend(name) => (
+            StatusCode::BAD_GATEWAY,
+            format!("is not declared (the policy asked for {name:?})"),
+        ),
+        FetchError::LimitExceeded => (
+            StatusCode::BAD_GATEWAY,
+            "was not tried: subrequest limit".to_string(),
+        ),
     };
     let mut r = plain(status, format!("backend {backend:?} {what}\n"));
-    finish(r.headers_mut(), CacheStatus::forwarded(Fwd::UriMiss, None, None, Some("origin-error")));
+    finish(
+        r.headers_mut(),
+        CacheStatus::forwarded(Fwd::UriMiss, None, None, Some("origin-error")),
+    );
     r
 }

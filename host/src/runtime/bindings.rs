@@ -15,5 +15,5 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use outpost::edge::host;
-pub use outpost::edge::types;
+pub use self::outpost::edge::host;
+pub use self::outpost::edge::types;

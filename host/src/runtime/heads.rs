@@ -24,7 +24,10 @@ pub struct RequestInfo {
 impl RequestInfo {
     /// Path and query of the request target (`/` if the target has none).
     pub fn path_and_query(&self) -> &str {
-        self.uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/")
+        self.uri
+            .path_and_query()
+            .map(|pq| pq.as_str())
+            .unwrap_or("/")
     }
 }
 
@@ -43,10 +46,16 @@ pub struct ResponseHead(pub Arc<ResponseInfo>);
 
 /// First value of a header as UTF-8 text.
 pub(crate) fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 /// Every field, lowercase names and raw values.
 pub(crate) fn all_headers(headers: &HeaderMap) -> Vec<(String, Vec<u8>)> {
-    headers.iter().map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec())).collect()
+    headers
+        .iter()
+        .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+        .collect()
 }

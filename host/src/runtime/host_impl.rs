@@ -33,13 +33,29 @@ impl types::HostRequestHead for GuestState {
         Ok(self.table.get(&head)?.0.uri.query().map(str::to_owned))
     }
 
-    fn header(&mut self, head: Resource<RequestHead>, name: String) -> wasmtime::Result<Option<String>> {
-        Ok(header_str(&self.table.get(&head)?.0.headers, &name.to_ascii_lowercase()))
+    fn header(
+        &mut self,
+        head: Resource<RequestHead>,
+        name: String,
+    ) -> wasmtime::Result<Option<String>> {
+        Ok(header_str(
+            &self.table.get(&head)?.0.headers,
+            &name.to_ascii_lowercase(),
+        ))
     }
 
-    fn header_values(&mut self, head: Resource<RequestHead>, name: String) -> wasmtime::Result<Vec<Vec<u8>>> {
+    fn header_values(
+        &mut self,
+        head: Resource<RequestHead>,
+        name: String,
+    ) -> wasmtime::Result<Vec<Vec<u8>>> {
         let info = &self.table.get(&head)?.0;
-        Ok(info.headers.get_all(name.to_ascii_lowercase().as_str()).iter().map(|v| v.as_bytes().to_vec()).collect())
+        Ok(info
+            .headers
+            .get_all(name.to_ascii_lowercase().as_str())
+            .iter()
+            .map(|v| v.as_bytes().to_vec())
+            .collect())
     }
 
     fn headers(&mut self, head: Resource<RequestHead>) -> wasmtime::Result<Vec<(String, Vec<u8>)>> {
@@ -61,11 +77,21 @@ impl types::HostResponseHead for GuestState {
         Ok(self.table.get(&head)?.0.status)
     }
 
-    fn header(&mut self, head: Resource<ResponseHead>, name: String) -> wasmtime::Result<Option<String>> {
-        Ok(header_str(&self.table.get(&head)?.0.headers, &name.to_ascii_lowercase()))
+    fn header(
+        &mut self,
+        head: Resource<ResponseHead>,
+        name: String,
+    ) -> wasmtime::Result<Option<String>> {
+        Ok(header_str(
+            &self.table.get(&head)?.0.headers,
+            &name.to_ascii_lowercase(),
+        ))
     }
 
-    fn headers(&mut self, head: Resource<ResponseHead>) -> wasmtime::Result<Vec<(String, Vec<u8>)>> {
+    fn headers(
+        &mut self,
+        head: Resource<ResponseHead>,
+    ) -> wasmtime::Result<Vec<(String, Vec<u8>)>> {
         Ok(all_headers(&self.table.get(&head)?.0.headers))
     }
 
@@ -81,10 +107,18 @@ impl host::Host for GuestState {
         let tenant = &*self.ctx.tenant.id;
         let version = &*self.ctx.version;
         match level {
-            host::LogLevel::Debug => tracing::debug!(target: "outpost::guest", tenant, version, "{message}"),
-            host::LogLevel::Info => tracing::info!(target: "outpost::guest", tenant, version, "{message}"),
-            host::LogLevel::Warn => tracing::warn!(target: "outpost::guest", tenant, version, "{message}"),
-            host::LogLevel::Error => tracing::error!(target: "outpost::guest", tenant, version, "{message}"),
+            host::LogLevel::Debug => {
+                tracing::debug!(target: "outpost::guest", tenant, version, "{message}")
+            }
+            host::LogLevel::Info => {
+                tracing::info!(target: "outpost::guest", tenant, version, "{message}")
+            }
+            host::LogLevel::Warn => {
+                tracing::warn!(target: "outpost::guest", tenant, version, "{message}")
+            }
+            host::LogLevel::Error => {
+                tracing::error!(target: "outpost::guest", tenant, version, "{message}")
+            }
         }
         Ok(())
     }
@@ -97,11 +131,15 @@ impl host::Host for GuestState {
     fn cache_lookup(&mut self, key: String) -> wasmtime::Result<Option<host::CachedObject>> {
         self.count_host_call()?;
         let now = Instant::now();
-        Ok(self.ctx.cache.peek(&self.ctx.tenant.id, &key).map(|stored| host::CachedObject {
-            status: stored.status.as_u16(),
-            age: stored.age(now).as_secs().min(u32::MAX as u64) as u32,
-            fresh: stored.is_fresh(now),
-        }))
+        Ok(self
+            .ctx
+            .cache
+            .peek(&self.ctx.tenant.id, &key)
+            .map(|stored| host::CachedObject {
+                status: stored.status.as_u16(),
+                age: stored.age(now).as_secs().min(u32::MAX as u64) as u32,
+                fresh: stored.is_fresh(now),
+            }))
     }
 
     fn cache_purge(&mut self, key: String) -> wasmtime::Result<bool> {

@@ -18,13 +18,14 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use bindings::host::CachedObject;
-pub use bindings::types::{
-    Attempt, Decision, FetchError, HeaderEdit, Lookup, ResponseDecision, Route, StoreOptions, SyntheticResponse,
-};
 pub use bindings::host::{FetchRequest as FetchRequestWit, FetchResponse as FetchResponseWit};
+pub use bindings::types::{
+    Attempt, Decision, FetchError, HeaderEdit, Lookup, ResponseDecision, Route, StoreOptions,
+    SyntheticResponse,
+};
 pub use session::{GuestFailure, GuestSession, OutcomeForGuest};
 pub use state::GuestContext;
 
@@ -68,12 +69,16 @@ impl Runtime {
             .epoch_interruption(true)
             .concurrency_support(false)
             .memory_init_cow(true);
-        let engine = Engine::new(&wasm).map_err(|e| anyhow::anyhow!("configuring wasmtime: {e}"))?;
+        let engine =
+            Engine::new(&wasm).map_err(|e| anyhow::anyhow!("configuring wasmtime: {e}"))?;
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow::anyhow!("{e}"))?;
-        bindings::EdgePolicy::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        bindings::EdgePolicy::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
 
         let ticker = engine.weak();
         std::thread::Builder::new()
@@ -94,11 +99,14 @@ impl Runtime {
     pub fn load(&self, wasm: &[u8]) -> Result<Arc<PolicyModule>, String> {
         let version: Arc<str> = format!("sha256:{:x}", Sha256::digest(wasm)).into();
         if wasmparser_is_core_module(wasm) {
-            return Err("not a component: this is a core wasm module; build the policy for \
+            return Err(
+                "not a component: this is a core wasm module; build the policy for \
                         wasm32-wasip2 (or wrap it with `wasm-tools component new`)"
-                .into());
+                    .into(),
+            );
         }
-        let component = Component::new(&self.engine, wasm).map_err(|e| format!("not a valid component: {e:#}"))?;
+        let component = Component::new(&self.engine, wasm)
+            .map_err(|e| format!("not a valid component: {e:#}"))?;
         let pre = self
             .linker
             .instantiate_pre(&component)

@@ -85,7 +85,11 @@ impl GuestSession {
             Ok(policy) => policy,
             Err(e) => return Err(classify(&store, e, true)),
         };
-        Ok(GuestSession { store, policy, head })
+        Ok(GuestSession {
+            store,
+            policy,
+            head,
+        })
     }
 
     fn begin_hook(&mut self) {
@@ -99,7 +103,11 @@ impl GuestSession {
     pub async fn on_request(&mut self) -> Result<types::Decision, GuestFailure> {
         self.begin_hook();
         let head = Resource::new_borrow(self.head.rep());
-        let result = self.policy.outpost_edge_policy().call_on_request(&mut self.store, head).await;
+        let result = self
+            .policy
+            .outpost_edge_policy()
+            .call_on_request(&mut self.store, head)
+            .await;
         result.map_err(|e| classify(&self.store, e, false))
     }
 
@@ -123,19 +131,31 @@ impl GuestSession {
             OutcomeForGuest::Error(e) => types::Outcome::Error(e),
         };
         let head = Resource::new_borrow(self.head.rep());
-        let result = self.policy.outpost_edge_policy().call_on_response(&mut self.store, head, &attempt, &outcome).await;
+        let result = self
+            .policy
+            .outpost_edge_policy()
+            .call_on_response(&mut self.store, head, &attempt, &outcome)
+            .await;
         result.map_err(|e| classify(&self.store, e, false))
     }
 }
 
 /// Turns a wasmtime error into the failure a policy author should see.
-fn classify(store: &Store<GuestState>, error: wasmtime::Error, instantiating: bool) -> GuestFailure {
+fn classify(
+    store: &Store<GuestState>,
+    error: wasmtime::Error,
+    instantiating: bool,
+) -> GuestFailure {
     let state = store.data();
     match state.limit_hit {
         Some(LimitHit::Cpu) => GuestFailure::CpuLimit(Duration::from_millis(state.limits.cpu_ms)),
         Some(LimitHit::Memory) => GuestFailure::MemoryLimit(state.limits.memory_mb),
         Some(LimitHit::HostCalls) => GuestFailure::HostCallLimit(state.limits.max_host_calls),
-        None if instantiating && error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() => {
+        None if instantiating
+            && error
+                .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                .is_some() =>
+        {
             GuestFailure::Unavailable("all instance slots are in use".into())
         }
         None if instantiating => GuestFailure::Unavailable(format!("{error:#}")),

@@ -69,7 +69,10 @@ impl GuestState {
         self.host_calls += 1;
         if self.host_calls > self.limits.max_host_calls {
             self.limit_hit = Some(LimitHit::HostCalls);
-            wasmtime::bail!("host call limit of {} per request exceeded", self.limits.max_host_calls);
+            wasmtime::bail!(
+                "host call limit of {} per request exceeded",
+                self.limits.max_host_calls
+            );
         }
         Ok(())
     }
@@ -77,13 +80,21 @@ impl GuestState {
 
 impl WasiView for GuestState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 /// Enforces the tenant's linear memory cap and records when it bites.
 impl wasmtime::ResourceLimiter for GuestState {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         let allowed = desired <= self.limits.memory_mb as usize * 1024 * 1024;
         if !allowed {
             self.limit_hit = Some(LimitHit::Memory);
@@ -91,7 +102,12 @@ impl wasmtime::ResourceLimiter for GuestState {
         Ok(allowed)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
 }
