@@ -45,6 +45,8 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     /// A small origin inside the node, for demos and the README tour.
     pub demo_origin: Option<DemoOriginConfig>,
+    /// The admin API; absent: no admin listener.
+    pub admin: Option<AdminConfig>,
     #[serde(default, rename = "tenant")]
     pub tenants: Vec<TenantConfig>,
     /// The directory relative policy paths are resolved against.
@@ -111,6 +113,11 @@ pub struct RuntimeConfig {
     pub max_instances: u32,
     /// Largest linear memory any tenant may be given, in MiB (a pool slot).
     pub max_memory_mb: u32,
+    /// Policy versions kept per tenant for activation and rollback.
+    pub keep_versions: usize,
+    /// Where compiled policies are cached by content hash, so a restart
+    /// does not recompile. Empty: no disk cache.
+    pub compiled_cache_dir: Option<PathBuf>,
 }
 
 impl Default for RuntimeConfig {
@@ -118,7 +125,31 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             max_instances: 1000,
             max_memory_mb: 64,
+            keep_versions: 10,
+            compiled_cache_dir: None,
         }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// The bearer token; the `OUTPOST_ADMIN_TOKEN` environment variable
+    /// takes precedence. One of the two is required.
+    pub token: Option<String>,
+}
+
+/// Environment variable holding the admin token.
+pub const ADMIN_TOKEN_ENV: &str = "OUTPOST_ADMIN_TOKEN";
+
+impl AdminConfig {
+    /// The token in force, from the environment or the config.
+    pub fn resolved_token(&self) -> Option<String> {
+        std::env::var(ADMIN_TOKEN_ENV)
+            .ok()
+            .filter(|t| !t.is_empty())
+            .or_else(|| self.token.clone())
     }
 }
 
@@ -160,6 +191,9 @@ pub struct LimitsConfig {
     pub max_host_calls: u32,
     /// `fetch` calls allowed per request.
     pub max_subrequests: u32,
+    /// Requests of this tenant running a guest instance at once; past it a
+    /// request gets 503, so one hot tenant cannot take every pool slot.
+    pub max_concurrent: u32,
 }
 
 impl Default for LimitsConfig {
@@ -169,6 +203,7 @@ impl Default for LimitsConfig {
             cpu_ms: 50,
             max_host_calls: 1000,
             max_subrequests: 8,
+            max_concurrent: 256,
         }
     }
 }
@@ -241,6 +276,23 @@ impl Config {
         if self.runtime.max_instances == 0 {
             return Err(("runtime.max_instances".into(), "must be at least 1".into()));
         }
+        if let Some(admin) = &self.admin {
+            match admin.resolved_token() {
+                None => {
+                    return Err((
+                        "admin.token".into(),
+                        format!("required (or set {ADMIN_TOKEN_ENV})"),
+                    ))
+                }
+                Some(t) if t.len() < 16 => {
+                    return Err((
+                        "admin.token".into(),
+                        "must be at least 16 characters".into(),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
         let mut ids = std::collections::HashSet::new();
         let mut hosts = std::collections::HashMap::new();
         for (i, t) in self.tenants.iter().enumerate() {
@@ -279,6 +331,15 @@ impl Config {
                     format!(
                         "must be between 1 and runtime.max_memory_mb ({})",
                         self.runtime.max_memory_mb
+                    ),
+                ));
+            }
+            if limits.max_concurrent == 0 || limits.max_concurrent > self.runtime.max_instances {
+                return Err((
+                    at("limits.max_concurrent"),
+                    format!(
+                        "must be between 1 and runtime.max_instances ({})",
+                        self.runtime.max_instances
                     ),
                 ));
             }

@@ -6,6 +6,7 @@
 //! [`origin`]s. [`config`] and [`cli`] set a node up; [`node`] ties the parts
 //! together.
 
+pub mod admin;
 pub mod cache;
 pub mod cli;
 pub mod config;

@@ -59,6 +59,15 @@ pub async fn run(
         tracing::info!("demo origin listening on http://{}", listener.local_addr()?);
         tokio::spawn(crate::demo_origin::serve(listener));
     }
+    if let Some(admin) = &config.admin {
+        let listener = TcpListener::bind(admin.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("admin.listen {}: {e}", admin.listen))?;
+        let token: Arc<str> = admin.resolved_token().unwrap_or_default().into();
+        // Tests and scripts read this line to find the admin port.
+        println!("outpost admin on http://{}", listener.local_addr()?);
+        tokio::spawn(crate::admin::serve(listener, node.clone(), token));
+    }
     let listener = TcpListener::bind(config.server.listen)
         .await
         .map_err(|e| anyhow::anyhow!("server.listen {}: {e}", config.server.listen))?;

@@ -265,6 +265,8 @@ pub fn scratch_dir() -> PathBuf {
 /// A node process; killed when dropped.
 pub struct Node {
     pub addr: SocketAddr,
+    /// The admin listener, when the config has one.
+    pub admin: Option<SocketAddr>,
     child: Child,
     log: PathBuf,
 }
@@ -310,15 +312,24 @@ impl Node {
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            let mut admin = None;
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { return };
+                if let Some(addr) = line.strip_prefix("outpost admin on http://") {
+                    admin = Some(addr.parse::<SocketAddr>().unwrap());
+                }
                 if let Some(addr) = line.strip_prefix("outpost listening on http://") {
-                    let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
+                    let _ = tx.send((addr.parse::<SocketAddr>().unwrap(), admin));
                 }
             }
         });
         match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(addr) => Node { addr, child, log },
+            Ok((addr, admin)) => Node {
+                addr,
+                admin,
+                child,
+                log,
+            },
             Err(_) => {
                 let _ = child.kill();
                 panic!(
@@ -332,6 +343,14 @@ impl Node {
     /// The node's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops the node with SIGTERM and waits for it to exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().unwrap()
     }
 
     /// Whether the process is still running.
@@ -425,9 +444,40 @@ impl Client {
         headers: &[(&str, &str)],
         body: Bytes,
     ) -> Resp {
+        self.send_to(node.addr, method, host, path, headers, body)
+            .await
+    }
+
+    /// A request to the node's admin API with a bearer token.
+    pub async fn admin(
+        &self,
+        node: &Node,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: impl Into<Bytes>,
+    ) -> Resp {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("authorization", a.as_str())).collect();
+        let admin = node.admin.expect("the node has an admin listener");
+        self.send_to(admin, method, "admin", path, &headers, body.into())
+            .await
+    }
+
+    /// A request to any address.
+    pub async fn send_to(
+        &self,
+        addr: SocketAddr,
+        method: Method,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Resp {
         let mut builder = Request::builder()
             .method(method)
-            .uri(format!("http://{}{}", node.addr, path))
+            .uri(format!("http://{addr}{path}"))
             .header("host", host);
         for (n, v) in headers {
             builder = builder.header(*n, *v);

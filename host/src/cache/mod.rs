@@ -19,19 +19,24 @@ pub use freshness::{Assessment, Freshness, NotStored, Override};
 pub use stored::{vary_values, StoredResponse};
 
 use crate::config::CacheConfig;
+use crate::tenant::Tenant;
 
 /// A cache key: the tenant's namespace and the key its policy chose. A
 /// tenant can only ever build keys in its own namespace.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
     tenant: Arc<str>,
+    /// The tenant's namespace generation (see `Tenant::purge_all`).
+    generation: u64,
     key: Box<str>,
 }
 
 impl CacheKey {
-    pub fn new(tenant: &Arc<str>, key: &str) -> CacheKey {
+    /// The key `key` in `tenant`'s current namespace.
+    pub fn new(tenant: &Tenant, key: &str) -> CacheKey {
         CacheKey {
-            tenant: tenant.clone(),
+            tenant: tenant.id.clone(),
+            generation: tenant.cache_generation(),
             key: key.into(),
         }
     }
@@ -42,7 +47,7 @@ impl CacheKey {
 }
 
 pub struct HttpCache {
-    store: Cache<CacheKey, Arc<StoredResponse>>,
+    store: Cache<CacheKey, Arc<Variants>>,
     coalescer: Arc<coalesce::Coalescer>,
     /// Largest body stored, in bytes.
     pub max_object_bytes: u64,
@@ -52,26 +57,51 @@ pub struct HttpCache {
     pub coalesce_wait: Duration,
 }
 
-/// Keeps each entry until its freshness ends plus the stale retention (or
-/// its RFC 5861 windows, if longer).
+/// Variants kept per key; the oldest goes when a new one arrives.
+const MAX_VARIANTS: usize = 16;
+
+/// The responses stored under one key: one per combination of the request
+/// fields they vary on (RFC 9111 section 4.1), newest first.
+pub struct Variants {
+    list: Vec<Arc<StoredResponse>>,
+}
+
+/// What a lookup found under a key.
+pub enum Selected {
+    /// A stored response this request selects.
+    Found(Arc<StoredResponse>),
+    /// Responses exist for the key, but for other values of the fields
+    /// they vary on.
+    VaryMiss,
+    Miss,
+}
+
+/// Keeps each key until its longest-lived variant's freshness ends, plus
+/// the stale retention (or its RFC 5861 windows, if longer).
 struct Retention(Duration);
 
-impl moka::Expiry<CacheKey, Arc<StoredResponse>> for Retention {
+impl Retention {
+    fn of(&self, value: &StoredResponse) -> Duration {
+        let f = &value.freshness;
+        let remaining = f.lifetime.saturating_sub(f.initial_age);
+        remaining + self.0.max(f.stale_while_revalidate).max(f.stale_if_error)
+    }
+}
+
+impl moka::Expiry<CacheKey, Arc<Variants>> for Retention {
     fn expire_after_create(
         &self,
         _key: &CacheKey,
-        value: &Arc<StoredResponse>,
+        value: &Arc<Variants>,
         _now: Instant,
     ) -> Option<Duration> {
-        let f = &value.freshness;
-        let remaining = f.lifetime.saturating_sub(f.initial_age);
-        Some(remaining + self.0.max(f.stale_while_revalidate).max(f.stale_if_error))
+        value.list.iter().map(|v| self.of(v)).max()
     }
 
     fn expire_after_update(
         &self,
         key: &CacheKey,
-        value: &Arc<StoredResponse>,
+        value: &Arc<Variants>,
         now: Instant,
         _current: Option<Duration>,
     ) -> Option<Duration> {
@@ -84,7 +114,12 @@ impl HttpCache {
         let stale_retention = Duration::from_secs(config.stale_retention_s);
         let store = Cache::builder()
             .max_capacity(config.max_size_mb * 1024 * 1024)
-            .weigher(|_key: &CacheKey, value: &Arc<StoredResponse>| value.weight())
+            .weigher(|_key: &CacheKey, value: &Arc<Variants>| {
+                value
+                    .list
+                    .iter()
+                    .fold(0u32, |sum, v| sum.saturating_add(v.weight()))
+            })
             .expire_after(Retention(stale_retention))
             .build();
         HttpCache {
@@ -96,21 +131,42 @@ impl HttpCache {
         }
     }
 
-    pub fn get(&self, key: &CacheKey) -> Option<Arc<StoredResponse>> {
-        self.store.get(key)
+    /// The stored response a request with these header fields selects.
+    pub fn select(&self, key: &CacheKey, request: &http::HeaderMap) -> Selected {
+        match self.store.get(key) {
+            None => Selected::Miss,
+            Some(variants) => match variants.list.iter().find(|v| v.matches_vary(request)) {
+                Some(v) => Selected::Found(v.clone()),
+                None => Selected::VaryMiss,
+            },
+        }
     }
 
+    /// Stores a response, replacing the variant with the same secondary key.
     pub fn insert(&self, key: CacheKey, value: Arc<StoredResponse>) {
-        self.store.insert(key, value);
+        let mut list = vec![value.clone()];
+        if let Some(existing) = self.store.get(&key) {
+            list.extend(
+                existing
+                    .list
+                    .iter()
+                    .filter(|v| v.vary != value.vary)
+                    .take(MAX_VARIANTS - 1)
+                    .cloned(),
+            );
+        }
+        self.store.insert(key, Arc::new(Variants { list }));
     }
 
-    /// Looks a key up for a guest's `cache-lookup`.
-    pub fn peek(&self, tenant: &Arc<str>, key: &str) -> Option<Arc<StoredResponse>> {
-        self.store.get(&CacheKey::new(tenant, key))
+    /// The newest response under a key, for a guest's `cache-lookup`.
+    pub fn peek(&self, tenant: &Tenant, key: &str) -> Option<Arc<StoredResponse>> {
+        self.store
+            .get(&CacheKey::new(tenant, key))
+            .and_then(|v| v.list.first().cloned())
     }
 
-    /// Removes a key; true if something was there.
-    pub fn purge(&self, tenant: &Arc<str>, key: &str) -> bool {
+    /// Removes a key with all its variants; true if something was there.
+    pub fn purge(&self, tenant: &Tenant, key: &str) -> bool {
         self.store.remove(&CacheKey::new(tenant, key)).is_some()
     }
 

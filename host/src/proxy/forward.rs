@@ -477,7 +477,7 @@ pub(super) async fn finish_pass(
         RouteResult::Response(origin, _) => {
             if let Some(key) = invalidate {
                 if origin.status.is_success() || origin.status.is_redirection() {
-                    exchange.node.cache.purge(&exchange.tenant.id, key.key());
+                    exchange.node.cache.purge(&exchange.tenant, key.key());
                 }
             }
             let body = origin

@@ -20,7 +20,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::cache::directives::Directives;
-use crate::cache::{CacheKey, FillGuard, FillOutcome, Role, StoredResponse};
+use crate::cache::{CacheKey, FillGuard, FillOutcome, Role, Selected, StoredResponse};
 use crate::node::Node;
 use crate::origin::ProxyBody;
 use crate::runtime::heads::RequestInfo;
@@ -56,6 +56,15 @@ pub async fn handle(
         None => return respond::plain(StatusCode::NOT_FOUND, "unknown host\n"),
     };
 
+    let Ok(permit) = tenant.instances.clone().try_acquire_owned() else {
+        let version = tenant.policy.load().version.clone();
+        return guest_failed(
+            &node,
+            &tenant,
+            &version,
+            GuestFailure::ConcurrencyLimit(tenant.limits.max_concurrent),
+        );
+    };
     let (parts, body) = request.into_parts();
     let info = Arc::new(RequestInfo {
         method: parts.method,
@@ -70,6 +79,7 @@ pub async fn handle(
         tenant: tenant.clone(),
         cache: node.cache.clone(),
         version: module.version.clone(),
+        offline: false,
     };
     let mut session = match GuestSession::start(&node.runtime, &module, ctx, info.clone()).await {
         Ok(s) => s,
@@ -87,6 +97,7 @@ pub async fn handle(
         version: module.version.clone(),
         session,
         body: Some(body),
+        _permit: permit,
     };
     match decision {
         Decision::Respond(synthetic) => respond::synthetic(synthetic),
@@ -97,7 +108,7 @@ pub async fn handle(
             } else {
                 // RFC 9111 section 4.4: a successful unsafe request
                 // invalidates what is stored under the target's key.
-                let key = CacheKey::new(&exchange.tenant.id, &lookup.key);
+                let key = CacheKey::new(&exchange.tenant, &lookup.key);
                 exchange.pass(lookup.route, Some(key)).await
             }
         }
@@ -140,7 +151,9 @@ fn guest_failed(
     node.metrics
         .count("guest_failures", &tenant.id, failure.as_str());
     let status = match failure {
-        GuestFailure::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        GuestFailure::Unavailable(_) | GuestFailure::ConcurrencyLimit(_) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     let mut response = respond::plain(status, format!("policy error: {}\n", failure.as_str()));
@@ -160,20 +173,22 @@ pub(crate) struct Exchange {
     session: GuestSession,
     /// The client's request body, until a backend attempt takes it.
     body: Option<Incoming>,
+    /// The tenant's concurrency slot, held while the instance lives.
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Exchange {
     /// A cache lookup; on a miss, lead or join the fill of the key.
     async fn lookup(self, lookup: Lookup) -> Response<ProxyBody> {
-        let key = CacheKey::new(&self.tenant.id, &lookup.key);
+        let key = CacheKey::new(&self.tenant, &lookup.key);
         let cache = self.node.cache.clone();
         let request_cc = Directives::parse(self.info.headers.get_all(http::header::CACHE_CONTROL));
         let mut stale: Option<Arc<StoredResponse>> = None;
         let mut vary_miss = false;
         for _round in 0..3 {
             let now = Instant::now();
-            if let Some(stored) = cache.get(&key) {
-                if stored.matches_vary(&self.info.headers) {
+            match cache.select(&key, &self.info.headers) {
+                Selected::Found(stored) => {
                     if stored.is_fresh(now)
                         && request_allows(&request_cc, &self.info.headers, &stored, now)
                     {
@@ -208,14 +223,15 @@ impl Exchange {
                         );
                     }
                     stale = Some(stored);
-                } else {
-                    vary_miss = true;
                 }
-            } else if request_cc.only_if_cached {
-                return respond::plain(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "not in cache (only-if-cached)\n",
-                );
+                Selected::VaryMiss | Selected::Miss if request_cc.only_if_cached => {
+                    return respond::plain(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "not in cache (only-if-cached)\n",
+                    );
+                }
+                Selected::VaryMiss => vary_miss = true,
+                Selected::Miss => {}
             }
             match cache.join_fill(&key) {
                 Role::Leader(guard) => {

@@ -134,7 +134,7 @@ impl host::Host for GuestState {
         Ok(self
             .ctx
             .cache
-            .peek(&self.ctx.tenant.id, &key)
+            .peek(&self.ctx.tenant, &key)
             .map(|stored| host::CachedObject {
                 status: stored.status.as_u16(),
                 age: stored.age(now).as_secs().min(u32::MAX as u64) as u32,
@@ -144,7 +144,7 @@ impl host::Host for GuestState {
 
     fn cache_purge(&mut self, key: String) -> wasmtime::Result<bool> {
         self.count_host_call()?;
-        Ok(self.ctx.cache.purge(&self.ctx.tenant.id, &key))
+        Ok(self.ctx.cache.purge(&self.ctx.tenant, &key))
     }
 
     async fn fetch(

@@ -13,6 +13,8 @@ mod host_impl;
 mod session;
 mod state;
 
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +40,8 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 pub struct Runtime {
     engine: Engine,
     linker: Linker<state::GuestState>,
+    /// Compiled components by content hash; `None`: compile every time.
+    compiled_dir: Option<PathBuf>,
 }
 
 /// A compiled policy component, ready to instantiate.
@@ -90,7 +94,16 @@ impl Runtime {
                     None => return,
                 }
             })?;
-        Ok(Arc::new(Runtime { engine, linker }))
+        if let Some(dir) = &config.compiled_cache_dir {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                anyhow::anyhow!("runtime.compiled_cache_dir {}: {e}", dir.display())
+            })?;
+        }
+        Ok(Arc::new(Runtime {
+            engine,
+            linker,
+            compiled_dir: config.compiled_cache_dir.clone(),
+        }))
     }
 
     /// Compiles and links a policy component. Fails with a message a policy
@@ -105,8 +118,7 @@ impl Runtime {
                     .into(),
             );
         }
-        let component = Component::new(&self.engine, wasm)
-            .map_err(|e| format!("not a valid component: {e:#}"))?;
+        let component = self.compile(wasm, &version)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -114,6 +126,51 @@ impl Runtime {
         let pre = bindings::EdgePolicyPre::new(pre)
             .map_err(|e| format!("does not export the outpost:edge/policy interface: {e:#}"))?;
         Ok(Arc::new(PolicyModule { pre, version }))
+    }
+
+    /// Compiles a component, or loads it from the compiled cache.
+    fn compile(&self, wasm: &[u8], version: &str) -> Result<Component, String> {
+        let Some(dir) = &self.compiled_dir else {
+            return Component::new(&self.engine, wasm)
+                .map_err(|e| format!("not a valid component: {e:#}"));
+        };
+        // The engine's compatibility hash keeps artifacts of another
+        // wasmtime version or configuration apart.
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut hasher);
+        let digest = version.trim_start_matches("sha256:");
+        let path = dir.join(format!("{digest}-{:016x}.cwasm", hasher.finish()));
+        if path.is_file() {
+            // SAFETY: only this node writes this directory, and only with
+            // `Component::serialize` output for the same engine settings.
+            match unsafe { Component::deserialize_file(&self.engine, &path) } {
+                Ok(component) => {
+                    tracing::info!(version, "policy loaded from the compiled cache");
+                    return Ok(component);
+                }
+                Err(e) => tracing::warn!(
+                    "ignoring unusable compiled artifact {}: {e}",
+                    path.display()
+                ),
+            }
+        }
+        let component = Component::new(&self.engine, wasm)
+            .map_err(|e| format!("not a valid component: {e:#}"))?;
+        tracing::info!(version, "policy compiled");
+        match component.serialize() {
+            Ok(bytes) => {
+                let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+                if let Err(e) =
+                    std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, &path))
+                {
+                    tracing::warn!("cannot write compiled artifact {}: {e}", path.display());
+                }
+            }
+            Err(e) => tracing::warn!("cannot serialize compiled policy: {e}"),
+        }
+        Ok(component)
     }
 
     pub(crate) fn engine(&self) -> &Engine {

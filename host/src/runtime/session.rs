@@ -24,6 +24,8 @@ pub enum GuestFailure {
     MemoryLimit(u32),
     #[error("guest exceeded its host call limit of {0} per request")]
     HostCallLimit(u32),
+    #[error("tenant already runs its limit of {0} concurrent instances")]
+    ConcurrencyLimit(u32),
     #[error("no guest instance available: {0}")]
     Unavailable(String),
 }
@@ -36,6 +38,7 @@ impl GuestFailure {
             GuestFailure::CpuLimit(_) => "cpu_limit",
             GuestFailure::MemoryLimit(_) => "memory_limit",
             GuestFailure::HostCallLimit(_) => "host_call_limit",
+            GuestFailure::ConcurrencyLimit(_) => "concurrency_limit",
             GuestFailure::Unavailable(_) => "unavailable",
         }
     }

@@ -17,6 +17,8 @@ pub struct GuestContext {
     pub cache: Arc<HttpCache>,
     /// The module version running, for log lines.
     pub version: Arc<str>,
+    /// Smoke calls and previews: no subrequest leaves the node.
+    pub offline: bool,
 }
 
 /// Which limit stopped a guest.
@@ -43,7 +45,10 @@ pub struct GuestState {
 
 impl GuestState {
     pub fn new(ctx: GuestContext) -> GuestState {
-        let limits = ctx.tenant.limits;
+        let mut limits = ctx.tenant.limits;
+        if ctx.offline {
+            limits.max_subrequests = 0;
+        }
         GuestState {
             table: ResourceTable::new(),
             // No environment, arguments, preopens or stdio: a policy talks to

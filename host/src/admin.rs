@@ -1,0 +1,329 @@
+//! The admin API: a separate listener, every request authenticated with a
+//! bearer token.
+//!
+//! | method and path | what |
+//! |---|---|
+//! | `GET /metrics` | Prometheus counters |
+//! | `GET /tenants` | tenants and their active versions |
+//! | `GET /tenants/{id}` | active version, deployed versions, history, limits |
+//! | `PUT /tenants/{id}/modules` | deploy a component (body); `?activate=true` activates it |
+//! | `POST /tenants/{id}/activate` | `{"version": "sha256:..."}` |
+//! | `POST /tenants/{id}/rollback` | back to the previously active version |
+//! | `POST /tenants/{id}/purge` | `{"key": "..."}` or `{"all": true}` |
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+use crate::node::Node;
+use crate::runtime::heads::RequestInfo;
+use crate::runtime::{GuestContext, GuestSession, PolicyModule};
+use crate::tenant::Tenant;
+
+/// Largest component accepted by `PUT /tenants/{id}/modules`.
+const MAX_MODULE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Serves the admin API until the process ends.
+pub async fn serve(listener: TcpListener, node: Arc<Node>, token: Arc<str>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let node = node.clone();
+        let token = token.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let node = node.clone();
+                let token = token.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(&node, &token, req).await) }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+type AdminResponse = Response<Full<Bytes>>;
+
+fn reply(status: StatusCode, body: Value) -> AdminResponse {
+    let mut r = Response::new(Full::new(Bytes::from(format!("{body:#}\n"))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> AdminResponse {
+    reply(status, json!({ "error": message.into() }))
+}
+
+/// Compares the bearer token in constant time.
+fn authorized(req: &Request<Incoming>, token: &str) -> bool {
+    let Some(given) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let (a, b) = (given.trim().as_bytes(), token.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn handle(node: &Arc<Node>, token: &str, req: Request<Incoming>) -> AdminResponse {
+    if !authorized(&req, token) {
+        let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        return r;
+    }
+    let path: Vec<String> = req
+        .uri()
+        .path()
+        .trim_matches('/')
+        .split('/')
+        .map(str::to_owned)
+        .collect();
+    let segments: Vec<&str> = path.iter().map(String::as_str).collect();
+    let method = req.method().clone();
+    match (method, segments.as_slice()) {
+        (Method::GET, ["metrics"]) => {
+            let mut r = Response::new(Full::new(Bytes::from(node.metrics.render())));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
+        }
+        (Method::GET, ["tenants"]) => {
+            let tenants: Vec<Value> = node
+                .tenants
+                .load()
+                .tenants()
+                .map(|t| json!({ "id": &*t.id, "active": &*t.policy.load().version }))
+                .collect();
+            reply(StatusCode::OK, json!({ "tenants": tenants }))
+        }
+        (method, ["tenants", id, rest @ ..]) => {
+            let Some(tenant) = node.tenants.load().get(id).cloned() else {
+                return error(StatusCode::NOT_FOUND, format!("no tenant {id:?}"));
+            };
+            match (method, rest) {
+                (Method::GET, []) => reply(StatusCode::OK, describe(node, &tenant)),
+                (Method::PUT, ["modules"]) => {
+                    let activate = req
+                        .uri()
+                        .query()
+                        .is_some_and(|q| q.split('&').any(|p| p == "activate=true"));
+                    deploy(node, &tenant, req, activate).await
+                }
+                (Method::POST, ["activate"]) => match body_json::<VersionBody>(req).await {
+                    Err(r) => r,
+                    Ok(b) => match tenant.activate(&b.version) {
+                        Ok(()) => {
+                            tracing::info!(tenant = &*tenant.id, version = b.version, "activated");
+                            reply(StatusCode::OK, json!({ "active": b.version }))
+                        }
+                        Err(m) => error(StatusCode::CONFLICT, m),
+                    },
+                },
+                (Method::POST, ["rollback"]) => match tenant.rollback() {
+                    Ok(version) => {
+                        tracing::info!(tenant = &*tenant.id, version = &*version, "rolled back");
+                        reply(StatusCode::OK, json!({ "active": &*version }))
+                    }
+                    Err(m) => error(StatusCode::CONFLICT, m),
+                },
+                (Method::POST, ["purge"]) => match body_json::<PurgeBody>(req).await {
+                    Err(r) => r,
+                    Ok(PurgeBody { all: true, .. }) => {
+                        tenant.purge_all();
+                        reply(StatusCode::OK, json!({ "purged": "all" }))
+                    }
+                    Ok(PurgeBody { key: Some(key), .. }) => {
+                        let removed = node.cache.purge(&tenant, &key);
+                        reply(StatusCode::OK, json!({ "purged": key, "found": removed }))
+                    }
+                    Ok(_) => error(
+                        StatusCode::BAD_REQUEST,
+                        "give {\"key\": \"...\"} or {\"all\": true}",
+                    ),
+                },
+                _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
+            }
+        }
+        _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VersionBody {
+    version: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurgeBody {
+    key: Option<String>,
+    #[serde(default)]
+    all: bool,
+}
+
+async fn body_bytes(req: Request<Incoming>, limit: usize) -> Result<Bytes, AdminResponse> {
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) => Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("cannot read the body: {e}"),
+        )),
+    }
+}
+
+async fn body_json<T: serde::de::DeserializeOwned>(
+    req: Request<Incoming>,
+) -> Result<T, AdminResponse> {
+    let bytes = body_bytes(req, 64 * 1024).await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
+}
+
+fn describe(node: &Node, tenant: &Tenant) -> Value {
+    let d = tenant.deployments.lock().unwrap_or_else(|p| p.into_inner());
+    let versions: Vec<&str> = d.versions.iter().map(|m| &*m.version).collect();
+    let history: Vec<&str> = d.history.iter().map(|v| &**v).collect();
+    let failures: serde_json::Map<String, Value> = [
+        "trap",
+        "cpu_limit",
+        "memory_limit",
+        "host_call_limit",
+        "concurrency_limit",
+        "unavailable",
+    ]
+    .iter()
+    .map(|k| {
+        (
+            k.to_string(),
+            json!(node.metrics.get("guest_failures", &tenant.id, k)),
+        )
+    })
+    .collect();
+    json!({
+        "id": &*tenant.id,
+        "active": &*tenant.policy.load().version,
+        "versions": versions,
+        "history": history,
+        "limits": {
+            "memory_mb": tenant.limits.memory_mb,
+            "cpu_ms": tenant.limits.cpu_ms,
+            "max_host_calls": tenant.limits.max_host_calls,
+            "max_subrequests": tenant.limits.max_subrequests,
+        },
+        "backends": tenant.backends.keys().collect::<Vec<_>>(),
+        "guest_failures": failures,
+    })
+}
+
+/// Validates a component (a component, fits the world, compiles,
+/// instantiates under the tenant's limits, survives a smoke call) and adds
+/// it to the tenant's versions. The active version is untouched unless
+/// `activate` is set.
+async fn deploy(
+    node: &Arc<Node>,
+    tenant: &Arc<Tenant>,
+    req: Request<Incoming>,
+    activate: bool,
+) -> AdminResponse {
+    let wasm = match body_bytes(req, MAX_MODULE_BYTES).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if wasm.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "empty body: send the component's bytes",
+        );
+    }
+    if !wasm.starts_with(b"\0asm") {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "not a WebAssembly binary (no \\0asm header)",
+        );
+    }
+    let runtime = node.runtime.clone();
+    let loaded = tokio::task::spawn_blocking(move || runtime.load(&wasm)).await;
+    let module = match loaded {
+        Ok(Ok(m)) => m,
+        Ok(Err(m)) => return error(StatusCode::BAD_REQUEST, m),
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("compilation failed: {e}"),
+            )
+        }
+    };
+    if let Err(m) = smoke_call(node, tenant, &module).await {
+        return error(StatusCode::BAD_REQUEST, m);
+    }
+    let version = module.version.clone();
+    {
+        let mut d = tenant.deployments.lock().unwrap_or_else(|p| p.into_inner());
+        let active = tenant.policy.load().version.clone();
+        d.add(module, &active);
+    }
+    tracing::info!(tenant = &*tenant.id, version = &*version, "deployed");
+    if activate {
+        if let Err(m) = tenant.activate(&version) {
+            return error(StatusCode::CONFLICT, m);
+        }
+    }
+    reply(
+        StatusCode::CREATED,
+        json!({ "version": &*version, "active": activate }),
+    )
+}
+
+/// Runs the request hook once on `GET /` for the tenant, offline.
+async fn smoke_call(
+    node: &Node,
+    tenant: &Arc<Tenant>,
+    module: &PolicyModule,
+) -> Result<(), String> {
+    let info = Arc::new(RequestInfo {
+        method: Method::GET,
+        uri: http::Uri::from_static("/"),
+        headers: http::HeaderMap::new(),
+        scheme: "http",
+        authority: "smoke-test.invalid".into(),
+        client_ip: IpAddr::from([127, 0, 0, 1]),
+    });
+    let ctx = GuestContext {
+        tenant: tenant.clone(),
+        cache: node.cache.clone(),
+        version: module.version.clone(),
+        offline: true,
+    };
+    let mut session = GuestSession::start(&node.runtime, module, ctx, info)
+        .await
+        .map_err(|f| format!("cannot instantiate under the tenant's limits: {f}"))?;
+    session
+        .on_request()
+        .await
+        .map_err(|f| format!("trap in smoke call (GET /): {f}"))?;
+    Ok(())
+}

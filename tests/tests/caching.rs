@@ -1,0 +1,414 @@
+//! HTTP caching semantics through a node (RFC 9111, 9110 section 13, 5861,
+//! 9211, 9213), against a scripted origin that counts what it receives.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::Method;
+use outpost_e2e::{tenant, Client, Node, Origin, Reply};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn setup() -> (Origin, Node, Client) {
+    let origin = Origin::start("origin").await;
+    let node = Node::start(&tenant(
+        "t",
+        &["t.test"],
+        "builtin:default",
+        &[("origin", &origin.url())],
+    ));
+    (origin, node, Client::new())
+}
+
+async fn twice(client: &Client, node: &Node, path: &str) -> (outpost_e2e::Resp, outpost_e2e::Resp) {
+    let a = client.get(node, "t.test", path).await;
+    let b = client.get(node, "t.test", path).await;
+    (a, b)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_store_responses_are_not_stored() {
+    let (origin, node, client) = setup().await;
+    origin.reply("/x", Reply::ok().only("cache-control", "no-store"));
+    let (a, b) = twice(&client, &node, "/x").await;
+    assert!(
+        a.cache_status().contains("detail=no-store"),
+        "{}",
+        a.cache_status()
+    );
+    assert!(
+        b.cache_status().contains("fwd=uri-miss"),
+        "{}",
+        b.cache_status()
+    );
+    assert_eq!(origin.hits("/x"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn private_responses_are_not_stored_by_the_shared_cache() {
+    let (origin, node, client) = setup().await;
+    origin.reply(
+        "/x",
+        Reply::ok().only("cache-control", "private, max-age=60"),
+    );
+    twice(&client, &node, "/x").await;
+    assert_eq!(origin.hits("/x"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn set_cookie_responses_are_not_shared() {
+    let (origin, node, client) = setup().await;
+    origin.reply("/x", Reply::ok().header("set-cookie", "session=abc"));
+    let (_, b) = twice(&client, &node, "/x").await;
+    assert_eq!(origin.hits("/x"), 2);
+    assert!(
+        b.cache_status().contains("detail=set-cookie"),
+        "{}",
+        b.cache_status()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn authorized_requests_are_stored_only_when_the_response_allows_sharing() {
+    let (origin, node, client) = setup().await;
+    origin.reply("/plain", Reply::ok().only("cache-control", "max-age=60"));
+    origin.reply("/shared", Reply::ok().only("cache-control", "s-maxage=60"));
+    for path in ["/plain", "/shared"] {
+        for _ in 0..2 {
+            client
+                .get_with(&node, "t.test", path, &[("authorization", "Bearer x")])
+                .await;
+        }
+    }
+    assert_eq!(origin.hits("/plain"), 2);
+    assert_eq!(origin.hits("/shared"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cdn_cache_control_wins_over_cache_control_and_is_not_forwarded() {
+    let (origin, node, client) = setup().await;
+    origin.reply(
+        "/x",
+        Reply::ok()
+            .only("cache-control", "no-store")
+            .header("cdn-cache-control", "max-age=120"),
+    );
+    let (a, b) = twice(&client, &node, "/x").await;
+    assert_eq!(origin.hits("/x"), 1);
+    assert!(b.cache_status().contains("hit"), "{}", b.cache_status());
+    assert!(a.header("cdn-cache-control").is_none() && b.header("cdn-cache-control").is_none());
+    assert_eq!(b.header("cache-control"), Some("no-store"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s_maxage_wins_over_max_age() {
+    let (origin, node, client) = setup().await;
+    origin.reply(
+        "/x",
+        Reply::ok().only("cache-control", "max-age=0, s-maxage=90"),
+    );
+    let (_, b) = twice(&client, &node, "/x").await;
+    assert_eq!(origin.hits("/x"), 1);
+    assert!(
+        b.cache_status().contains("ttl=90") || b.cache_status().contains("ttl=89"),
+        "{}",
+        b.cache_status()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expires_relative_to_date_gives_freshness() {
+    let (origin, node, client) = setup().await;
+    let now = SystemTime::now();
+    origin.reply(
+        "/x",
+        Reply::status(200)
+            .header("date", &httpdate::fmt_http_date(now))
+            .header(
+                "expires",
+                &httpdate::fmt_http_date(now + Duration::from_secs(300)),
+            ),
+    );
+    let (_, b) = twice(&client, &node, "/x").await;
+    assert_eq!(origin.hits("/x"), 1);
+    assert!(b.cache_status().contains("hit"), "{}", b.cache_status());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_age_from_upstream_counts_against_freshness() {
+    let (origin, node, client) = setup().await;
+    origin.reply(
+        "/x",
+        Reply::ok()
+            .only("cache-control", "max-age=60")
+            .header("age", "50"),
+    );
+    let (_, b) = twice(&client, &node, "/x").await;
+    let age: u64 = b.header("age").unwrap().parse().unwrap();
+    assert!(age >= 50, "age {age}");
+    assert!(
+        b.cache_status().contains("ttl=10") || b.cache_status().contains("ttl=9"),
+        "{}",
+        b.cache_status()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn vary_keeps_one_variant_per_request_field_value() {
+    let (origin, node, client) = setup().await;
+    origin.reply("/x", Reply::ok().header("vary", "Accept-Language"));
+    for lang in ["en", "fr", "en", "fr"] {
+        let r = client
+            .get_with(&node, "t.test", "/x", &[("accept-language", lang)])
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(origin.hits("/x"), 2);
+    let de = client
+        .get_with(&node, "t.test", "/x", &[("accept-language", "de")])
+        .await;
+    assert!(
+        de.cache_status().contains("fwd=vary-miss"),
+        "{}",
+        de.cache_status()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn if_none_match_from_a_client_gets_304_from_cache() {
+    let (origin, node, client) = setup().await;
+    origin.reply("/x", Reply::ok().header("etag", "\"v1\""));
+    client.get(&node, "t.test", "/x").await;
+    let r = client
+        .get_with(&node, "t.test", "/x", &[("if-none-match", "\"v1\"")])
+        .await;
+    assert_eq!(r.status, 304);
+    assert!(r.body.is_empty());
+    assert_eq!(r.header("etag"), Some("\"v1\""));
+    let r = client
+        .get_with(&node, "t.test", "/x", &[("if-none-match", "\"other\"")])
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(origin.hits("/x"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stale_entry_is_revalidated_and_a_304_refreshes_its_headers() {
+    let (origin, node, client) = setup().await;
+    origin.reply(
+        "/x",
+        Reply::ok()
+            .only("cache-control", "max-age=1")
+            .header("etag", "\"v1\"")
+            .header("x-version", "1")
+            .body("body v1"),
+    );
+    client.get(&node, "t.test", "/x").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    origin.reply(
+        "/x",
+        Reply::ok()
+            .only("cache-control", "max-age=60")
+            .header("etag", "\"v1\"")
+            .header("x-version", "2"),
+    );
+    let r = client.get(&node, "t.test", "/x").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "body v1");
+    assert_eq!(r.header("x-version"), Some("2"));
+    assert!(
+        r.cache_status().contains("fwd=stale; fwd-status=304"),
+        "{}",
+        r.cache_status()
+    );
+    let seen = origin.seen();
+    assert_eq!(seen[1].headers.get("if-none-match").unwrap(), "\"v1\"");
+    // Fresh again: a hit.
+    assert!(client
+        .get(&node, "t.test", "/x")
+        .await
+        .cache_status()
+        .contains("hit"));
+    assert_eq!(origin.hits("/x"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stale_while_revalidate_serves_stale_at_once_and_refreshes_once() {
+    let (origin, node, client) = setup().await;
+    origin.reply(
+        "/x",
+        Reply::ok()
+            .only("cache-control", "max-age=1, stale-while-revalidate=60")
+            .body("old"),
+    );
+    client.get(&node, "t.test", "/x").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    origin.reply(
+        "/x",
+        Reply::ok()
+            .only("cache-control", "max-age=60")
+            .body("new")
+            .delay(Duration::from_millis(300)),
+    );
+    let requests = (0..20).map(|_| client.get(&node, "t.test", "/x"));
+    let responses = futures::future::join_all(requests).await;
+    for r in &responses {
+        assert_eq!(r.text(), "old");
+        assert!(
+            r.cache_status().contains("stale-while-revalidate"),
+            "{}",
+            r.cache_status()
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        origin.hits("/x"),
+        2,
+        "one fill and exactly one background refresh"
+    );
+    assert_eq!(client.get(&node, "t.test", "/x").await.text(), "new");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stale_if_error_serves_the_stale_copy_when_the_origin_fails() {
+    let (origin, node, client) = setup().await;
+    origin.reply(
+        "/x",
+        Reply::ok()
+            .only("cache-control", "max-age=1, stale-if-error=60")
+            .body("good"),
+    );
+    client.get(&node, "t.test", "/x").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    origin.reply("/x", Reply::status(503));
+    let r = client.get(&node, "t.test", "/x").await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "good"));
+    origin.stop();
+    let r = client.get(&node, "t.test", "/x").await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "good"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn must_revalidate_is_never_served_stale() {
+    let (origin, node, client) = setup().await;
+    origin.reply(
+        "/x",
+        Reply::ok().only(
+            "cache-control",
+            "max-age=1, must-revalidate, stale-if-error=60",
+        ),
+    );
+    client.get(&node, "t.test", "/x").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    origin.reply("/x", Reply::status(503));
+    assert_eq!(client.get(&node, "t.test", "/x").await.status, 503);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_cache_responses_are_revalidated_before_every_reuse() {
+    let (origin, node, client) = setup().await;
+    origin.reply(
+        "/x",
+        Reply::ok()
+            .only("cache-control", "no-cache")
+            .header("etag", "\"e\"")
+            .body("v"),
+    );
+    for _ in 0..3 {
+        assert_eq!(client.get(&node, "t.test", "/x").await.text(), "v");
+    }
+    assert_eq!(origin.hits("/x"), 3);
+    assert!(origin.seen()[2].headers.get("if-none-match").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_with_no_cache_goes_to_the_origin() {
+    let (origin, node, client) = setup().await;
+    client.get(&node, "t.test", "/x").await;
+    client
+        .get_with(&node, "t.test", "/x", &[("cache-control", "no-cache")])
+        .await;
+    assert_eq!(origin.hits("/x"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_successful_post_invalidates_the_cached_key() {
+    let (origin, node, client) = setup().await;
+    origin.reply("/x", Reply::ok());
+    client.get(&node, "t.test", "/x").await;
+    assert!(client
+        .get(&node, "t.test", "/x")
+        .await
+        .cache_status()
+        .contains("hit"));
+    let post = client
+        .send(
+            &node,
+            Method::POST,
+            "t.test",
+            "/x",
+            &[],
+            Bytes::from_static(b"change"),
+        )
+        .await;
+    assert_eq!(post.status, 200);
+    assert!(client
+        .get(&node, "t.test", "/x")
+        .await
+        .cache_status()
+        .contains("fwd=uri-miss"));
+    assert_eq!(
+        origin
+            .seen()
+            .iter()
+            .filter(|s| s.method == Method::GET)
+            .count(),
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn head_is_answered_from_the_stored_get() {
+    let (origin, node, client) = setup().await;
+    origin.reply("/x", Reply::ok().body("0123456789"));
+    client.get(&node, "t.test", "/x").await;
+    let head = client
+        .send(&node, Method::HEAD, "t.test", "/x", &[], Bytes::new())
+        .await;
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    assert_eq!(head.header("content-length"), Some("10"));
+    assert_eq!(origin.hits("/x"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fill_that_fails_midway_is_an_error_and_is_not_stored() {
+    // An origin that promises 1000 bytes and closes after 10.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\ncache-control: max-age=60\r\n\r\n0123456789")
+                    .await;
+            });
+        }
+    });
+    let node = Node::start(&tenant(
+        "t",
+        &["t.test"],
+        "builtin:default",
+        &[("origin", &format!("http://{addr}"))],
+    ));
+    let client = Client::new();
+    for _ in 0..2 {
+        let r = client.get(&node, "t.test", "/x").await;
+        assert_eq!(r.status, 502);
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
