@@ -10,6 +10,11 @@
 //! | `POST /tenants/{id}/activate` | `{"version": "sha256:..."}` |
 //! | `POST /tenants/{id}/rollback` | back to the previously active version |
 //! | `POST /tenants/{id}/purge` | `{"key": "..."}` or `{"all": true}` |
+//! | `POST /tenants/{id}/canary` | `{"version", "percent", "sticky_header"?, "auto_rollback"?: {"margin", "min_requests"}}` |
+//! | `POST /tenants/{id}/canary/promote`, `.../canary/abort` | end a canary |
+//! | `POST /tenants/{id}/preview` | `{"version"}`: replay recent requests through it, report differences |
+//! | `PUT /tenants/{id}` | add or replace a tenant (TOML body: the fields of a `[[tenant]]`) |
+//! | `DELETE /tenants/{id}` | remove a tenant |
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -24,10 +29,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
+use crate::config::TenantConfig;
 use crate::node::Node;
 use crate::runtime::heads::RequestInfo;
 use crate::runtime::{GuestContext, GuestSession, PolicyModule};
-use crate::tenant::Tenant;
+use crate::tenant::{AutoRollback, Canary, Sticky, Tenant};
 
 /// Largest component accepted by `PUT /tenants/{id}/modules`.
 const MAX_MODULE_BYTES: usize = 64 * 1024 * 1024;
@@ -119,6 +125,8 @@ async fn handle(node: &Arc<Node>, token: &str, req: Request<Incoming>) -> AdminR
                 .collect();
             reply(StatusCode::OK, json!({ "tenants": tenants }))
         }
+        (Method::PUT, ["tenants", id]) => put_tenant(node, id, req).await,
+        (Method::DELETE, ["tenants", id]) => delete_tenant(node, id).await,
         (method, ["tenants", id, rest @ ..]) => {
             let Some(tenant) = node.tenants.load().get(id).cloned() else {
                 return error(StatusCode::NOT_FOUND, format!("no tenant {id:?}"));
@@ -164,6 +172,42 @@ async fn handle(node: &Arc<Node>, token: &str, req: Request<Incoming>) -> AdminR
                         "give {\"key\": \"...\"} or {\"all\": true}",
                     ),
                 },
+                (Method::POST, ["canary"]) => match body_json::<CanaryBody>(req).await {
+                    Err(r) => r,
+                    Ok(b) => start_canary(&tenant, b),
+                },
+                (Method::POST, ["canary", "promote"]) => match tenant.canary.swap(None) {
+                    None => error(StatusCode::CONFLICT, "no canary is running"),
+                    Some(c) => match tenant.activate(&c.module.version) {
+                        Ok(()) => {
+                            tracing::info!(
+                                tenant = &*tenant.id,
+                                version = &*c.module.version,
+                                "canary promoted"
+                            );
+                            reply(StatusCode::OK, json!({ "active": &*c.module.version }))
+                        }
+                        Err(m) => error(StatusCode::CONFLICT, m),
+                    },
+                },
+                (Method::POST, ["canary", "abort"]) => match tenant.canary.swap(None) {
+                    None => error(StatusCode::CONFLICT, "no canary is running"),
+                    Some(c) => {
+                        tracing::info!(
+                            tenant = &*tenant.id,
+                            version = &*c.module.version,
+                            "canary aborted"
+                        );
+                        reply(StatusCode::OK, json!({ "aborted": &*c.module.version }))
+                    }
+                },
+                (Method::POST, ["preview"]) => match body_json::<VersionBody>(req).await {
+                    Err(r) => r,
+                    Ok(b) => match crate::preview::run(node, &tenant, &b.version).await {
+                        Ok(report) => reply(StatusCode::OK, report),
+                        Err(m) => error(StatusCode::CONFLICT, m),
+                    },
+                },
                 _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
             }
         }
@@ -175,6 +219,160 @@ async fn handle(node: &Arc<Node>, token: &str, req: Request<Incoming>) -> AdminR
 #[serde(deny_unknown_fields)]
 struct VersionBody {
     version: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CanaryBody {
+    version: String,
+    percent: u32,
+    /// Stick clients to a side by this header instead of their address.
+    sticky_header: Option<String>,
+    auto_rollback: Option<AutoRollbackBody>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AutoRollbackBody {
+    /// Allowed excess of the candidate's failure rate, e.g. 0.05.
+    margin: f64,
+    /// Candidate requests before the rule applies.
+    #[serde(default = "default_min_requests")]
+    min_requests: u64,
+}
+
+fn default_min_requests() -> u64 {
+    20
+}
+
+fn start_canary(tenant: &Tenant, body: CanaryBody) -> AdminResponse {
+    if body.percent > 100 {
+        return error(StatusCode::BAD_REQUEST, "percent must be between 0 and 100");
+    }
+    let Some(module) = tenant
+        .deployments
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .find(&body.version)
+    else {
+        return error(
+            StatusCode::CONFLICT,
+            format!("version {} is not deployed", body.version),
+        );
+    };
+    let sticky = match body.sticky_header {
+        None => Sticky::ClientAddr,
+        Some(h) => match http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()) {
+            Ok(name) => Sticky::Header(name),
+            Err(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("invalid header name {h:?}"),
+                )
+            }
+        },
+    };
+    let auto = body.auto_rollback.map(|a| AutoRollback {
+        margin: a.margin,
+        min_requests: a.min_requests,
+    });
+    tenant.canary.store(Some(Arc::new(Canary::new(
+        module,
+        body.percent,
+        sticky,
+        auto,
+    ))));
+    tracing::info!(
+        tenant = &*tenant.id,
+        version = body.version,
+        percent = body.percent,
+        "canary started"
+    );
+    reply(
+        StatusCode::OK,
+        json!({ "canary": body.version, "percent": body.percent }),
+    )
+}
+
+/// Adds or replaces a tenant from a TOML body with the fields of a
+/// `[[tenant]]` table (`id` may be left out).
+async fn put_tenant(node: &Node, id: &str, req: Request<Incoming>) -> AdminResponse {
+    let bytes = match body_bytes(req, 1024 * 1024).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let mut table: toml::Table = match toml::from_str(&text) {
+        Ok(t) => t,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid TOML: {e}")),
+    };
+    match table.get("id").and_then(|v| v.as_str()) {
+        Some(body_id) if body_id != id => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("field `id`: {body_id:?} does not match the URL's {id:?}"),
+            )
+        }
+        _ => {
+            table.insert("id".into(), toml::Value::String(id.into()));
+        }
+    }
+    let tenant: TenantConfig = match TenantConfig::deserialize(toml::Value::Table(table)) {
+        Ok(t) => t,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid tenant: {e}")),
+    };
+    let mut config = node
+        .config
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let existed = config.tenants.iter().any(|t| t.id == id);
+    config.tenants.retain(|t| t.id != id);
+    config.tenants.push(tenant);
+    if let Err((field, message)) = config.validate() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("field `{field}`: {message}"),
+        );
+    }
+    match node.reload(config).await {
+        Ok(()) => {
+            tracing::info!(
+                tenant = id,
+                "tenant {}",
+                if existed { "replaced" } else { "added" }
+            );
+            reply(
+                if existed {
+                    StatusCode::OK
+                } else {
+                    StatusCode::CREATED
+                },
+                json!({ "tenant": id }),
+            )
+        }
+        Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
+async fn delete_tenant(node: &Node, id: &str) -> AdminResponse {
+    let mut config = node
+        .config
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let before = config.tenants.len();
+    config.tenants.retain(|t| t.id != id);
+    if config.tenants.len() == before {
+        return error(StatusCode::NOT_FOUND, format!("no tenant {id:?}"));
+    }
+    match node.reload(config).await {
+        Ok(()) => {
+            tracing::info!(tenant = id, "tenant removed");
+            reply(StatusCode::OK, json!({ "removed": id }))
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
 }
 
 #[derive(Deserialize)]
@@ -223,9 +421,19 @@ fn describe(node: &Node, tenant: &Tenant) -> Value {
         )
     })
     .collect();
+    let canary = tenant.canary.load().as_ref().map(|c| {
+        let ((an, af), (cn, cf)) = c.stats();
+        json!({
+            "version": &*c.module.version,
+            "percent": c.percent,
+            "active": { "requests": an, "failures": af },
+            "candidate": { "requests": cn, "failures": cf },
+        })
+    });
     json!({
         "id": &*tenant.id,
         "active": &*tenant.policy.load().version,
+        "canary": canary,
         "versions": versions,
         "history": history,
         "limits": {
@@ -281,11 +489,7 @@ async fn deploy(
         return error(StatusCode::BAD_REQUEST, m);
     }
     let version = module.version.clone();
-    {
-        let mut d = tenant.deployments.lock().unwrap_or_else(|p| p.into_inner());
-        let active = tenant.policy.load().version.clone();
-        d.add(module, &active);
-    }
+    tenant.deploy(module);
     tracing::info!(tenant = &*tenant.id, version = &*version, "deployed");
     if activate {
         if let Err(m) = tenant.activate(&version) {
@@ -299,7 +503,7 @@ async fn deploy(
 }
 
 /// Runs the request hook once on `GET /` for the tenant, offline.
-async fn smoke_call(
+pub(crate) async fn smoke_call(
     node: &Node,
     tenant: &Arc<Tenant>,
     module: &PolicyModule,

@@ -28,6 +28,9 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Develop a policy: build the guest crate, serve it, rebuild and
+    /// hot-swap on every change, log each request's decision.
+    Dev(crate::dev::DevArgs),
 }
 
 #[derive(clap::Args, Default)]
@@ -54,8 +57,13 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Check { config } => Config::load(&config)
             .map_err(anyhow::Error::from)
-            .and_then(|c| crate::node::Node::build(&c).map(|_| ()).map_err(Into::into))
+            .and_then(|c| {
+                crate::node::Node::build(&c, false)
+                    .map(|_| ())
+                    .map_err(Into::into)
+            })
             .map(|()| println!("{}: ok", config.display())),
+        Command::Dev(args) => crate::dev::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -66,7 +74,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+pub(crate) fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -89,14 +97,28 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(crate::node::run(config, shutdown_signal(), |addr| {
-        // Tests and scripts read this line to find the port.
-        println!("outpost listening on http://{addr}");
-    }))
+    let options = crate::node::RunOptions {
+        config_path: args.config.clone(),
+        trace_requests: false,
+    };
+    runtime.block_on(crate::node::run(
+        config,
+        options,
+        shutdown_signal(),
+        |_, addr| announce(addr),
+    ))
+}
+
+/// Tests and scripts read this line to find the port.
+pub(crate) fn announce(addr: SocketAddr) {
+    println!("outpost listening on http://{addr}");
 }
 
 /// A config for `serve --backend URL [--policy FILE]`.
-fn quick_config(backend: &str, policy: Option<&std::path::Path>) -> anyhow::Result<Config> {
+pub(crate) fn quick_config(
+    backend: &str,
+    policy: Option<&std::path::Path>,
+) -> anyhow::Result<Config> {
     let mut config = Config::embedded_default();
     config.demo_origin = None;
     config.base_dir = std::env::current_dir()?;
@@ -127,7 +149,7 @@ fn quick_config(backend: &str, policy: Option<&std::path::Path>) -> anyhow::Resu
 }
 
 /// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -159,7 +159,7 @@ pub struct DemoOriginConfig {
     pub listen: SocketAddr,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TenantConfig {
     /// Unique name; used in logs, metrics and the cache namespace.
@@ -180,7 +180,7 @@ pub struct TenantConfig {
     pub vars: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// Linear memory cap of one instance, in MiB.
@@ -208,7 +208,7 @@ impl Default for LimitsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
     /// `http://host:port`, optionally with a path prefix.

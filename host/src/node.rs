@@ -1,7 +1,8 @@
 //! A running node: its runtime, cache, tenants and listeners.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
@@ -18,40 +19,81 @@ pub struct Node {
     pub cache: Arc<HttpCache>,
     pub tenants: ArcSwap<TenantTable>,
     pub metrics: Metrics,
+    /// Log every request with its policy decision (the dev server does).
+    pub trace_requests: bool,
+    /// The config the tenants came from; reloads replace it.
+    pub config: Mutex<Config>,
+    /// Serialises changes to the tenant table (admin calls, reloads); the
+    /// request path never takes it.
+    pub changes: tokio::sync::Mutex<()>,
 }
 
 impl Node {
     /// Builds a node from a checked config: compiles every tenant's policy.
-    pub fn build(config: &Config) -> Result<Arc<Node>, ConfigError> {
-        let runtime = Runtime::new(&config.runtime).map_err(|e| ConfigError::Field {
-            source_name: "runtime".into(),
-            field: "runtime".into(),
-            message: format!("{e:#}"),
-        })?;
-        let tenants = TenantTable::build(config, &runtime).map_err(|(field, message)| {
-            ConfigError::Field {
-                source_name: "config".into(),
-                field,
-                message,
-            }
-        })?;
+    pub fn build(config: &Config, trace_requests: bool) -> Result<Arc<Node>, ConfigError> {
+        let runtime =
+            Runtime::new(&config.runtime).map_err(|e| field_error("runtime", e.to_string()))?;
+        let tenants = TenantTable::build(config, &runtime, None)
+            .map_err(|(field, message)| field_error(&field, message))?;
         Ok(Arc::new(Node {
             runtime,
             cache: Arc::new(HttpCache::new(&config.cache)),
             tenants: ArcSwap::from_pointee(tenants),
             metrics: Metrics::default(),
+            trace_requests,
+            config: Mutex::new(config.clone()),
+            changes: tokio::sync::Mutex::new(()),
         }))
+    }
+
+    /// Applies a new config's tenants: added, changed and removed tenants
+    /// take effect at once; unchanged ones keep their state. Listener,
+    /// cache and runtime settings need a restart. On error nothing changes.
+    pub async fn reload(&self, config: Config) -> Result<(), ConfigError> {
+        let _guard = self.changes.lock().await;
+        let previous = self.tenants.load_full();
+        let runtime = self.runtime.clone();
+        let built = {
+            let config = config.clone();
+            tokio::task::spawn_blocking(move || {
+                TenantTable::build(&config, &runtime, Some(&previous))
+            })
+            .await
+            .map_err(|e| field_error("tenant", e.to_string()))?
+        };
+        let table = built.map_err(|(field, message)| field_error(&field, message))?;
+        self.tenants.store(Arc::new(table));
+        *self.config.lock().unwrap_or_else(|p| p.into_inner()) = config;
+        Ok(())
     }
 }
 
+fn field_error(field: &str, message: String) -> ConfigError {
+    ConfigError::Field {
+        source_name: "config".into(),
+        field: field.into(),
+        message,
+    }
+}
+
+/// How `run` was asked to serve.
+#[derive(Default)]
+pub struct RunOptions {
+    /// The file to re-read on SIGHUP.
+    pub config_path: Option<PathBuf>,
+    /// Log every request's decision.
+    pub trace_requests: bool,
+}
+
 /// Binds the node's listeners and serves until `shutdown` resolves.
-/// `on_ready` gets the bound address (the port may have been 0).
+/// `on_ready` gets the node and the bound address (the port may have been 0).
 pub async fn run(
     config: Config,
+    options: RunOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    on_ready: impl FnOnce(SocketAddr),
+    on_ready: impl FnOnce(&Arc<Node>, SocketAddr),
 ) -> anyhow::Result<()> {
-    let node = Node::build(&config)?;
+    let node = Node::build(&config, options.trace_requests)?;
     if let Some(demo) = &config.demo_origin {
         let listener = TcpListener::bind(demo.listen)
             .await
@@ -68,6 +110,9 @@ pub async fn run(
         println!("outpost admin on http://{}", listener.local_addr()?);
         tokio::spawn(crate::admin::serve(listener, node.clone(), token));
     }
+    if let Some(path) = options.config_path {
+        tokio::spawn(reload_on_sighup(node.clone(), path));
+    }
     let listener = TcpListener::bind(config.server.listen)
         .await
         .map_err(|e| anyhow::anyhow!("server.listen {}: {e}", config.server.listen))?;
@@ -79,7 +124,31 @@ pub async fn run(
             "tenant ready"
         );
     }
-    on_ready(addr);
+    on_ready(&node, addr);
     crate::server::serve(listener, node, &config.server, shutdown).await;
     Ok(())
+}
+
+/// Re-reads the config file on every SIGHUP; a bad file is logged and the
+/// running tenants stay as they are.
+async fn reload_on_sighup(node: Arc<Node>, path: PathBuf) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            let result = match Config::load(&path) {
+                Ok(config) => node.reload(config).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => tracing::info!("reloaded {}", path.display()),
+                Err(e) => tracing::error!("reload failed, keeping the running tenants: {e}"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (node, path);
 }

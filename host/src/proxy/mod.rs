@@ -56,15 +56,6 @@ pub async fn handle(
         None => return respond::plain(StatusCode::NOT_FOUND, "unknown host\n"),
     };
 
-    let Ok(permit) = tenant.instances.clone().try_acquire_owned() else {
-        let version = tenant.policy.load().version.clone();
-        return guest_failed(
-            &node,
-            &tenant,
-            &version,
-            GuestFailure::ConcurrencyLimit(tenant.limits.max_concurrent),
-        );
-    };
     let (parts, body) = request.into_parts();
     let info = Arc::new(RequestInfo {
         method: parts.method,
@@ -74,7 +65,69 @@ pub async fn handle(
         authority,
         client_ip,
     });
-    let module = tenant.policy.load_full();
+    tenant.recent.record(&info);
+    let (module, arm) = tenant.module_for(&info);
+    let trace = node.trace_requests.then(|| info.clone());
+    let (response, decision) = run_policy(node.clone(), tenant.clone(), module, info, body).await;
+
+    let failed = response.status().is_server_error();
+    if let Some(canary) = &*tenant.canary.load() {
+        canary.record(arm, failed);
+        if let Some(reason) = canary.abort_reason() {
+            let current = tenant.canary.load();
+            if current
+                .as_ref()
+                .is_some_and(|c| std::ptr::eq(&**c, &**canary))
+            {
+                tenant.canary.store(None);
+                tracing::warn!(
+                    tenant = &*tenant.id,
+                    version = &*canary.module.version,
+                    "canary aborted: {reason}"
+                );
+                node.metrics
+                    .count("canary_aborts", &tenant.id, "auto_rollback");
+            }
+        }
+    }
+    if let Some(info) = trace {
+        let cache = response
+            .headers()
+            .get("cache-status")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
+        tracing::info!(
+            target: "outpost::request",
+            tenant = &*tenant.id,
+            "{} {}{} -> {} [{}] {}",
+            info.method,
+            info.authority,
+            info.path_and_query(),
+            response.status().as_u16(),
+            decision,
+            cache
+        );
+    }
+    response
+}
+
+/// Runs the tenant's policy for one request and carries out its decision.
+/// Returns the response and a one-line summary of the decision.
+async fn run_policy(
+    node: Arc<Node>,
+    tenant: Arc<Tenant>,
+    module: Arc<crate::runtime::PolicyModule>,
+    info: Arc<RequestInfo>,
+    body: Incoming,
+) -> (Response<ProxyBody>, String) {
+    let Ok(permit) = tenant.instances.clone().try_acquire_owned() else {
+        let failure = GuestFailure::ConcurrencyLimit(tenant.limits.max_concurrent);
+        let summary = failure.as_str().to_string();
+        return (
+            guest_failed(&node, &tenant, &module.version, failure),
+            summary,
+        );
+    };
     let ctx = GuestContext {
         tenant: tenant.clone(),
         cache: node.cache.clone(),
@@ -83,11 +136,28 @@ pub async fn handle(
     };
     let mut session = match GuestSession::start(&node.runtime, &module, ctx, info.clone()).await {
         Ok(s) => s,
-        Err(failure) => return guest_failed(&node, &tenant, &module.version, failure),
+        Err(failure) => {
+            let summary = failure.as_str().to_string();
+            return (
+                guest_failed(&node, &tenant, &module.version, failure),
+                summary,
+            );
+        }
     };
     let decision = match session.on_request().await {
         Ok(d) => d,
-        Err(failure) => return guest_failed(&node, &tenant, &module.version, failure),
+        Err(failure) => {
+            let summary = failure.as_str().to_string();
+            return (
+                guest_failed(&node, &tenant, &module.version, failure),
+                summary,
+            );
+        }
+    };
+    let summary = if node.trace_requests {
+        summarize(&decision)
+    } else {
+        String::new()
     };
 
     let exchange = Exchange {
@@ -99,7 +169,7 @@ pub async fn handle(
         body: Some(body),
         _permit: permit,
     };
-    match decision {
+    let response = match decision {
         Decision::Respond(synthetic) => respond::synthetic(synthetic),
         Decision::Pass(route) => exchange.pass(route, None).await,
         Decision::Lookup(lookup) => {
@@ -111,6 +181,23 @@ pub async fn handle(
                 let key = CacheKey::new(&exchange.tenant, &lookup.key);
                 exchange.pass(lookup.route, Some(key)).await
             }
+        }
+    };
+    (response, summary)
+}
+
+/// A decision in a few words, for the dev server's request log.
+pub fn summarize(decision: &Decision) -> String {
+    match decision {
+        Decision::Respond(s) => format!("respond {}", s.status),
+        Decision::Pass(route) => format!("pass backends={}", route.backends.join(",")),
+        Decision::Lookup(l) => {
+            let ttl = l.ttl.map(|t| format!(" ttl={t}")).unwrap_or_default();
+            format!(
+                "lookup key={:?} backends={}{ttl}",
+                l.key,
+                l.route.backends.join(",")
+            )
         }
     }
 }

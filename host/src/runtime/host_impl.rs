@@ -144,6 +144,10 @@ impl host::Host for GuestState {
 
     fn cache_purge(&mut self, key: String) -> wasmtime::Result<bool> {
         self.count_host_call()?;
+        if self.ctx.offline {
+            // Smoke calls and previews never change the cache.
+            return Ok(false);
+        }
         Ok(self.ctx.cache.purge(&self.ctx.tenant, &key))
     }
 
@@ -160,9 +164,6 @@ impl host::Host for GuestState {
         let Some(backend) = self.ctx.tenant.backends.get(&backend).cloned() else {
             return Ok(Err(types::FetchError::UnknownBackend(backend)));
         };
-        let started = Instant::now();
-        let result = backend.fetch_complete(request).await;
-        self.host_time += started.elapsed();
-        Ok(result)
+        Ok(backend.fetch_complete(request).await)
     }
 }

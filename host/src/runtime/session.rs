@@ -2,7 +2,7 @@
 //! hook, call the response hook after each backend attempt, drop.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use wasmtime::component::Resource;
 use wasmtime::{Store, Trap, UpdateDeadline};
@@ -67,23 +67,32 @@ impl GuestSession {
     ) -> Result<GuestSession, GuestFailure> {
         let mut store = Store::new(runtime.engine(), GuestState::new(ctx));
         store.limiter(|state| state);
-        // Checked every tick: guest time is wall time minus time spent
-        // waiting in async host calls (a fetch is not the guest's CPU).
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|mut ctx| {
+            // Called once per epoch tick the guest spends running (after a
+            // yield or a host call the deadline restarts from the current
+            // epoch), so the count of calls is its CPU time in ticks; time
+            // spent waiting for the executor or in host calls is not charged.
             let state = ctx.data_mut();
-            if state.guest_time() > Duration::from_millis(state.limits.cpu_ms) {
+            state.ticks += 1;
+            if state.ticks
+                > state
+                    .limits
+                    .cpu_ms
+                    .div_ceil(super::EPOCH_TICK.as_millis() as u64)
+            {
                 state.limit_hit = Some(LimitHit::Cpu);
                 return Err(Trap::Interrupt.into());
             }
-            Ok(UpdateDeadline::Continue(1))
+            // Yield to the executor every tick: a long-running guest never
+            // holds a worker thread that other tenants' requests need.
+            Ok(UpdateDeadline::Yield(1))
         });
         let head = store
             .data_mut()
             .table
             .push(RequestHead(request))
             .map_err(|e| GuestFailure::Unavailable(e.to_string()))?;
-        store.data_mut().hook_started = Instant::now();
         let policy = match module.pre.instantiate_async(&mut store).await {
             Ok(policy) => policy,
             Err(e) => return Err(classify(&store, e, true)),
@@ -97,8 +106,7 @@ impl GuestSession {
 
     fn begin_hook(&mut self) {
         let state = self.store.data_mut();
-        state.hook_started = Instant::now();
-        state.host_time = Duration::ZERO;
+        state.ticks = 0;
         self.store.set_epoch_deadline(1);
     }
 

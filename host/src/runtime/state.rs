@@ -1,7 +1,6 @@
 //! The per-request store data of a guest instance.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -34,10 +33,8 @@ pub struct GuestState {
     wasi: WasiCtx,
     pub(crate) ctx: GuestContext,
     pub(crate) limits: LimitsConfig,
-    /// When the current hook call started.
-    pub(crate) hook_started: Instant,
-    /// Time spent in async host calls during the current hook; not guest CPU.
-    pub(crate) host_time: Duration,
+    /// Epoch ticks the guest has run during the current hook.
+    pub(crate) ticks: u64,
     pub(crate) host_calls: u32,
     pub(crate) subrequests: u32,
     pub(crate) limit_hit: Option<LimitHit>,
@@ -56,17 +53,11 @@ impl GuestState {
             wasi: WasiCtx::builder().build(),
             ctx,
             limits,
-            hook_started: Instant::now(),
-            host_time: Duration::ZERO,
+            ticks: 0,
             host_calls: 0,
             subrequests: 0,
             limit_hit: None,
         }
-    }
-
-    /// Guest CPU time used by the current hook so far.
-    pub(crate) fn guest_time(&self) -> Duration {
-        self.hook_started.elapsed().saturating_sub(self.host_time)
     }
 
     /// Counts a host call; traps the guest past its limit.

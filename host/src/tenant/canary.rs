@@ -1,0 +1,128 @@
+//! Canary releases: a candidate version takes a share of a tenant's
+//! requests, chosen stickily (by client address or a header), and can be
+//! aborted automatically when it fails more often than the active version.
+
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use http::HeaderName;
+
+use crate::runtime::heads::RequestInfo;
+use crate::runtime::PolicyModule;
+
+/// Which version served a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arm {
+    Active,
+    Candidate,
+}
+
+/// What keeps a client on the same side of the canary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sticky {
+    ClientAddr,
+    /// The value of this request header (the client address when absent).
+    Header(HeaderName),
+}
+
+/// Abort the canary when the candidate's failure rate (5xx and guest
+/// failures) exceeds the active version's by more than `margin`, once the
+/// candidate has served `min_requests`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AutoRollback {
+    pub margin: f64,
+    pub min_requests: u64,
+}
+
+#[derive(Default)]
+struct ArmStats {
+    requests: AtomicU64,
+    failures: AtomicU64,
+}
+
+impl ArmStats {
+    fn snapshot(&self) -> (u64, u64) {
+        (
+            self.requests.load(Ordering::Relaxed),
+            self.failures.load(Ordering::Relaxed),
+        )
+    }
+}
+
+pub struct Canary {
+    pub module: Arc<PolicyModule>,
+    /// Share of requests sent to the candidate, 0-100.
+    pub percent: u32,
+    pub sticky: Sticky,
+    pub auto_rollback: Option<AutoRollback>,
+    active: ArmStats,
+    candidate: ArmStats,
+}
+
+impl Canary {
+    pub fn new(
+        module: Arc<PolicyModule>,
+        percent: u32,
+        sticky: Sticky,
+        auto_rollback: Option<AutoRollback>,
+    ) -> Canary {
+        Canary {
+            module,
+            percent: percent.min(100),
+            sticky,
+            auto_rollback,
+            active: ArmStats::default(),
+            candidate: ArmStats::default(),
+        }
+    }
+
+    /// Whether this request goes to the candidate: a stable hash of the
+    /// sticky value picks one of 100 buckets.
+    pub fn selects(&self, request: &RequestInfo) -> bool {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        match &self.sticky {
+            Sticky::Header(name) => match request.headers.get(name) {
+                Some(value) => value.as_bytes().hash(&mut hasher),
+                None => request.client_ip.hash(&mut hasher),
+            },
+            Sticky::ClientAddr => request.client_ip.hash(&mut hasher),
+        }
+        (hasher.finish() % 100) < u64::from(self.percent)
+    }
+
+    /// Counts one request's outcome.
+    pub fn record(&self, arm: Arm, failed: bool) {
+        let stats = match arm {
+            Arm::Active => &self.active,
+            Arm::Candidate => &self.candidate,
+        };
+        stats.requests.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            stats.failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// (requests, failures) of the active and candidate arms.
+    pub fn stats(&self) -> ((u64, u64), (u64, u64)) {
+        (self.active.snapshot(), self.candidate.snapshot())
+    }
+
+    /// Why the canary must be aborted, if it must.
+    pub fn abort_reason(&self) -> Option<String> {
+        let rule = self.auto_rollback?;
+        let ((active_n, active_f), (cand_n, cand_f)) = self.stats();
+        if cand_n < rule.min_requests {
+            return None;
+        }
+        let rate = |f: u64, n: u64| if n == 0 { 0.0 } else { f as f64 / n as f64 };
+        let (active_rate, cand_rate) = (rate(active_f, active_n), rate(cand_f, cand_n));
+        (cand_rate > active_rate + rule.margin).then(|| {
+            format!(
+                "candidate failed {cand_f}/{cand_n} ({:.1}%) against {active_f}/{active_n} ({:.1}%) for the active version",
+                cand_rate * 100.0,
+                active_rate * 100.0
+            )
+        })
+    }
+}

@@ -1,0 +1,246 @@
+//! Tenants: who a request belongs to (by Host), and what that tenant runs.
+//!
+//! The table lives behind an `ArcSwap` in the node and each tenant's active
+//! policy behind its own, so the request path takes no lock and a swap never
+//! disturbs requests already running on the old module.
+
+mod canary;
+mod deployments;
+mod recent;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+
+pub use canary::{Arm, AutoRollback, Canary, Sticky};
+pub use deployments::Deployments;
+pub use recent::RecentRequests;
+
+use crate::config::{Config, LimitsConfig, PolicySource, TenantConfig};
+use crate::origin::Backend;
+use crate::runtime::{PolicyModule, Runtime};
+
+/// Cache namespace generations are unique across the node, so a tenant that
+/// is replaced or purged never sees entries of an earlier namespace.
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
+
+pub struct Tenant {
+    pub id: Arc<str>,
+    pub limits: LimitsConfig,
+    pub backends: HashMap<String, Arc<Backend>>,
+    pub vars: BTreeMap<String, String>,
+    /// The active policy module.
+    pub policy: ArcSwap<PolicyModule>,
+    /// Deployed versions and activation history (admin path only).
+    pub deployments: Mutex<Deployments>,
+    /// Guest instances this tenant may hold at once.
+    pub instances: Arc<tokio::sync::Semaphore>,
+    /// The cache namespace generation: purging everything of a tenant
+    /// replaces it, which makes every stored key unreachable at once.
+    generation: AtomicU64,
+    /// A candidate version taking a share of the requests, if any.
+    pub canary: ArcSwapOption<Canary>,
+    /// Recent request heads, replayed by the policy preview.
+    pub recent: RecentRequests,
+    /// The config it was built from, to tell what a reload changes.
+    pub config: TenantConfig,
+}
+
+impl Tenant {
+    pub fn cache_generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Drops the whole cache namespace in constant time.
+    pub fn purge_all(&self) {
+        self.generation.store(
+            NEXT_GENERATION.fetch_add(1, Ordering::AcqRel),
+            Ordering::Release,
+        );
+    }
+
+    /// Builds a tenant from its config, compiling its policy. Errors name
+    /// the field (relative to the tenant).
+    pub fn build(
+        tc: &TenantConfig,
+        runtime: &Runtime,
+        base_dir: &Path,
+        keep_versions: usize,
+    ) -> Result<Tenant, (String, String)> {
+        let source =
+            PolicySource::parse(&tc.policy, base_dir).map_err(|m| ("policy".to_string(), m))?;
+        let wasm = source.read().map_err(|m| ("policy".to_string(), m))?;
+        let module = runtime.load(&wasm).map_err(|m| ("policy".to_string(), m))?;
+        let mut backends = HashMap::new();
+        for (name, bc) in &tc.backends {
+            let backend = Backend::new(name, bc).map_err(|m| (format!("backends.{name}"), m))?;
+            backends.insert(name.clone(), Arc::new(backend));
+        }
+        Ok(Tenant {
+            id: tc.id.as_str().into(),
+            limits: tc.limits,
+            backends,
+            vars: tc.vars.clone(),
+            policy: ArcSwap::new(module.clone()),
+            deployments: Mutex::new(Deployments::new(module, keep_versions)),
+            instances: Arc::new(tokio::sync::Semaphore::new(
+                tc.limits.max_concurrent as usize,
+            )),
+            generation: AtomicU64::new(NEXT_GENERATION.fetch_add(1, Ordering::AcqRel)),
+            canary: ArcSwapOption::empty(),
+            recent: RecentRequests::default(),
+            config: tc.clone(),
+        })
+    }
+
+    /// The module a request runs: the canary's candidate for its share of
+    /// requests, else the active one.
+    pub fn module_for(
+        &self,
+        request: &crate::runtime::heads::RequestInfo,
+    ) -> (Arc<PolicyModule>, Arm) {
+        if let Some(canary) = &*self.canary.load() {
+            if canary.selects(request) {
+                return (canary.module.clone(), Arm::Candidate);
+            }
+        }
+        (self.policy.load_full(), Arm::Active)
+    }
+
+    /// Makes a deployed version the active one. Requests already running
+    /// keep the module they started with.
+    pub fn activate(&self, version: &str) -> Result<(), String> {
+        let mut d = self.deployments.lock().unwrap_or_else(|p| p.into_inner());
+        let module = d
+            .find(version)
+            .ok_or_else(|| format!("version {version} is not deployed"))?;
+        let previous = self.policy.swap(module);
+        if *previous.version != *version {
+            d.history.push(previous.version.clone());
+        }
+        d.trim(version);
+        Ok(())
+    }
+
+    /// Adds a version to the deployed ones without activating it.
+    pub fn deploy(&self, module: Arc<PolicyModule>) {
+        let mut d = self.deployments.lock().unwrap_or_else(|p| p.into_inner());
+        let active = self.policy.load().version.clone();
+        d.add(module, &active);
+    }
+
+    /// Re-activates the version that was active before the current one.
+    pub fn rollback(&self) -> Result<Arc<str>, String> {
+        let mut d = self.deployments.lock().unwrap_or_else(|p| p.into_inner());
+        let previous = d
+            .history
+            .pop()
+            .ok_or("no previous version to roll back to")?;
+        let module = d
+            .find(&previous)
+            .ok_or_else(|| format!("version {previous} is no longer kept"))?;
+        self.policy.store(module);
+        Ok(previous)
+    }
+}
+
+/// Host name -> tenant. Cloned and swapped whole on every change.
+#[derive(Default, Clone)]
+pub struct TenantTable {
+    by_host: HashMap<String, Arc<Tenant>>,
+    /// The tenant listing `*`, for hosts nobody else claims.
+    wildcard: Option<Arc<Tenant>>,
+    by_id: HashMap<String, Arc<Tenant>>,
+}
+
+impl TenantTable {
+    /// Builds every tenant of a config, compiling its policy. The error
+    /// names the field at fault. Tenants of `previous` whose config did not
+    /// change are kept as they are (versions, canary, cache namespace).
+    pub fn build(
+        config: &Config,
+        runtime: &Runtime,
+        previous: Option<&TenantTable>,
+    ) -> Result<TenantTable, (String, String)> {
+        let mut table = TenantTable::default();
+        for (i, tc) in config.tenants.iter().enumerate() {
+            let kept = previous
+                .and_then(|p| p.get(&tc.id))
+                .filter(|t| t.config == *tc)
+                .cloned();
+            let tenant = match kept {
+                Some(t) => t,
+                None => Arc::new(
+                    Tenant::build(tc, runtime, &config.base_dir, config.runtime.keep_versions)
+                        .map_err(|(field, m)| (format!("tenant[{i}].{field}"), m))?,
+                ),
+            };
+            table.insert(tenant)?;
+        }
+        Ok(table)
+    }
+
+    /// Adds (or replaces, by id) a tenant; fails if another tenant already
+    /// serves one of its hosts.
+    pub fn insert(&mut self, tenant: Arc<Tenant>) -> Result<(), (String, String)> {
+        for host in &tenant.config.hosts {
+            let host = host.to_ascii_lowercase();
+            let holder = if host == "*" {
+                self.wildcard.as_ref()
+            } else {
+                self.by_host.get(&host)
+            };
+            if let Some(other) = holder.filter(|o| o.id != tenant.id) {
+                return Err((
+                    "hosts".into(),
+                    format!("host {host:?} is already served by tenant {:?}", &*other.id),
+                ));
+            }
+        }
+        self.remove(&tenant.id);
+        for host in &tenant.config.hosts {
+            let host = host.to_ascii_lowercase();
+            if host == "*" {
+                self.wildcard = Some(tenant.clone());
+            } else {
+                self.by_host.insert(host, tenant.clone());
+            }
+        }
+        self.by_id.insert(tenant.id.to_string(), tenant);
+        Ok(())
+    }
+
+    /// Removes a tenant by id; its hosts then get 404.
+    pub fn remove(&mut self, id: &str) -> Option<Arc<Tenant>> {
+        let tenant = self.by_id.remove(id)?;
+        self.by_host.retain(|_, t| !Arc::ptr_eq(t, &tenant));
+        if self
+            .wildcard
+            .as_ref()
+            .is_some_and(|w| Arc::ptr_eq(w, &tenant))
+        {
+            self.wildcard = None;
+        }
+        Some(tenant)
+    }
+
+    /// The tenant for a host name (lowercase, without port).
+    pub fn find(&self, host: &str) -> Option<&Arc<Tenant>> {
+        self.by_host.get(host).or(self.wildcard.as_ref())
+    }
+
+    /// A tenant by id.
+    pub fn get(&self, id: &str) -> Option<&Arc<Tenant>> {
+        self.by_id.get(id)
+    }
+
+    /// Every tenant, once each, by id.
+    pub fn tenants(&self) -> impl Iterator<Item = &Arc<Tenant>> {
+        let mut all: Vec<&Arc<Tenant>> = self.by_id.values().collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        all.into_iter()
+    }
+}
