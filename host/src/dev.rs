@@ -208,8 +208,7 @@ fn build(crate_dir: &Path) -> Result<PathBuf, String> {
                 .filter_map(|f| f.as_str().map(PathBuf::from))
                 .collect::<Vec<_>>()
         })
-        .filter(|f| f.extension().is_some_and(|e| e == "wasm"))
-        .next_back()
+        .rfind(|f| f.extension().is_some_and(|e| e == "wasm"))
         .ok_or_else(|| "the build produced no .wasm component: is the crate a cdylib?".to_string())
 }
 

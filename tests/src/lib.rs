@@ -267,6 +267,8 @@ pub struct Node {
     pub addr: SocketAddr,
     /// The admin listener, when the config has one.
     pub admin: Option<SocketAddr>,
+    /// Every line the node printed on stdout so far.
+    stdout: Arc<Mutex<Vec<String>>>,
     child: Child,
     log: PathBuf,
 }
@@ -300,21 +302,30 @@ impl Node {
 
     /// Starts a node with these arguments and waits until it listens.
     pub fn spawn(args: &[&str], dir: &std::path::Path) -> Node {
+        Node::spawn_env(args, dir, &[])
+    }
+
+    /// `spawn` with extra environment variables.
+    pub fn spawn_env(args: &[&str], dir: &std::path::Path, env: &[(&str, &str)]) -> Node {
         let log = dir.join("node.log");
         let mut child = Command::new(outpost_bin())
             .args(args)
             .env("OUTPOST_LOG", "info")
             .env_remove("RUST_BACKTRACE")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("start the node");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let seen = lines.clone();
         std::thread::spawn(move || {
             let mut admin = None;
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { return };
+                seen.lock().unwrap().push(line.clone());
                 if let Some(addr) = line.strip_prefix("outpost admin on http://") {
                     admin = Some(addr.parse::<SocketAddr>().unwrap());
                 }
@@ -323,10 +334,11 @@ impl Node {
                 }
             }
         });
-        match rx.recv_timeout(Duration::from_secs(60)) {
+        match rx.recv_timeout(Duration::from_secs(300)) {
             Ok((addr, admin)) => Node {
                 addr,
                 admin,
+                stdout: lines,
                 child,
                 log,
             },
@@ -351,6 +363,38 @@ impl Node {
             .args(["-TERM", &self.child.id().to_string()])
             .status();
         self.child.wait().unwrap()
+    }
+
+    /// Waits until the node prints a stdout line containing `text`, for at
+    /// most `limit` (a bound, not a timing assertion).
+    pub fn wait_for_stdout(&self, text: &str, after: usize, limit: Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if self
+                .stdout
+                .lock()
+                .unwrap()
+                .iter()
+                .skip(after)
+                .any(|l| l.contains(text))
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    /// Lines printed on stdout so far.
+    pub fn stdout_lines(&self) -> usize {
+        self.stdout.lock().unwrap().len()
+    }
+
+    /// Sends SIGHUP (config reload).
+    pub fn hangup(&self) {
+        let _ = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status();
     }
 
     /// Whether the process is still running.

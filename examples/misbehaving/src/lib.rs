@@ -4,6 +4,7 @@
 //! - `/loop`: spins forever (cut off by the tenant's CPU deadline);
 //! - `/grow`: allocates until memory runs out (the tenant's memory limit);
 //! - `/fetch/NAME`: fetches `/` from backend NAME through the host;
+//! - `/fetch-many/N/NAME`: fetches `/` from NAME N times;
 //! - `/vars/KEY`: answers with config value KEY;
 //! - anything else: a normal lookup to backend `origin`.
 
@@ -36,6 +37,16 @@ impl Policy for Misbehaving {
                 Ok(r) => Decision::respond(Response::new(r.status).body(r.body)),
                 Err(e) => Decision::respond(Response::text(502, format!("fetch failed: {e:?}\n"))),
             };
+        }
+        if let Some(rest) = path.strip_prefix("/fetch-many/") {
+            let (count, name) = rest.split_once('/').unwrap_or(("1", rest));
+            let count: u32 = count.parse().unwrap_or(1);
+            for i in 0..count {
+                if let Err(e) = host::fetch(name, "/") {
+                    return Decision::respond(Response::text(502, format!("fetch {i} failed: {e:?}\n")));
+                }
+            }
+            return Decision::respond(Response::text(200, format!("{count} fetches\n")));
         }
         if let Some(key) = path.strip_prefix("/vars/") {
             let value = host::config(key).unwrap_or_else(|| "<unset>".to_string());
