@@ -9,7 +9,7 @@
 //! | `PUT /tenants/{id}/modules` | deploy a component (body); `?activate=true` activates it |
 //! | `POST /tenants/{id}/activate` | `{"version": "sha256:..."}` |
 //! | `POST /tenants/{id}/rollback` | back to the previously active version |
-//! | `POST /tenants/{id}/purge` | `{"key": "..."}` or `{"all": true}` |
+//! | `POST /tenants/{id}/purge` | `{"key"}`, `{"tag"}` (each with `"soft": true` to mark stale), or `{"all": true}` |
 //! | `POST /tenants/{id}/canary` | `{"version", "percent", "sticky_header"?, "auto_rollback"?: {"margin", "min_requests"}}` |
 //! | `POST /tenants/{id}/canary/promote`, `.../canary/abort` | end a canary |
 //! | `POST /tenants/{id}/preview` | `{"version"}`: replay recent requests through it, report differences |
@@ -91,6 +91,9 @@ fn authorized(req: &Request<Incoming>, token: &str) -> bool {
 
 async fn handle(node: &Arc<Node>, token: &str, req: Request<Incoming>) -> AdminResponse {
     if !authorized(&req, token) {
+        // Read (and drop) a modest body first, so a client still sending
+        // gets the 401 instead of a reset; larger bodies are not read.
+        let _ = Limited::new(req.into_body(), 1024 * 1024).collect().await;
         let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
         r.headers_mut().insert(
             header::WWW_AUTHENTICATE,
@@ -159,18 +162,7 @@ async fn handle(node: &Arc<Node>, token: &str, req: Request<Incoming>) -> AdminR
                 },
                 (Method::POST, ["purge"]) => match body_json::<PurgeBody>(req).await {
                     Err(r) => r,
-                    Ok(PurgeBody { all: true, .. }) => {
-                        tenant.purge_all();
-                        reply(StatusCode::OK, json!({ "purged": "all" }))
-                    }
-                    Ok(PurgeBody { key: Some(key), .. }) => {
-                        let removed = node.cache.purge(&tenant, &key);
-                        reply(StatusCode::OK, json!({ "purged": key, "found": removed }))
-                    }
-                    Ok(_) => error(
-                        StatusCode::BAD_REQUEST,
-                        "give {\"key\": \"...\"} or {\"all\": true}",
-                    ),
+                    Ok(b) => purge(&tenant, b),
                 },
                 (Method::POST, ["canary"]) => match body_json::<CanaryBody>(req).await {
                     Err(r) => r,
@@ -378,9 +370,41 @@ async fn delete_tenant(node: &Node, id: &str) -> AdminResponse {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PurgeBody {
+    /// One cache key (all its variants).
     key: Option<String>,
+    /// Every key carrying this surrogate key / cache tag.
+    tag: Option<String>,
+    /// Everything of the tenant.
     #[serde(default)]
     all: bool,
+    /// Mark stale instead of removing (`key` and `tag` only): the object is
+    /// revalidated before reuse but can still be served stale.
+    #[serde(default)]
+    soft: bool,
+}
+
+/// Carries out a purge before answering, so it has taken effect when the
+/// caller gets the response.
+fn purge(tenant: &Tenant, body: PurgeBody) -> AdminResponse {
+    let store = &tenant.store;
+    match body {
+        PurgeBody { all: true, key: None, tag: None, soft: false } => {
+            tenant.purge_all();
+            reply(StatusCode::OK, json!({ "purged": "all" }))
+        }
+        PurgeBody { key: Some(key), tag: None, all: false, soft } => {
+            let found = if soft { store.expire(&key) } else { store.remove(&key) };
+            reply(StatusCode::OK, json!({ "purged": key, "found": found, "soft": soft }))
+        }
+        PurgeBody { tag: Some(tag), key: None, all: false, soft } => {
+            let keys = store.purge_tag(&tag, soft);
+            reply(StatusCode::OK, json!({ "purged_tag": tag, "keys": keys, "soft": soft }))
+        }
+        _ => error(
+            StatusCode::BAD_REQUEST,
+            "give one of {\"key\": \"...\"}, {\"tag\": \"...\"} (each with optional \"soft\": true) or {\"all\": true}",
+        ),
+    }
 }
 
 async fn body_bytes(req: Request<Incoming>, limit: usize) -> Result<Bytes, AdminResponse> {

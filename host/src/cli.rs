@@ -144,6 +144,7 @@ pub(crate) fn quick_config(
         )]
         .into(),
         vars: Default::default(),
+        cache_quota_mb: None,
     }];
     config
         .validate()

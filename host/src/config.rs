@@ -92,6 +92,9 @@ pub struct CacheConfig {
     /// How long a request waits for another request's fetch of the same key
     /// before going to the origin itself, in milliseconds.
     pub coalesce_wait_ms: u64,
+    /// How long a key whose answer was not cacheable skips coalescing, so
+    /// its requests do not queue behind one another (hit-for-miss), in s.
+    pub hit_for_miss_s: u64,
 }
 
 impl Default for CacheConfig {
@@ -101,6 +104,7 @@ impl Default for CacheConfig {
             max_object_mb: 64,
             stale_retention_s: 3600,
             coalesce_wait_ms: 15_000,
+            hit_for_miss_s: 10,
         }
     }
 }
@@ -178,6 +182,10 @@ pub struct TenantConfig {
     /// Values the policy can read with `config-get`.
     #[serde(default)]
     pub vars: BTreeMap<String, String>,
+    /// This tenant's share of the cache, in MiB. Tenants without one split
+    /// what the others leave of `cache.max_size_mb` equally. Filling its
+    /// quota evicts the tenant's own objects, never another's.
+    pub cache_quota_mb: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
@@ -231,6 +239,23 @@ fn default_response_timeout_ms() -> u64 {
 }
 
 impl Config {
+    /// The byte quota of a tenant's cache store: its own, or an equal share
+    /// of what the explicit quotas leave.
+    pub fn cache_quota_bytes(&self, tenant: &TenantConfig) -> u64 {
+        const MIB: u64 = 1024 * 1024;
+        if let Some(q) = tenant.cache_quota_mb {
+            return q * MIB;
+        }
+        let explicit: u64 = self.tenants.iter().filter_map(|t| t.cache_quota_mb).sum();
+        let shared = self
+            .tenants
+            .iter()
+            .filter(|t| t.cache_quota_mb.is_none())
+            .count()
+            .max(1) as u64;
+        (self.cache.max_size_mb.saturating_sub(explicit) * MIB / shared).max(MIB)
+    }
+
     /// The embedded default configuration.
     pub fn embedded_default() -> Config {
         Config::from_toml(DEFAULT_TOML, "<embedded default>", Path::new("."))
@@ -292,6 +317,16 @@ impl Config {
                 }
                 Some(_) => {}
             }
+        }
+        let explicit: u64 = self.tenants.iter().filter_map(|t| t.cache_quota_mb).sum();
+        if explicit > self.cache.max_size_mb {
+            return Err((
+                "tenant[].cache_quota_mb".into(),
+                format!(
+                    "the quotas add up to {explicit} MiB, more than cache.max_size_mb ({})",
+                    self.cache.max_size_mb
+                ),
+            ));
         }
         let mut ids = std::collections::HashSet::new();
         let mut hosts = std::collections::HashMap::new();

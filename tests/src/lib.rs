@@ -47,6 +47,54 @@ pub struct Reply {
     /// `None`: the origin's name and the request target.
     pub body: Option<Bytes>,
     pub delay: Duration,
+    /// A generated body streamed in chunks instead of `body`.
+    pub generated: Option<Generated>,
+}
+
+/// A body the origin generates as it sends: `size` bytes (byte `i` is
+/// `i % 251`), in 64 KiB chunks, pausing after the first chunk.
+#[derive(Clone, Debug)]
+pub struct Generated {
+    pub size: u64,
+    pub pause_after_first: Duration,
+    /// Set when the last byte has been handed to the connection.
+    pub finished: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The byte at offset `i` of a generated body.
+pub fn generated_byte(i: u64) -> u8 {
+    (i % 251) as u8
+}
+
+/// A boxed body type for the harness's servers and clients.
+pub type TestBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+
+fn full_body(bytes: Bytes) -> TestBody {
+    Full::new(bytes).boxed()
+}
+
+fn generated_body(g: &Generated) -> TestBody {
+    const CHUNK: u64 = 64 * 1024;
+    let g = g.clone();
+    let stream = futures::stream::unfold(0u64, move |offset| {
+        let g = g.clone();
+        async move {
+            if offset >= g.size {
+                g.finished.store(true, std::sync::atomic::Ordering::SeqCst);
+                return None;
+            }
+            if offset == CHUNK && !g.pause_after_first.is_zero() {
+                tokio::time::sleep(g.pause_after_first).await;
+            }
+            let len = CHUNK.min(g.size - offset);
+            let chunk: Vec<u8> = (offset..offset + len).map(generated_byte).collect();
+            Some((
+                Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from(chunk))),
+                offset + len,
+            ))
+        }
+    });
+    http_body_util::StreamBody::new(stream).boxed()
 }
 
 impl Reply {
@@ -57,7 +105,25 @@ impl Reply {
             headers: vec![("cache-control".into(), "max-age=60".into())],
             body: None,
             delay: Duration::ZERO,
+            generated: None,
         }
+    }
+
+    /// Streams a generated body of `size` bytes with its Content-Length.
+    pub fn generated(
+        mut self,
+        size: u64,
+        pause_after_first: Duration,
+    ) -> (Reply, Arc<std::sync::atomic::AtomicBool>) {
+        let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        self.headers
+            .push(("content-length".into(), size.to_string()));
+        self.generated = Some(Generated {
+            size,
+            pause_after_first,
+            finished: finished.clone(),
+        });
+        (self, finished)
     }
 
     /// A status with no headers.
@@ -67,6 +133,7 @@ impl Reply {
             headers: Vec::new(),
             body: None,
             delay: Duration::ZERO,
+            generated: None,
         }
     }
 
@@ -98,6 +165,8 @@ pub struct Seen {
     pub method: Method,
     pub target: String,
     pub headers: HeaderMap,
+    /// Bytes of request body received.
+    pub body_len: u64,
 }
 
 struct OriginState {
@@ -201,18 +270,25 @@ impl Drop for Origin {
     }
 }
 
-async fn answer(state: &OriginState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn answer(state: &OriginState, req: Request<Incoming>) -> Response<TestBody> {
     let target = req
         .uri()
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
-    let (parts, body) = req.into_parts();
-    let _ = body.collect().await;
+    let (parts, mut body) = req.into_parts();
+    // Count the request body without keeping it (uploads may be large).
+    let mut body_len = 0u64;
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Some(data) = frame.data_ref() {
+            body_len += data.len() as u64;
+        }
+    }
     state.seen.lock().unwrap().push(Seen {
         method: parts.method.clone(),
         target: target.clone(),
         headers: parts.headers.clone(),
+        body_len,
     });
     let reply = state
         .replies
@@ -238,6 +314,9 @@ async fn answer(state: &OriginState, req: Request<Incoming>) -> Response<Full<By
     for (n, v) in &reply.headers {
         builder = builder.header(n, v);
     }
+    if let (false, Some(g)) = (not_modified, &reply.generated) {
+        return builder.body(generated_body(g)).unwrap();
+    }
     let body = if not_modified {
         Bytes::new()
     } else {
@@ -246,7 +325,7 @@ async fn answer(state: &OriginState, req: Request<Incoming>) -> Response<Full<By
             .clone()
             .unwrap_or_else(|| Bytes::from(format!("{} {}", state.name, target)))
     };
-    builder.body(Full::new(body)).unwrap()
+    builder.body(full_body(body)).unwrap()
 }
 
 static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
@@ -385,6 +464,17 @@ impl Node {
         false
     }
 
+    /// The node's peak resident memory (VmHWM) in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Lines printed on stdout so far.
     pub fn stdout_lines(&self) -> usize {
         self.stdout.lock().unwrap().len()
@@ -436,7 +526,7 @@ impl Resp {
 /// An HTTP client for talking to a node.
 #[derive(Clone)]
 pub struct Client {
-    inner: hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
+    inner: hyper_util::client::legacy::Client<HttpConnector, TestBody>,
 }
 
 impl Default for Client {
@@ -528,7 +618,7 @@ impl Client {
         }
         let response = tokio::time::timeout(
             Duration::from_secs(30),
-            self.inner.request(builder.body(Full::new(body)).unwrap()),
+            self.inner.request(builder.body(full_body(body)).unwrap()),
         )
         .await
         .expect("response within 30 s")
@@ -540,6 +630,47 @@ impl Client {
             headers: parts.headers,
             body,
         }
+    }
+
+    /// Sends a request and returns the response with its body unread.
+    pub async fn open(
+        &self,
+        node: &Node,
+        method: Method,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: TestBody,
+    ) -> Result<Response<Incoming>, String> {
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", node.addr))
+            .header("host", host);
+        for (n, v) in headers {
+            builder = builder.header(*n, *v);
+        }
+        self.inner
+            .request(builder.body(body).unwrap())
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// GET whose response body may fail: `Err` when it does.
+    pub async fn try_get(&self, node: &Node, host: &str, path: &str) -> Result<Resp, String> {
+        let response = self
+            .open(node, Method::GET, host, path, &[], full_body(Bytes::new()))
+            .await?;
+        let (parts, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| format!("body failed: {e}"))?
+            .to_bytes();
+        Ok(Resp {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
     }
 }
 

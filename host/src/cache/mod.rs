@@ -1,42 +1,43 @@
-//! The HTTP cache: an in-memory store bounded by bytes (moka with a
-//! weigher), namespaced by tenant, with request coalescing.
+//! The HTTP cache: in-memory, bounded by bytes (moka with a weigher), one
+//! store per tenant so a tenant can neither read nor evict another's
+//! objects, with request coalescing across all of them.
 //!
 //! Freshness and storability follow RFC 9111 for a shared cache
-//! ([`freshness`]); the directive parser is in [`directives`].
+//! ([`freshness`]); the directive parser is in [`directives`]; bodies are
+//! [`SharedBody`]s that readers follow while they fill; the per-tenant
+//! store with its tag index is in [`store`].
 
+pub mod body;
 mod coalesce;
 pub mod directives;
 pub mod freshness;
+pub mod store;
 mod stored;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use moka::sync::Cache;
-
+pub use body::SharedBody;
 pub use coalesce::{wait as wait_for_fill, FillGuard, FillOutcome, Role};
 pub use freshness::{Assessment, Freshness, NotStored, Override};
+pub use store::{Selected, TenantStore};
 pub use stored::{vary_values, StoredResponse};
 
 use crate::config::CacheConfig;
 use crate::tenant::Tenant;
 
-/// A cache key: the tenant's namespace and the key its policy chose. A
-/// tenant can only ever build keys in its own namespace.
+/// A key in the coalescing table: the tenant and the key its policy chose.
+/// A tenant can only ever build keys in its own namespace.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
     tenant: Arc<str>,
-    /// The tenant's namespace generation (see `Tenant::purge_all`).
-    generation: u64,
     key: Box<str>,
 }
 
 impl CacheKey {
-    /// The key `key` in `tenant`'s current namespace.
     pub fn new(tenant: &Tenant, key: &str) -> CacheKey {
         CacheKey {
             tenant: tenant.id.clone(),
-            generation: tenant.cache_generation(),
             key: key.into(),
         }
     }
@@ -46,8 +47,9 @@ impl CacheKey {
     }
 }
 
+/// Node-wide cache settings and the coalescing table; the objects live in
+/// each tenant's [`TenantStore`].
 pub struct HttpCache {
-    store: Cache<CacheKey, Arc<Variants>>,
     coalescer: Arc<coalesce::Coalescer>,
     /// Largest body stored, in bytes.
     pub max_object_bytes: u64,
@@ -55,119 +57,38 @@ pub struct HttpCache {
     pub stale_retention: Duration,
     /// How long a waiter waits for a fill before fetching itself.
     pub coalesce_wait: Duration,
-}
-
-/// Variants kept per key; the oldest goes when a new one arrives.
-const MAX_VARIANTS: usize = 16;
-
-/// The responses stored under one key: one per combination of the request
-/// fields they vary on (RFC 9111 section 4.1), newest first.
-pub struct Variants {
-    list: Vec<Arc<StoredResponse>>,
-}
-
-/// What a lookup found under a key.
-pub enum Selected {
-    /// A stored response this request selects.
-    Found(Arc<StoredResponse>),
-    /// Responses exist for the key, but for other values of the fields
-    /// they vary on.
-    VaryMiss,
-    Miss,
-}
-
-/// Keeps each key until its longest-lived variant's freshness ends, plus
-/// the stale retention (or its RFC 5861 windows, if longer).
-struct Retention(Duration);
-
-impl Retention {
-    fn of(&self, value: &StoredResponse) -> Duration {
-        let f = &value.freshness;
-        let remaining = f.lifetime.saturating_sub(f.initial_age);
-        remaining + self.0.max(f.stale_while_revalidate).max(f.stale_if_error)
-    }
-}
-
-impl moka::Expiry<CacheKey, Arc<Variants>> for Retention {
-    fn expire_after_create(
-        &self,
-        _key: &CacheKey,
-        value: &Arc<Variants>,
-        _now: Instant,
-    ) -> Option<Duration> {
-        value.list.iter().map(|v| self.of(v)).max()
-    }
-
-    fn expire_after_update(
-        &self,
-        key: &CacheKey,
-        value: &Arc<Variants>,
-        now: Instant,
-        _current: Option<Duration>,
-    ) -> Option<Duration> {
-        self.expire_after_create(key, value, now)
-    }
+    /// How long an uncacheable answer makes its key skip coalescing.
+    pub hit_for_miss: Duration,
 }
 
 impl HttpCache {
     pub fn new(config: &CacheConfig) -> HttpCache {
-        let stale_retention = Duration::from_secs(config.stale_retention_s);
-        let store = Cache::builder()
-            .max_capacity(config.max_size_mb * 1024 * 1024)
-            .weigher(|_key: &CacheKey, value: &Arc<Variants>| {
-                value
-                    .list
-                    .iter()
-                    .fold(0u32, |sum, v| sum.saturating_add(v.weight()))
-            })
-            .expire_after(Retention(stale_retention))
-            .build();
         HttpCache {
-            store,
             coalescer: Arc::default(),
             max_object_bytes: config.max_object_mb * 1024 * 1024,
-            stale_retention,
+            stale_retention: Duration::from_secs(config.stale_retention_s),
             coalesce_wait: Duration::from_millis(config.coalesce_wait_ms),
+            hit_for_miss: Duration::from_secs(config.hit_for_miss_s),
         }
     }
 
-    /// The stored response a request with these header fields selects.
-    pub fn select(&self, key: &CacheKey, request: &http::HeaderMap) -> Selected {
-        match self.store.get(key) {
-            None => Selected::Miss,
-            Some(variants) => match variants.list.iter().find(|v| v.matches_vary(request)) {
-                Some(v) => Selected::Found(v.clone()),
-                None => Selected::VaryMiss,
-            },
-        }
+    /// The stored response a request selects.
+    pub fn select(&self, tenant: &Tenant, key: &str, request: &http::HeaderMap) -> Selected {
+        tenant.store.select(key, request)
     }
 
-    /// Stores a response, replacing the variant with the same secondary key.
-    pub fn insert(&self, key: CacheKey, value: Arc<StoredResponse>) {
-        let mut list = vec![value.clone()];
-        if let Some(existing) = self.store.get(&key) {
-            list.extend(
-                existing
-                    .list
-                    .iter()
-                    .filter(|v| v.vary != value.vary)
-                    .take(MAX_VARIANTS - 1)
-                    .cloned(),
-            );
-        }
-        self.store.insert(key, Arc::new(Variants { list }));
+    pub fn insert(&self, tenant: &Tenant, key: &str, value: Arc<StoredResponse>) {
+        tenant.store.insert(key, value);
     }
 
     /// The newest response under a key, for a guest's `cache-lookup`.
     pub fn peek(&self, tenant: &Tenant, key: &str) -> Option<Arc<StoredResponse>> {
-        self.store
-            .get(&CacheKey::new(tenant, key))
-            .and_then(|v| v.list.first().cloned())
+        tenant.store.peek(key)
     }
 
     /// Removes a key with all its variants; true if something was there.
     pub fn purge(&self, tenant: &Tenant, key: &str) -> bool {
-        self.store.remove(&CacheKey::new(tenant, key)).is_some()
+        tenant.store.remove(key)
     }
 
     /// Joins or starts the fill of a key.

@@ -1,11 +1,13 @@
 //! A response held by the cache.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, StatusCode};
 
+use super::body::SharedBody;
 use super::freshness::Freshness;
 
 /// A stored response: head, body and the facts needed to compute its age
@@ -15,15 +17,17 @@ pub struct StoredResponse {
     pub status: StatusCode,
     /// End-to-end header fields as received from the origin.
     pub headers: HeaderMap,
-    pub body: Bytes,
+    pub body: Arc<SharedBody>,
     /// When it was stored (the `response_time` of RFC 9111 section 4.2.3).
     pub stored_at: Instant,
     pub freshness: Freshness,
     /// The request's values of the fields the response varies on (section
     /// 4.1), normalised; `None` where the request lacked the field.
     pub vary: Vec<(HeaderName, Option<String>)>,
-    /// Surrogate keys from the policy.
+    /// Surrogate keys: the policy's, `Surrogate-Key` and `Cache-Tag`.
     pub tags: Vec<String>,
+    /// Soft-purged: stale from now on, but still there for stale serving.
+    pub soft_purged: AtomicBool,
 }
 
 impl StoredResponse {
@@ -34,11 +38,25 @@ impl StoredResponse {
 
     /// Fresh and reusable without revalidation (section 4.2).
     pub fn is_fresh(&self, now: Instant) -> bool {
-        !self.freshness.always_revalidate && self.age(now) < self.freshness.lifetime
+        !self.freshness.always_revalidate
+            && !self.soft_purged.load(Ordering::Relaxed)
+            && self.age(now) < self.freshness.lifetime
+    }
+
+    /// Marks the response stale (a soft purge).
+    pub fn expire(&self) {
+        self.soft_purged.store(true, Ordering::Relaxed);
     }
 
     /// Seconds of freshness left; negative when stale (RFC 9211 `ttl`).
     pub fn ttl(&self, now: Instant) -> i64 {
+        if self.soft_purged.load(Ordering::Relaxed) {
+            return self.ttl_unpurged(now).min(0);
+        }
+        self.ttl_unpurged(now)
+    }
+
+    fn ttl_unpurged(&self, now: Instant) -> i64 {
         self.freshness.lifetime.as_secs() as i64 - self.age(now).as_secs() as i64
     }
 
@@ -88,7 +106,7 @@ impl StoredResponse {
             .iter()
             .map(|(n, v)| n.as_str().len() + v.len() + 32)
             .sum();
-        (self.body.len() + headers + 256).min(u32::MAX as usize) as u32
+        (self.body.weight() + headers as u64 + 256).min(u32::MAX as u64) as u32
     }
 }
 

@@ -14,7 +14,7 @@ use super::headers::{strip_hop_by_hop, via_value};
 use super::respond::{self, CacheStatus, Fwd};
 use super::Exchange;
 use crate::cache::{
-    Assessment, CacheKey, FillGuard, FillOutcome, NotStored, Override, StoredResponse,
+    Assessment, CacheKey, FillGuard, FillOutcome, NotStored, Override, SharedBody, StoredResponse,
 };
 use crate::origin::{Backend, BoxError, ProxyBody};
 use crate::runtime::heads::ResponseInfo;
@@ -346,9 +346,10 @@ pub(super) async fn finish_lookup(
                         freshness: assessed.unwrap_or(stale.freshness),
                         vary: stale.vary.clone(),
                         tags: stale.tags.clone(),
+                        soft_purged: Default::default(),
                     });
                     if assessed.is_ok() && mode != StoreMode::NoStore {
-                        cache.insert(key, refreshed.clone());
+                        cache.insert(&exchange.tenant, key.key(), refreshed.clone());
                         finish(guard, FillOutcome::Stored(refreshed.clone()));
                     } else {
                         finish(guard, FillOutcome::NotStored);
@@ -392,6 +393,7 @@ pub(super) async fn finish_lookup(
                 Ok(f) => f,
                 Err(reason) => {
                     finish(guard, FillOutcome::NotStored);
+                    exchange.tenant.store.mark_uncacheable(key.key());
                     let status =
                         CacheStatus::forwarded(fwd, Some(origin.status), None, Some(reason));
                     let body = origin
@@ -402,26 +404,48 @@ pub(super) async fn finish_lookup(
                 }
             };
             let limit = cache.max_object_bytes;
-            match collect(origin.body, limit, origin.backend.response_timeout).await {
-                Collected::Complete(body) => {
-                    let mut headers = origin.headers;
-                    strip_hop_by_hop(&mut headers);
-                    let vary = crate::cache::vary_values(&headers, &exchange.info.headers);
-                    let tags = match mode {
-                        StoreMode::Force { tags, .. } => tags,
-                        _ => Vec::new(),
-                    };
-                    let stored = Arc::new(StoredResponse {
-                        status: origin.status,
-                        headers,
-                        body,
-                        stored_at: Instant::now(),
-                        freshness,
-                        vary,
-                        tags,
-                    });
-                    cache.insert(key, stored.clone());
+            let mut headers = origin.headers;
+            strip_hop_by_hop(&mut headers);
+            let vary = crate::cache::vary_values(&headers, &exchange.info.headers);
+            let mut tags = match mode {
+                StoreMode::Force { tags, .. } => tags,
+                _ => Vec::new(),
+            };
+            tags.extend(surrogate_keys(&headers));
+            let stored_head = |body: Arc<SharedBody>| StoredResponse {
+                status: origin.status,
+                headers: headers.clone(),
+                body,
+                stored_at: Instant::now(),
+                freshness,
+                vary: vary.clone(),
+                tags: tags.clone(),
+                soft_purged: Default::default(),
+            };
+            let tenant = exchange.tenant.clone();
+            match content_length(&headers) {
+                Some(len) if len > limit => {
+                    // Larger than any object kept: streamed, not stored.
+                    finish(guard, FillOutcome::NotStored);
+                    let status =
+                        CacheStatus::forwarded(fwd, Some(origin.status), None, Some("too-large"));
+                    let body = origin
+                        .body
+                        .map_err(|e| Box::new(e) as BoxError)
+                        .boxed_unsync();
+                    respond::streamed(origin.status, headers, body, status)
+                }
+                Some(len) => {
+                    // Stored at once and filled by a task of its own: this
+                    // client, coalesced waiters and later hits all read the
+                    // body as it arrives, and the fill completes even if
+                    // this client goes away.
+                    let body = SharedBody::filling(Some(len));
+                    let stored = Arc::new(stored_head(body.clone()));
+                    cache.insert(&tenant, key.key(), stored.clone());
                     finish(guard, FillOutcome::Stored(stored.clone()));
+                    let idle = origin.backend.response_timeout;
+                    tokio::spawn(fill(origin.body, body, tenant, key, stored.clone(), idle));
                     let status = CacheStatus::forwarded(
                         fwd,
                         Some(origin.status),
@@ -430,27 +454,122 @@ pub(super) async fn finish_lookup(
                     );
                     respond::stored(&exchange.info, &stored, status)
                 }
-                Collected::TooLarge { head, rest } => {
-                    finish(guard, FillOutcome::NotStored);
-                    let body = StreamBody::new(
-                        futures::stream::iter(head.into_iter().map(|b| Ok(Frame::data(b)))).chain(
-                            BodyStream::new(rest).map(|r| r.map_err(|e| Box::new(e) as BoxError)),
-                        ),
-                    )
-                    .boxed_unsync();
-                    let status =
-                        CacheStatus::forwarded(fwd, Some(origin.status), None, Some("too-large"));
-                    respond::streamed(origin.status, origin.headers, body, status)
-                }
-                Collected::Failed(error) => {
-                    // Dropping the guard wakes waiters with `Abandoned`.
-                    drop(guard);
-                    tracing::warn!(tenant = &*exchange.tenant.id, backend = %origin.backend.name, "origin body failed: {error}");
-                    respond::origin_error(&FetchError::InvalidResponse(error), &origin.backend.name)
-                }
+                // No length announced: read up to the limit, then decide.
+                None => match collect(origin.body, limit, origin.backend.response_timeout).await {
+                    Collected::Complete(bytes) => {
+                        let stored = Arc::new(stored_head(SharedBody::complete(bytes)));
+                        cache.insert(&tenant, key.key(), stored.clone());
+                        finish(guard, FillOutcome::Stored(stored.clone()));
+                        let status = CacheStatus::forwarded(
+                            fwd,
+                            Some(origin.status),
+                            Some(stored.ttl(Instant::now())),
+                            None,
+                        );
+                        respond::stored(&exchange.info, &stored, status)
+                    }
+                    Collected::TooLarge { head, rest } => {
+                        finish(guard, FillOutcome::NotStored);
+                        let body = StreamBody::new(
+                            futures::stream::iter(head.into_iter().map(|b| Ok(Frame::data(b))))
+                                .chain(
+                                    BodyStream::new(rest)
+                                        .map(|r| r.map_err(|e| Box::new(e) as BoxError)),
+                                ),
+                        )
+                        .boxed_unsync();
+                        let status = CacheStatus::forwarded(
+                            fwd,
+                            Some(origin.status),
+                            None,
+                            Some("too-large"),
+                        );
+                        respond::streamed(origin.status, headers, body, status)
+                    }
+                    Collected::Failed(error) => {
+                        // Dropping the guard wakes waiters with `Abandoned`.
+                        drop(guard);
+                        tracing::warn!(tenant = &*tenant.id, backend = %origin.backend.name, "origin body failed: {error}");
+                        respond::origin_error(
+                            &FetchError::InvalidResponse(error),
+                            &origin.backend.name,
+                        )
+                    }
+                },
             }
         }
     }
+}
+
+/// Copies an origin body into a stored response. A body that fails or
+/// stalls fails every reader and is removed from the cache.
+async fn fill(
+    mut origin: Incoming,
+    body: Arc<SharedBody>,
+    tenant: Arc<crate::tenant::Tenant>,
+    key: CacheKey,
+    stored: Arc<StoredResponse>,
+    idle: std::time::Duration,
+) {
+    let failure = loop {
+        match tokio::time::timeout(idle, origin.frame()).await {
+            Err(_) => break "timed out reading the origin body".to_string(),
+            Ok(None) => {
+                body.finish();
+                return;
+            }
+            Ok(Some(Err(e))) => break crate::origin::error_chain(&e),
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    body.push(data);
+                }
+            }
+        }
+    };
+    tracing::warn!(
+        tenant = &*tenant.id,
+        key = key.key(),
+        "cache fill failed: {failure}"
+    );
+    body.fail(&failure);
+    tenant.store.remove_variant(key.key(), &stored);
+}
+
+/// The announced body length, if valid.
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Purge tags from `Surrogate-Key` (space-separated) and `Cache-Tag`
+/// (comma-separated).
+fn surrogate_keys(headers: &HeaderMap) -> Vec<String> {
+    let mut tags = Vec::new();
+    for v in headers
+        .get_all("surrogate-key")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+    {
+        tags.extend(v.split_whitespace().map(str::to_owned));
+    }
+    for v in headers
+        .get_all("cache-tag")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+    {
+        tags.extend(
+            v.split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned),
+        );
+    }
+    tags
 }
 
 /// The end of a pass: stream the response; invalidate after an unsafe

@@ -43,6 +43,9 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
 pub fn strip_cache_targeted(headers: &mut HeaderMap) {
     headers.remove("cdn-cache-control");
     headers.remove("surrogate-control");
+    // Purge tags are for this cache's index, not for clients.
+    headers.remove("surrogate-key");
+    headers.remove("cache-tag");
 }
 
 /// The Via entry this node adds (RFC 9110 section 7.6.3).

@@ -10,6 +10,7 @@
 mod conditional;
 mod forward;
 pub mod headers;
+mod range;
 mod respond;
 
 use std::net::IpAddr;
@@ -274,7 +275,7 @@ impl Exchange {
         let mut vary_miss = false;
         for _round in 0..3 {
             let now = Instant::now();
-            match cache.select(&key, &self.info.headers) {
+            match cache.select(&self.tenant, key.key(), &self.info.headers) {
                 Selected::Found(stored) => {
                     if stored.is_fresh(now)
                         && request_allows(&request_cc, &self.info.headers, &stored, now)
@@ -319,6 +320,11 @@ impl Exchange {
                 }
                 Selected::VaryMiss => vary_miss = true,
                 Selected::Miss => {}
+            }
+            if self.tenant.store.is_uncacheable(key.key()) {
+                // Hit-for-miss: the last answer was not cacheable, so do not
+                // queue behind another request's fetch.
+                break;
             }
             match cache.join_fill(&key) {
                 Role::Leader(guard) => {

@@ -8,9 +8,15 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 
-use super::conditional;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use http_body_util::StreamBody;
+use hyper::body::Frame;
+
 use super::headers::{strip_cache_targeted, strip_hop_by_hop, via_value};
-use crate::cache::StoredResponse;
+use super::{conditional, range};
+use crate::cache::{SharedBody, StoredResponse};
 use crate::origin::ProxyBody;
 use crate::runtime::heads::RequestInfo;
 use crate::runtime::{FetchError, SyntheticResponse};
@@ -175,26 +181,103 @@ pub fn stored(
 ) -> Response<ProxyBody> {
     let now = Instant::now();
     let cacheable_method = info.method == Method::GET || info.method == Method::HEAD;
-    let (code, mut headers, body) =
-        if cacheable_method && conditional::not_modified(&info.headers, stored) {
-            (
-                StatusCode::NOT_MODIFIED,
-                conditional::not_modified_headers(&stored.headers),
-                empty(),
-            )
+    let mut headers;
+    let (code, body) = if cacheable_method && conditional::not_modified(&info.headers, stored) {
+        headers = conditional::not_modified_headers(&stored.headers);
+        (StatusCode::NOT_MODIFIED, empty())
+    } else {
+        headers = stored.headers.clone();
+        if info.method == Method::GET && stored.body.is_complete() {
+            let len = stored.body.len();
+            match range::evaluate(&info.headers, stored, len) {
+                range::Ranges::Whole => (stored.status, whole(&stored.body)),
+                range::Ranges::Unsatisfiable => {
+                    headers.remove(header::CONTENT_LENGTH);
+                    headers.insert(header::CONTENT_RANGE, value(&format!("bytes */{len}")));
+                    (StatusCode::RANGE_NOT_SATISFIABLE, empty())
+                }
+                range::Ranges::Parts(parts) => (
+                    StatusCode::PARTIAL_CONTENT,
+                    partial(stored, &mut headers, &parts, len),
+                ),
+            }
         } else {
-            (
-                stored.status,
-                stored.headers.clone(),
-                full(stored.body.clone()),
-            )
-        };
+            (stored.status, whole(&stored.body))
+        }
+    };
     headers.insert(header::AGE, HeaderValue::from(stored.age(now).as_secs()));
+    // Ranges are served from complete stored responses (RFC 9110 14.3).
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     finish(&mut headers, status);
     let mut r = Response::new(body);
     *r.status_mut() = code;
     *r.headers_mut() = headers;
     r
+}
+
+fn value(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).expect("ASCII header value")
+}
+
+/// The whole stored body: its chunks, following the fill if it is running.
+fn whole(body: &Arc<SharedBody>) -> ProxyBody {
+    if body.is_complete() {
+        return chunks(body.slice(0, u64::MAX));
+    }
+    StreamBody::new(body.reader().map(|r| r.map(Frame::data))).boxed_unsync()
+}
+
+fn chunks(parts: Vec<Bytes>) -> ProxyBody {
+    match parts.len() {
+        0 => empty(),
+        1 => full(parts.into_iter().next().unwrap_or_default()),
+        _ => StreamBody::new(futures::stream::iter(
+            parts.into_iter().map(|b| Ok(Frame::data(b))),
+        ))
+        .boxed_unsync(),
+    }
+}
+
+/// A 206 body: one range with Content-Range, or several as
+/// multipart/byteranges (RFC 9110 section 14.6).
+fn partial(
+    stored: &StoredResponse,
+    headers: &mut HeaderMap,
+    parts: &[(u64, u64)],
+    len: u64,
+) -> ProxyBody {
+    headers.remove(header::CONTENT_LENGTH);
+    if let [(start, end)] = parts {
+        headers.insert(
+            header::CONTENT_RANGE,
+            value(&format!("bytes {start}-{}/{len}", end - 1)),
+        );
+        return chunks(stored.body.slice(*start, *end));
+    }
+    let boundary = format!(
+        "outpost-{:016x}",
+        std::ptr::addr_of!(*stored) as usize as u64 ^ len
+    );
+    let content_type = headers.remove(header::CONTENT_TYPE);
+    headers.insert(
+        header::CONTENT_TYPE,
+        value(&format!("multipart/byteranges; boundary={boundary}")),
+    );
+    let mut out: Vec<Bytes> = Vec::new();
+    for (start, end) in parts {
+        let mut head = format!("\r\n--{boundary}\r\n");
+        if let Some(ct) = content_type.as_ref().and_then(|v| v.to_str().ok()) {
+            head.push_str(&format!("content-type: {ct}\r\n"));
+        }
+        head.push_str(&format!(
+            "content-range: bytes {start}-{}/{len}\r\n\r\n",
+            end - 1
+        ));
+        out.push(Bytes::from(head));
+        out.extend(stored.body.slice(*start, *end));
+    }
+    out.push(Bytes::from(format!("\r\n--{boundary}--\r\n")));
+    chunks(out)
 }
 
 /// A response streamed from a backend.

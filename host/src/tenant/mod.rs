@@ -9,8 +9,6 @@ mod deployments;
 mod recent;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -19,13 +17,10 @@ pub use canary::{Arm, AutoRollback, Canary, Sticky};
 pub use deployments::Deployments;
 pub use recent::RecentRequests;
 
+use crate::cache::TenantStore;
 use crate::config::{Config, LimitsConfig, PolicySource, TenantConfig};
 use crate::origin::Backend;
 use crate::runtime::{PolicyModule, Runtime};
-
-/// Cache namespace generations are unique across the node, so a tenant that
-/// is replaced or purged never sees entries of an earlier namespace.
-static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
 
 pub struct Tenant {
     pub id: Arc<str>,
@@ -38,9 +33,8 @@ pub struct Tenant {
     pub deployments: Mutex<Deployments>,
     /// Guest instances this tenant may hold at once.
     pub instances: Arc<tokio::sync::Semaphore>,
-    /// The cache namespace generation: purging everything of a tenant
-    /// replaces it, which makes every stored key unreachable at once.
-    generation: AtomicU64,
+    /// The tenant's cached objects, bounded by its quota.
+    pub store: TenantStore,
     /// A candidate version taking a share of the requests, if any.
     pub canary: ArcSwapOption<Canary>,
     /// Recent request heads, replayed by the policy preview.
@@ -50,16 +44,9 @@ pub struct Tenant {
 }
 
 impl Tenant {
-    pub fn cache_generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
-    }
-
-    /// Drops the whole cache namespace in constant time.
+    /// Drops every cached object of the tenant, in constant time.
     pub fn purge_all(&self) {
-        self.generation.store(
-            NEXT_GENERATION.fetch_add(1, Ordering::AcqRel),
-            Ordering::Release,
-        );
+        self.store.clear();
     }
 
     /// Builds a tenant from its config, compiling its policy. Errors name
@@ -67,9 +54,11 @@ impl Tenant {
     pub fn build(
         tc: &TenantConfig,
         runtime: &Runtime,
-        base_dir: &Path,
-        keep_versions: usize,
+        config: &Config,
+        cache_quota_bytes: u64,
     ) -> Result<Tenant, (String, String)> {
+        let base_dir = &config.base_dir;
+        let keep_versions = config.runtime.keep_versions;
         let source =
             PolicySource::parse(&tc.policy, base_dir).map_err(|m| ("policy".to_string(), m))?;
         let wasm = source.read().map_err(|m| ("policy".to_string(), m))?;
@@ -89,7 +78,11 @@ impl Tenant {
             instances: Arc::new(tokio::sync::Semaphore::new(
                 tc.limits.max_concurrent as usize,
             )),
-            generation: AtomicU64::new(NEXT_GENERATION.fetch_add(1, Ordering::AcqRel)),
+            store: TenantStore::new(
+                cache_quota_bytes,
+                std::time::Duration::from_secs(config.cache.stale_retention_s),
+                std::time::Duration::from_secs(config.cache.hit_for_miss_s),
+            ),
             canary: ArcSwapOption::empty(),
             recent: RecentRequests::default(),
             config: tc.clone(),
@@ -174,7 +167,7 @@ impl TenantTable {
             let tenant = match kept {
                 Some(t) => t,
                 None => Arc::new(
-                    Tenant::build(tc, runtime, &config.base_dir, config.runtime.keep_versions)
+                    Tenant::build(tc, runtime, config, config.cache_quota_bytes(tc))
                         .map_err(|(field, m)| (format!("tenant[{i}].{field}"), m))?,
                 ),
             };

@@ -1,0 +1,219 @@
+//! A cached body: a sequence of chunks that readers follow while the fill
+//! is still appending to it.
+//!
+//! A fill that fails reaches every reader as an error, never as a clean end
+//! of body (the failure mode of Pingora #932), so a client never takes a
+//! truncated object for a whole one.
+
+use std::sync::{Arc, RwLock};
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::watch;
+
+use crate::origin::BoxError;
+
+/// How far the fill has got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Progress {
+    /// Chunks so far.
+    Filling(usize),
+    Complete,
+    Failed(Arc<str>),
+}
+
+#[derive(Debug)]
+pub struct SharedBody {
+    chunks: RwLock<Vec<Bytes>>,
+    progress: watch::Sender<Progress>,
+    /// The length the origin announced, if any.
+    pub expected_len: Option<u64>,
+}
+
+/// Why a reader could not get the whole body.
+#[derive(Debug, thiserror::Error)]
+#[error("the cache fill failed: {0}")]
+pub struct FillFailed(Arc<str>);
+
+impl SharedBody {
+    /// An empty body about to be filled.
+    pub fn filling(expected_len: Option<u64>) -> Arc<SharedBody> {
+        Arc::new(SharedBody {
+            chunks: RwLock::new(Vec::new()),
+            progress: watch::Sender::new(Progress::Filling(0)),
+            expected_len,
+        })
+    }
+
+    /// A body that is already whole.
+    pub fn complete(bytes: Bytes) -> Arc<SharedBody> {
+        let len = bytes.len() as u64;
+        let chunks = if bytes.is_empty() {
+            Vec::new()
+        } else {
+            vec![bytes]
+        };
+        Arc::new(SharedBody {
+            chunks: RwLock::new(chunks),
+            progress: watch::Sender::new(Progress::Complete),
+            expected_len: Some(len),
+        })
+    }
+
+    /// Appends a chunk and wakes the readers.
+    pub fn push(&self, chunk: Bytes) {
+        if chunk.is_empty() {
+            return;
+        }
+        let count = {
+            let mut chunks = self.chunks.write().unwrap_or_else(|p| p.into_inner());
+            chunks.push(chunk);
+            chunks.len()
+        };
+        self.progress.send_replace(Progress::Filling(count));
+    }
+
+    pub fn finish(&self) {
+        self.progress.send_replace(Progress::Complete);
+    }
+
+    pub fn fail(&self, reason: &str) {
+        self.progress.send_replace(Progress::Failed(reason.into()));
+    }
+
+    pub fn is_complete(&self) -> bool {
+        *self.progress.borrow() == Progress::Complete
+    }
+
+    /// Bytes received so far.
+    pub fn len(&self) -> u64 {
+        self.chunks
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|c| c.len() as u64)
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// What the entry costs the cache: the announced length while filling.
+    pub fn weight(&self) -> u64 {
+        self.expected_len.unwrap_or(0).max(self.len())
+    }
+
+    /// The chunks covering bytes `start..end` of a complete body, sliced.
+    pub fn slice(&self, start: u64, end: u64) -> Vec<Bytes> {
+        let chunks = self.chunks.read().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::new();
+        let mut offset = 0u64;
+        for chunk in chunks.iter() {
+            let len = chunk.len() as u64;
+            let (lo, hi) = (offset, offset + len);
+            offset = hi;
+            if hi <= start || lo >= end {
+                continue;
+            }
+            let from = start.saturating_sub(lo) as usize;
+            let to = (end.min(hi) - lo) as usize;
+            out.push(chunk.slice(from..to));
+        }
+        out
+    }
+
+    /// The whole body in one buffer (complete bodies only).
+    pub fn to_bytes(&self) -> Bytes {
+        let chunks = self.chunks.read().unwrap_or_else(|p| p.into_inner());
+        match chunks.len() {
+            0 => Bytes::new(),
+            1 => chunks[0].clone(),
+            _ => {
+                let mut all = BytesMut::new();
+                for c in chunks.iter() {
+                    all.extend_from_slice(c);
+                }
+                all.freeze()
+            }
+        }
+    }
+
+    /// A stream of the body from the start, following the fill.
+    pub fn reader(
+        self: &Arc<Self>,
+    ) -> impl futures::Stream<Item = Result<Bytes, BoxError>> + Send + 'static {
+        let state = Some((self.clone(), self.progress.subscribe(), 0usize));
+        futures::stream::unfold(state, |state| async move {
+            let (body, mut rx, next) = state?;
+            loop {
+                // Read the progress before the chunks: a push after this
+                // point wakes `changed`, a push before it is seen below.
+                let progress = rx.borrow_and_update().clone();
+                let chunk = body
+                    .chunks
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(next)
+                    .cloned();
+                if let Some(chunk) = chunk {
+                    return Some((Ok(chunk), Some((body, rx, next + 1))));
+                }
+                match progress {
+                    Progress::Complete => return None,
+                    Progress::Failed(reason) => {
+                        let error: BoxError = Box::new(FillFailed(reason));
+                        // One error, then the end of the stream.
+                        return Some((Err(error), None));
+                    }
+                    Progress::Filling(_) => {
+                        if rx.changed().await.is_err() {
+                            return None;
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    #[tokio::test]
+    async fn a_reader_follows_the_fill_to_the_end() {
+        let body = SharedBody::filling(Some(6));
+        let reader = body.reader();
+        body.push(Bytes::from_static(b"abc"));
+        let filler = body.clone();
+        tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            filler.push(Bytes::from_static(b"def"));
+            filler.finish();
+        });
+        let all: Vec<Bytes> = reader.map(|r| r.unwrap()).collect().await;
+        assert_eq!(all.concat(), b"abcdef");
+    }
+
+    #[tokio::test]
+    async fn a_failed_fill_reaches_the_reader_as_an_error() {
+        let body = SharedBody::filling(Some(6));
+        body.push(Bytes::from_static(b"abc"));
+        body.fail("origin reset");
+        let items: Vec<_> = body.reader().collect().await;
+        assert!(items[0].is_ok());
+        assert!(items.iter().any(|i| i.is_err()));
+    }
+
+    #[test]
+    fn slices_cross_chunk_boundaries() {
+        let body = SharedBody::filling(None);
+        body.push(Bytes::from_static(b"0123"));
+        body.push(Bytes::from_static(b"4567"));
+        body.finish();
+        assert_eq!(body.slice(2, 6).concat(), b"2345");
+        assert_eq!(body.slice(0, 8).concat(), b"01234567");
+        assert_eq!(body.to_bytes(), Bytes::from_static(b"01234567"));
+    }
+}

@@ -1,0 +1,248 @@
+//! One tenant's objects: a moka cache bounded by the tenant's byte quota,
+//! the tag index for purges by surrogate key, and the hit-for-miss marks.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use moka::notification::RemovalCause;
+use moka::sync::Cache;
+
+use super::StoredResponse;
+
+/// Variants kept per key; the oldest goes when a new one arrives.
+const MAX_VARIANTS: usize = 16;
+
+/// Keys remembered as uncacheable at once.
+const HIT_FOR_MISS_KEYS: u64 = 10_000;
+
+/// The responses stored under one key: one per combination of the request
+/// fields they vary on (RFC 9111 section 4.1), newest first.
+pub struct Variants {
+    list: Vec<Arc<StoredResponse>>,
+}
+
+/// What a lookup found under a key.
+pub enum Selected {
+    /// A stored response this request selects.
+    Found(Arc<StoredResponse>),
+    /// Responses exist for the key, but for other values of the fields
+    /// they vary on.
+    VaryMiss,
+    Miss,
+}
+
+/// tag -> keys carrying it.
+type TagIndex = Arc<Mutex<HashMap<Box<str>, HashSet<Box<str>>>>>;
+
+pub struct TenantStore {
+    entries: Cache<Box<str>, Arc<Variants>>,
+    tags: TagIndex,
+    hit_for_miss: Cache<Box<str>, ()>,
+}
+
+/// Keeps each key until its longest-lived variant's freshness ends, plus
+/// the stale retention (or its RFC 5861 windows, if longer).
+struct Retention(Duration);
+
+impl Retention {
+    fn of(&self, value: &StoredResponse) -> Duration {
+        let f = &value.freshness;
+        let remaining = f.lifetime.saturating_sub(f.initial_age);
+        remaining + self.0.max(f.stale_while_revalidate).max(f.stale_if_error)
+    }
+}
+
+impl moka::Expiry<Box<str>, Arc<Variants>> for Retention {
+    fn expire_after_create(
+        &self,
+        _key: &Box<str>,
+        value: &Arc<Variants>,
+        _now: Instant,
+    ) -> Option<Duration> {
+        value.list.iter().map(|v| self.of(v)).max()
+    }
+
+    fn expire_after_update(
+        &self,
+        key: &Box<str>,
+        value: &Arc<Variants>,
+        now: Instant,
+        _current: Option<Duration>,
+    ) -> Option<Duration> {
+        self.expire_after_create(key, value, now)
+    }
+}
+
+impl TenantStore {
+    /// A store holding at most `quota_bytes` of responses.
+    pub fn new(quota_bytes: u64, stale_retention: Duration, hit_for_miss: Duration) -> TenantStore {
+        let tags: TagIndex = Arc::default();
+        let index = tags.clone();
+        let entries = Cache::builder()
+            .max_capacity(quota_bytes)
+            .weigher(|_key, value: &Arc<Variants>| {
+                value
+                    .list
+                    .iter()
+                    .fold(0u32, |sum, v| sum.saturating_add(v.weight()))
+            })
+            .expire_after(Retention(stale_retention))
+            .eviction_listener(move |key: Arc<Box<str>>, value: Arc<Variants>, cause| {
+                // A replaced entry's key is still there (with new tags).
+                if cause != RemovalCause::Replaced {
+                    unindex(&index, &key, &value);
+                }
+            })
+            .build();
+        let hit_for_miss = Cache::builder()
+            .max_capacity(HIT_FOR_MISS_KEYS)
+            .time_to_live(hit_for_miss)
+            .build();
+        TenantStore {
+            entries,
+            tags,
+            hit_for_miss,
+        }
+    }
+
+    /// The stored response a request with these header fields selects.
+    pub fn select(&self, key: &str, request: &http::HeaderMap) -> Selected {
+        match self.entries.get(key) {
+            None => Selected::Miss,
+            Some(variants) => match variants.list.iter().find(|v| v.matches_vary(request)) {
+                Some(v) => Selected::Found(v.clone()),
+                None => Selected::VaryMiss,
+            },
+        }
+    }
+
+    /// Stores a response, replacing the variant with the same secondary key.
+    pub fn insert(&self, key: &str, value: Arc<StoredResponse>) {
+        let mut list = vec![value.clone()];
+        if let Some(existing) = self.entries.get(key) {
+            list.extend(
+                existing
+                    .list
+                    .iter()
+                    .filter(|v| v.vary != value.vary)
+                    .take(MAX_VARIANTS - 1)
+                    .cloned(),
+            );
+        }
+        if !value.tags.is_empty() {
+            let mut tags = self.tags.lock().unwrap_or_else(|p| p.into_inner());
+            for tag in &value.tags {
+                tags.entry(tag.as_str().into())
+                    .or_default()
+                    .insert(key.into());
+            }
+        }
+        self.hit_for_miss.invalidate(key);
+        self.entries.insert(key.into(), Arc::new(Variants { list }));
+        // Apply the byte bound now rather than at moka's next maintenance:
+        // an insert is a miss, already paying for an origin fetch.
+        self.entries.run_pending_tasks();
+    }
+
+    /// Removes `value` from the key's variants if it is still there (a
+    /// fill that failed after its head was stored).
+    pub fn remove_variant(&self, key: &str, value: &Arc<StoredResponse>) {
+        if let Some(existing) = self.entries.get(key) {
+            if existing.list.iter().any(|v| Arc::ptr_eq(v, value)) {
+                let list: Vec<_> = existing
+                    .list
+                    .iter()
+                    .filter(|v| !Arc::ptr_eq(v, value))
+                    .cloned()
+                    .collect();
+                if list.is_empty() {
+                    self.entries.invalidate(key);
+                } else {
+                    self.entries.insert(key.into(), Arc::new(Variants { list }));
+                }
+            }
+        }
+    }
+
+    /// The newest response under a key.
+    pub fn peek(&self, key: &str) -> Option<Arc<StoredResponse>> {
+        self.entries.get(key).and_then(|v| v.list.first().cloned())
+    }
+
+    /// Removes a key with all its variants; true if something was there.
+    pub fn remove(&self, key: &str) -> bool {
+        self.entries.remove(key).is_some()
+    }
+
+    /// Purges every key carrying `tag`: removed, or only marked stale when
+    /// `soft` (still served by stale-while-revalidate or stale-if-error).
+    /// Returns the number of keys.
+    pub fn purge_tag(&self, tag: &str, soft: bool) -> usize {
+        let keys = {
+            let mut tags = self.tags.lock().unwrap_or_else(|p| p.into_inner());
+            if soft {
+                tags.get(tag).cloned().unwrap_or_default()
+            } else {
+                tags.remove(tag).unwrap_or_default()
+            }
+        };
+        for key in &keys {
+            if soft {
+                if let Some(variants) = self.entries.get(&**key) {
+                    variants.list.iter().for_each(|v| v.expire());
+                }
+            } else {
+                self.entries.invalidate(&**key);
+            }
+        }
+        keys.len()
+    }
+
+    /// Marks a key's variants stale without removing them.
+    pub fn expire(&self, key: &str) -> bool {
+        match self.entries.get(key) {
+            Some(variants) => {
+                variants.list.iter().for_each(|v| v.expire());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drops everything, in constant time (moka invalidates lazily).
+    pub fn clear(&self) {
+        self.entries.invalidate_all();
+        self.tags.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.hit_for_miss.invalidate_all();
+    }
+
+    /// Remembers that a key's answer was not cacheable, so for a while its
+    /// requests go to the origin in parallel instead of queueing behind one
+    /// another's fills.
+    pub fn mark_uncacheable(&self, key: &str) {
+        self.hit_for_miss.insert(key.into(), ());
+    }
+
+    pub fn is_uncacheable(&self, key: &str) -> bool {
+        self.hit_for_miss.contains_key(key)
+    }
+
+    /// Bytes held (approximate: moka's pending work may lag).
+    pub fn weighted_size(&self) -> u64 {
+        self.entries.run_pending_tasks();
+        self.entries.weighted_size()
+    }
+}
+
+fn unindex(index: &TagIndex, key: &str, value: &Variants) {
+    let mut tags = index.lock().unwrap_or_else(|p| p.into_inner());
+    for tag in value.list.iter().flat_map(|v| v.tags.iter()) {
+        if let Some(keys) = tags.get_mut(tag.as_str()) {
+            keys.remove(key);
+            if keys.is_empty() {
+                tags.remove(tag.as_str());
+            }
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! Cached objects: ranges, purges by tag and soft purges, per-tenant
+//! quotas, streaming fills, large objects and uploads with bounded memory.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http::Method;
+use http_body_util::BodyExt;
+use outpost_e2e::{generated_byte, tenant, Client, Node, Origin, Reply};
+
+const TOKEN: &str = "test-admin-token-0123456789";
+
+async fn setup() -> (Origin, Node, Client) {
+    let origin = Origin::start("origin").await;
+    let config = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n\n{}",
+        tenant(
+            "t",
+            &["t.test"],
+            "builtin:default",
+            &[("origin", &origin.url())]
+        )
+    );
+    (origin, Node::start(&config), Client::new())
+}
+
+async fn cached(client: &Client, node: &Node, path: &str) {
+    client.get(node, "t.test", path).await;
+    assert!(client
+        .get(node, "t.test", path)
+        .await
+        .cache_status()
+        .contains("hit"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_single_range_is_served_as_206_from_cache() {
+    let (origin, node, client) = setup().await;
+    origin.reply("/r", Reply::ok().body("0123456789"));
+    cached(&client, &node, "/r").await;
+    let r = client
+        .get_with(&node, "t.test", "/r", &[("range", "bytes=2-5")])
+        .await;
+    assert_eq!(r.status, 206);
+    assert_eq!(r.text(), "2345");
+    assert_eq!(r.header("content-range"), Some("bytes 2-5/10"));
+    let r = client
+        .get_with(&node, "t.test", "/r", &[("range", "bytes=-3")])
+        .await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (206, "789"));
+    assert_eq!(origin.hits("/r"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn several_ranges_are_served_as_multipart_byteranges() {
+    let (origin, node, client) = setup().await;
+    origin.reply(
+        "/r",
+        Reply::ok()
+            .header("content-type", "text/plain")
+            .body("0123456789"),
+    );
+    cached(&client, &node, "/r").await;
+    let r = client
+        .get_with(&node, "t.test", "/r", &[("range", "bytes=0-1,8-9")])
+        .await;
+    assert_eq!(r.status, 206);
+    let ct = r.header("content-type").unwrap().to_string();
+    let boundary = ct
+        .strip_prefix("multipart/byteranges; boundary=")
+        .expect("multipart");
+    let text = r.text();
+    assert!(
+        text.contains(&format!(
+            "--{boundary}\r\ncontent-type: text/plain\r\ncontent-range: bytes 0-1/10\r\n\r\n01"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("content-range: bytes 8-9/10\r\n\r\n89"),
+        "{text}"
+    );
+    assert!(text.ends_with(&format!("--{boundary}--\r\n")), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn if_range_that_does_not_match_gets_the_whole_object() {
+    let (origin, node, client) = setup().await;
+    origin.reply(
+        "/r",
+        Reply::ok().header("etag", "\"v1\"").body("0123456789"),
+    );
+    cached(&client, &node, "/r").await;
+    let matching = client
+        .get_with(
+            &node,
+            "t.test",
+            "/r",
+            &[("range", "bytes=0-0"), ("if-range", "\"v1\"")],
+        )
+        .await;
+    assert_eq!(
+        (matching.status.as_u16(), matching.text().as_str()),
+        (206, "0")
+    );
+    let stale = client
+        .get_with(
+            &node,
+            "t.test",
+            "/r",
+            &[("range", "bytes=0-0"), ("if-range", "\"v0\"")],
+        )
+        .await;
+    assert_eq!(
+        (stale.status.as_u16(), stale.text().as_str()),
+        (200, "0123456789")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unsatisfiable_range_gets_416() {
+    let (origin, node, client) = setup().await;
+    origin.reply("/r", Reply::ok().body("0123456789"));
+    cached(&client, &node, "/r").await;
+    let r = client
+        .get_with(&node, "t.test", "/r", &[("range", "bytes=10-20")])
+        .await;
+    assert_eq!(r.status, 416);
+    assert_eq!(r.header("content-range"), Some("bytes */10"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn purge_by_tag_removes_every_key_carrying_it() {
+    let (origin, node, client) = setup().await;
+    origin.reply(
+        "/p1",
+        Reply::ok().header("surrogate-key", "product-1 catalog"),
+    );
+    origin.reply("/p2", Reply::ok().header("cache-tag", "product-2, catalog"));
+    origin.reply("/other", Reply::ok().header("surrogate-key", "blog"));
+    for path in ["/p1", "/p2", "/other"] {
+        cached(&client, &node, path).await;
+    }
+    assert!(
+        client
+            .get(&node, "t.test", "/p1")
+            .await
+            .header("surrogate-key")
+            .is_none(),
+        "tags are not sent to clients"
+    );
+    let r = client
+        .admin(
+            &node,
+            Method::POST,
+            "/tenants/t/purge",
+            Some(TOKEN),
+            "{\"tag\": \"catalog\"}",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("\"keys\": 2"), "{}", r.text());
+    assert!(client
+        .get(&node, "t.test", "/p1")
+        .await
+        .cache_status()
+        .contains("fwd=uri-miss"));
+    assert!(client
+        .get(&node, "t.test", "/p2")
+        .await
+        .cache_status()
+        .contains("fwd=uri-miss"));
+    assert!(client
+        .get(&node, "t.test", "/other")
+        .await
+        .cache_status()
+        .contains("hit"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_soft_purge_marks_stale_and_the_stale_copy_still_covers_an_outage() {
+    let (origin, node, client) = setup().await;
+    origin.reply(
+        "/s",
+        Reply::ok()
+            .only("cache-control", "max-age=600, stale-if-error=600")
+            .body("kept"),
+    );
+    cached(&client, &node, "/s").await;
+    let r = client
+        .admin(
+            &node,
+            Method::POST,
+            "/tenants/t/purge",
+            Some(TOKEN),
+            "{\"key\": \"t.test/s\", \"soft\": true}",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    origin.reply("/s", Reply::status(503));
+    let r = client.get(&node, "t.test", "/s").await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "kept"));
+    assert!(r.cache_status().contains("stale"), "{}", r.cache_status());
+    assert_eq!(
+        origin.hits("/s"),
+        2,
+        "the soft-purged object went back to the origin"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_filling_its_quota_evicts_only_its_own_objects() {
+    let origin = Origin::start("origin").await;
+    let with_quota = |id: &str, host: &str, mb: u32| {
+        tenant(id, &[host], "builtin:default", &[("origin", &origin.url())]).replacen(
+            "policy = \"builtin:default\"\n",
+            &format!("policy = \"builtin:default\"\ncache_quota_mb = {mb}\n"),
+            1,
+        )
+    };
+    let config = format!(
+        "{}{}",
+        with_quota("small", "small.test", 1),
+        with_quota("other", "other.test", 8)
+    );
+    let node = Node::start(&format!("[cache]\nmax_size_mb = 16\n\n{config}"));
+    let client = Client::new();
+    let big = Bytes::from(vec![b'x'; 200 * 1024]);
+    origin.reply("/keep", Reply::ok().body(big.clone()));
+    cached_on(&client, &node, "other.test", "/keep").await;
+    for i in 0..20 {
+        let path = format!("/fill/{i}");
+        origin.reply(&path, Reply::ok().body(big.clone()));
+        client.get(&node, "small.test", &path).await;
+    }
+    // 20 x 200 KiB does not fit in 1 MiB: the small tenant lost objects...
+    let mut refetched = 0;
+    for i in 0..20 {
+        if client
+            .get(&node, "small.test", &format!("/fill/{i}"))
+            .await
+            .cache_status()
+            .contains("fwd=uri-miss")
+        {
+            refetched += 1;
+        }
+    }
+    assert!(refetched >= 10, "only {refetched} of 20 were evicted");
+    // ... and the other tenant lost nothing.
+    assert!(client
+        .get(&node, "other.test", "/keep")
+        .await
+        .cache_status()
+        .contains("hit"));
+}
+
+async fn cached_on(client: &Client, node: &Node, host: &str, path: &str) {
+    client.get(node, host, path).await;
+    assert!(client
+        .get(node, host, path)
+        .await
+        .cache_status()
+        .contains("hit"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_first_byte_reaches_the_client_before_the_origin_sends_the_last() {
+    let (origin, node, client) = setup().await;
+    let (reply, finished) = Reply::ok().generated(256 * 1024, Duration::from_secs(2));
+    origin.reply("/slow-body", reply);
+    let response = client
+        .open(
+            &node,
+            Method::GET,
+            "t.test",
+            "/slow-body",
+            &[],
+            http_body_util::Empty::new().boxed(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert!(!first.is_empty());
+    assert!(
+        !finished.load(Ordering::SeqCst),
+        "the origin had already sent everything"
+    );
+    let rest = body.collect().await.unwrap().to_bytes();
+    let all: Vec<u8> = first.iter().chain(rest.iter()).copied().collect();
+    assert_eq!(all.len(), 256 * 1024);
+    assert!(all
+        .iter()
+        .enumerate()
+        .all(|(i, b)| *b == generated_byte(i as u64)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hundred_concurrent_cold_requests_make_one_fetch_and_all_get_the_whole_body() {
+    let (origin, node, client) = setup().await;
+    let (reply, _) = Reply::ok().generated(1024 * 1024, Duration::from_millis(300));
+    origin.reply("/big", reply);
+    let requests = (0..100).map(|_| client.get(&node, "t.test", "/big"));
+    let responses = futures::future::join_all(requests).await;
+    for r in &responses {
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body.len(), 1024 * 1024);
+        assert!(r
+            .body
+            .iter()
+            .enumerate()
+            .all(|(i, b)| *b == generated_byte(i as u64)));
+    }
+    assert_eq!(origin.hits("/big"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn uncacheable_answers_are_remembered_so_requests_do_not_queue() {
+    let (origin, node, client) = setup().await;
+    origin.reply(
+        "/u",
+        Reply::ok()
+            .only("cache-control", "private")
+            .delay(Duration::from_millis(100)),
+    );
+    client.get(&node, "t.test", "/u").await;
+    let responses =
+        futures::future::join_all((0..10).map(|_| client.get(&node, "t.test", "/u"))).await;
+    assert!(responses
+        .iter()
+        .all(|r| r.status == 200 && !r.cache_status().contains("collapsed")));
+    assert_eq!(origin.hits("/u"), 11);
+}
+
+/// A slower test, kept in CI: 1 GiB through the node, and a 256 MiB upload.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_1_gib_object_and_a_256_mib_upload_stream_with_bounded_memory() {
+    let (origin, node, client) = setup().await;
+    const GIB: u64 = 1024 * 1024 * 1024;
+    let (reply, _) = Reply::ok().generated(GIB, Duration::ZERO);
+    origin.reply("/huge", reply);
+    let response = client
+        .open(
+            &node,
+            Method::GET,
+            "t.test",
+            "/huge",
+            &[],
+            http_body_util::Empty::new().boxed(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["cache-status"]
+        .to_str()
+        .unwrap()
+        .contains("too-large"));
+    let mut stream = response.into_body().into_data_stream();
+    let mut received = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.unwrap();
+        assert_eq!(chunk[0], generated_byte(received));
+        received += chunk.len() as u64;
+    }
+    assert_eq!(received, GIB);
+
+    // Upload: the request body streams to the origin.
+    const UPLOAD: u64 = 256 * 1024 * 1024;
+    origin.reply("/upload", Reply::status(201));
+    let chunks = futures::stream::iter((0..UPLOAD / (1 << 20)).map(|_| {
+        Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from(vec![7u8; 1 << 20])))
+    }));
+    let body = BodyExt::boxed(http_body_util::StreamBody::new(chunks));
+    let r = client
+        .open(&node, Method::PUT, "t.test", "/upload", &[], body)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let seen = origin
+        .seen()
+        .into_iter()
+        .find(|s| s.target == "/upload")
+        .unwrap();
+    assert_eq!(seen.body_len, UPLOAD);
+
+    let peak = node.peak_rss_kib();
+    println!(
+        "node peak RSS after 1 GiB download and 256 MiB upload: {} MiB",
+        peak / 1024
+    );
+    assert!(peak < 256 * 1024, "peak RSS {} MiB", peak / 1024);
+}
