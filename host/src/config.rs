@@ -95,6 +95,9 @@ pub struct CacheConfig {
     /// How long a key whose answer was not cacheable skips coalescing, so
     /// its requests do not queue behind one another (hit-for-miss), in s.
     pub hit_for_miss_s: u64,
+    /// A Range request on a miss fetches and caches the object in slices
+    /// of this size (KiB) instead of fetching it whole.
+    pub slice_kb: u64,
 }
 
 impl Default for CacheConfig {
@@ -105,6 +108,7 @@ impl Default for CacheConfig {
             stale_retention_s: 3600,
             coalesce_wait_ms: 15_000,
             hit_for_miss_s: 10,
+            slice_kb: 1024,
         }
     }
 }

@@ -73,20 +73,21 @@ fn full_body(bytes: Bytes) -> TestBody {
     Full::new(bytes).boxed()
 }
 
-fn generated_body(g: &Generated) -> TestBody {
+/// Bytes `from..to` of a generated body, in chunks.
+fn generated_body(g: &Generated, from: u64, to: u64) -> TestBody {
     const CHUNK: u64 = 64 * 1024;
     let g = g.clone();
-    let stream = futures::stream::unfold(0u64, move |offset| {
+    let stream = futures::stream::unfold(from, move |offset| {
         let g = g.clone();
         async move {
-            if offset >= g.size {
+            if offset >= to {
                 g.finished.store(true, std::sync::atomic::Ordering::SeqCst);
                 return None;
             }
-            if offset == CHUNK && !g.pause_after_first.is_zero() {
+            if offset == from + CHUNK && !g.pause_after_first.is_zero() {
                 tokio::time::sleep(g.pause_after_first).await;
             }
-            let len = CHUNK.min(g.size - offset);
+            let len = CHUNK.min(to - offset);
             let chunk: Vec<u8> = (offset..offset + len).map(generated_byte).collect();
             Some((
                 Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from(chunk))),
@@ -315,7 +316,27 @@ async fn answer(state: &OriginState, req: Request<Incoming>) -> Response<TestBod
         builder = builder.header(n, v);
     }
     if let (false, Some(g)) = (not_modified, &reply.generated) {
-        return builder.body(generated_body(g)).unwrap();
+        // Ranges (one `bytes=a-b`) are honoured for generated bodies.
+        let range = parts
+            .headers
+            .get("range")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("bytes="))
+            .and_then(|v| v.split_once('-'))
+            .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)));
+        if let Some((a, b)) = range.filter(|(a, _)| *a < g.size) {
+            let end = (b + 1).min(g.size);
+            let mut partial = Response::builder().status(206);
+            for (n, v) in reply.headers.iter().filter(|(n, _)| n != "content-length") {
+                partial = partial.header(n, v);
+            }
+            return partial
+                .header("content-range", format!("bytes {a}-{}/{}", end - 1, g.size))
+                .header("content-length", (end - a).to_string())
+                .body(generated_body(g, a, end))
+                .unwrap();
+        }
+        return builder.body(generated_body(g, 0, g.size)).unwrap();
     }
     let body = if not_modified {
         Bytes::new()

@@ -393,3 +393,125 @@ async fn a_1_gib_object_and_a_256_mib_upload_stream_with_bounded_memory() {
     );
     assert!(peak < 256 * 1024, "peak RSS {} MiB", peak / 1024);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_range_miss_on_a_large_object_fetches_only_the_slices_it_needs() {
+    let (origin, node, client) = setup().await;
+    const GIB: u64 = 1024 * 1024 * 1024;
+    let (reply, _) = Reply::ok()
+        .header("etag", "\"big-v1\"")
+        .generated(GIB, Duration::ZERO);
+    origin.reply("/huge", reply);
+    let start: u64 = 700 * 1024 * 1024 + 12345;
+    let range = format!("bytes={start}-{}", start + 99);
+    let r = client
+        .get_with(&node, "t.test", "/huge", &[("range", &range)])
+        .await;
+    assert_eq!(r.status, 206);
+    assert_eq!(
+        r.header("content-range"),
+        Some(format!("bytes {start}-{}/{GIB}", start + 99).as_str())
+    );
+    assert_eq!(r.body.len(), 100);
+    assert!(r
+        .body
+        .iter()
+        .enumerate()
+        .all(|(i, b)| *b == generated_byte(start + i as u64)));
+    let seen = origin.seen();
+    assert_eq!(seen.len(), 1);
+    let asked = seen[0]
+        .headers
+        .get("range")
+        .expect("the origin was asked for a slice")
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(asked.starts_with("bytes=734003200-"), "{asked}");
+
+    // A second range in the same slice is served from the cached slice.
+    let r = client
+        .get_with(
+            &node,
+            "t.test",
+            "/huge",
+            &[("range", &format!("bytes={}-{}", start + 1000, start + 1009))],
+        )
+        .await;
+    assert_eq!(r.status, 206);
+    assert!(r
+        .body
+        .iter()
+        .enumerate()
+        .all(|(i, b)| *b == generated_byte(start + 1000 + i as u64)));
+    assert_eq!(origin.total(), 1);
+
+    // A range across a slice boundary needs exactly one more slice.
+    let boundary = 701 * 1024 * 1024;
+    let r = client
+        .get_with(
+            &node,
+            "t.test",
+            "/huge",
+            &[(
+                "range",
+                &format!("bytes={}-{}", boundary - 10, boundary + 9),
+            )],
+        )
+        .await;
+    assert_eq!(r.body.len(), 20);
+    assert!(r
+        .body
+        .iter()
+        .enumerate()
+        .all(|(i, b)| *b == generated_byte(boundary - 10 + i as u64)));
+    assert_eq!(origin.total(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slices_with_different_etags_fail_the_response_and_are_dropped() {
+    let (origin, node, client) = setup().await;
+    const SIZE: u64 = 8 * 1024 * 1024;
+    let (v1, _) = Reply::ok()
+        .header("etag", "\"v1\"")
+        .generated(SIZE, Duration::ZERO);
+    origin.reply("/obj", v1);
+    // Slice 0 is cached with ETag v1.
+    let r = client
+        .get_with(&node, "t.test", "/obj", &[("range", "bytes=0-9")])
+        .await;
+    assert_eq!(r.status, 206);
+    // The object changes; a range spanning slices 0 (v1, cached) and 1 (v2).
+    let (v2, _) = Reply::ok()
+        .header("etag", "\"v2\"")
+        .generated(SIZE, Duration::ZERO);
+    origin.reply("/obj", v2);
+    let mib = 1024 * 1024;
+    let response = client
+        .open(
+            &node,
+            Method::GET,
+            "t.test",
+            "/obj",
+            &[("range", &format!("bytes={}-{}", mib - 5, mib + 5))],
+            http_body_util::Empty::new().boxed(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        response.into_body().collect().await.is_err(),
+        "a mixed-version body was delivered whole"
+    );
+    // The slices were dropped: the next request fetches consistent ones.
+    let r = client
+        .get_with(
+            &node,
+            "t.test",
+            "/obj",
+            &[("range", &format!("bytes={}-{}", mib - 5, mib + 5))],
+        )
+        .await;
+    assert_eq!(r.status, 206);
+    assert_eq!(r.header("etag"), Some("\"v2\""));
+    assert_eq!(r.body.len(), 11);
+}

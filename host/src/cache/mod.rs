@@ -59,6 +59,8 @@ pub struct HttpCache {
     pub coalesce_wait: Duration,
     /// How long an uncacheable answer makes its key skip coalescing.
     pub hit_for_miss: Duration,
+    /// Size of the slices Range misses are fetched and cached in.
+    pub slice_bytes: u64,
 }
 
 impl HttpCache {
@@ -69,6 +71,7 @@ impl HttpCache {
             stale_retention: Duration::from_secs(config.stale_retention_s),
             coalesce_wait: Duration::from_millis(config.coalesce_wait_ms),
             hit_for_miss: Duration::from_secs(config.hit_for_miss_s),
+            slice_bytes: config.slice_kb.max(1) * 1024,
         }
     }
 

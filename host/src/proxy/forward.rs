@@ -196,6 +196,12 @@ impl Exchange {
             ] {
                 headers.remove(name);
             }
+            if let Some((first, last)) = self.slice_range {
+                headers.insert(
+                    header::RANGE,
+                    respond::value(&format!("bytes={first}-{last}")),
+                );
+            }
             if let Some(stale) = stale {
                 if let Some(etag) = stale.etag() {
                     headers.insert(header::IF_NONE_MATCH, etag.clone());

@@ -12,6 +12,7 @@ mod forward;
 pub mod headers;
 mod range;
 mod respond;
+mod slice;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -169,6 +170,7 @@ async fn run_policy(
         session,
         body: Some(body),
         _permit: permit,
+        slice_range: None,
     };
     let response = match decision {
         Decision::Respond(synthetic) => respond::synthetic(synthetic),
@@ -263,13 +265,28 @@ pub(crate) struct Exchange {
     body: Option<Incoming>,
     /// The tenant's concurrency slot, held while the instance lives.
     _permit: tokio::sync::OwnedSemaphorePermit,
+    /// Set while fetching one slice of an object (see `slice`).
+    slice_range: Option<(u64, u64)>,
 }
 
 impl Exchange {
     /// A cache lookup; on a miss, lead or join the fill of the key.
-    async fn lookup(self, lookup: Lookup) -> Response<ProxyBody> {
+    async fn lookup(mut self, lookup: Lookup) -> Response<ProxyBody> {
         let key = CacheKey::new(&self.tenant, &lookup.key);
         let cache = self.node.cache.clone();
+        // A Range on a miss is served from slices, not the whole object.
+        if self.info.method == Method::GET {
+            if let Some((start, end)) = slice::single_range(&self.info.headers) {
+                let whole = cache.select(&self.tenant, key.key(), &self.info.headers);
+                if !matches!(whole, Selected::Found(_)) {
+                    let size = cache.slice_bytes;
+                    match self.sliced(lookup.clone(), start, end, size).await {
+                        slice::SliceStart::Done(response) => return response,
+                        slice::SliceStart::NotSliceable(exchange) => self = exchange,
+                    }
+                }
+            }
+        }
         let request_cc = Directives::parse(self.info.headers.get_all(http::header::CACHE_CONTROL));
         let mut stale: Option<Arc<StoredResponse>> = None;
         let mut vary_miss = false;

@@ -215,7 +215,7 @@ pub fn stored(
     r
 }
 
-fn value(text: &str) -> HeaderValue {
+pub(super) fn value(text: &str) -> HeaderValue {
     HeaderValue::from_str(text).expect("ASCII header value")
 }
 
