@@ -9,7 +9,7 @@
 //! | `PUT /tenants/{id}/modules` | deploy a component (body); `?activate=true` activates it |
 //! | `POST /tenants/{id}/activate` | `{"version": "sha256:..."}` |
 //! | `POST /tenants/{id}/rollback` | back to the previously active version |
-//! | `POST /tenants/{id}/purge` | `{"key"}`, `{"tag"}` (each with `"soft": true` to mark stale), or `{"all": true}` |
+//! | `POST /tenants/{id}/purge` | `{"url"}`, `{"key"}`, `{"tag"}` (each with `"soft": true` to mark stale), or `{"all": true}` |
 //! | `POST /tenants/{id}/canary` | `{"version", "percent", "sticky_header"?, "auto_rollback"?: {"margin", "min_requests"}}` |
 //! | `POST /tenants/{id}/canary/promote`, `.../canary/abort` | end a canary |
 //! | `POST /tenants/{id}/preview` | `{"version"}`: replay recent requests through it, report differences |
@@ -162,7 +162,7 @@ async fn handle(node: &Arc<Node>, token: &str, req: Request<Incoming>) -> AdminR
                 },
                 (Method::POST, ["purge"]) => match body_json::<PurgeBody>(req).await {
                     Err(r) => r,
-                    Ok(b) => purge(&tenant, b),
+                    Ok(b) => purge(node, &tenant, b).await,
                 },
                 (Method::POST, ["canary"]) => match body_json::<CanaryBody>(req).await {
                     Err(r) => r,
@@ -372,6 +372,8 @@ async fn delete_tenant(node: &Node, id: &str) -> AdminResponse {
 struct PurgeBody {
     /// One cache key (all its variants).
     key: Option<String>,
+    /// One URL: its key is what the tenant's policy gives a GET of it.
+    url: Option<String>,
     /// Every key carrying this surrogate key / cache tag.
     tag: Option<String>,
     /// Everything of the tenant.
@@ -385,18 +387,50 @@ struct PurgeBody {
 
 /// Carries out a purge before answering, so it has taken effect when the
 /// caller gets the response.
-fn purge(tenant: &Tenant, body: PurgeBody) -> AdminResponse {
+async fn purge(node: &Node, tenant: &Arc<Tenant>, mut body: PurgeBody) -> AdminResponse {
     let store = &tenant.store;
+    if let Some(url) = body.url.take() {
+        if body.key.is_some() {
+            return error(StatusCode::BAD_REQUEST, "give `url` or `key`, not both");
+        }
+        let Ok(uri) = url.parse::<http::Uri>() else {
+            return error(StatusCode::BAD_REQUEST, format!("invalid url {url:?}"));
+        };
+        let authority = match uri.authority() {
+            Some(a) => a.to_string(),
+            None => tenant.config.hosts.first().cloned().unwrap_or_default(),
+        };
+        let target = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let client = IpAddr::from([127, 0, 0, 1]);
+        match crate::proxy::invalidate::key_for(
+            node,
+            tenant,
+            &authority,
+            target,
+            &http::HeaderMap::new(),
+            client,
+        )
+        .await
+        {
+            Some(key) => body.key = Some(key),
+            None => {
+                return error(
+                    StatusCode::CONFLICT,
+                    format!("the policy does not cache {url}"),
+                )
+            }
+        }
+    }
     match body {
-        PurgeBody { all: true, key: None, tag: None, soft: false } => {
+        PurgeBody { all: true, key: None, tag: None, soft: false, .. } => {
             tenant.purge_all();
             reply(StatusCode::OK, json!({ "purged": "all" }))
         }
-        PurgeBody { key: Some(key), tag: None, all: false, soft } => {
+        PurgeBody { key: Some(key), tag: None, all: false, soft, .. } => {
             let found = if soft { store.expire(&key) } else { store.remove(&key) };
             reply(StatusCode::OK, json!({ "purged": key, "found": found, "soft": soft }))
         }
-        PurgeBody { tag: Some(tag), key: None, all: false, soft } => {
+        PurgeBody { tag: Some(tag), key: None, all: false, soft, .. } => {
             let keys = store.purge_tag(&tag, soft);
             reply(StatusCode::OK, json!({ "purged_tag": tag, "keys": keys, "soft": soft }))
         }

@@ -145,6 +145,7 @@ pub(crate) fn quick_config(
         .into(),
         vars: Default::default(),
         cache_quota_mb: None,
+        debug_cache_key: false,
     }];
     config
         .validate()

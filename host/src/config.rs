@@ -190,6 +190,9 @@ pub struct TenantConfig {
     /// what the others leave of `cache.max_size_mb` equally. Filling its
     /// quota evicts the tenant's own objects, never another's.
     pub cache_quota_mb: Option<u64>,
+    /// Show each response's cache key in Cache-Status (`key=`).
+    #[serde(default)]
+    pub debug_cache_key: bool,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq)]

@@ -343,3 +343,31 @@ async fn a_restart_loads_policies_from_the_compiled_cache() {
         "origin /x"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn purge_by_url_uses_the_policys_key_for_that_url() {
+    let origin = Origin::start("origin").await;
+    let node = Node::start(&admin_config(&origin));
+    let client = Client::new();
+    client.get(&node, "t.test", "/page?x=1").await;
+    assert!(client
+        .get(&node, "t.test", "/page?x=1")
+        .await
+        .cache_status()
+        .contains("hit"));
+    let r = client
+        .admin(
+            &node,
+            Method::POST,
+            "/tenants/t/purge",
+            Some(TOKEN),
+            "{\"url\": \"http://t.test/page?x=1\"}",
+        )
+        .await;
+    assert_eq!(json(&r)["found"], true, "{}", r.text());
+    assert!(client
+        .get(&node, "t.test", "/page?x=1")
+        .await
+        .cache_status()
+        .contains("fwd=uri-miss"));
+}

@@ -417,3 +417,143 @@ async fn a_fill_that_fails_midway_is_an_error_and_is_not_stored() {
     }
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn surrogate_control_wins_over_cache_control_and_is_not_forwarded() {
+    let (origin, node, client) = setup().await;
+    origin.reply(
+        "/x",
+        Reply::ok()
+            .only("cache-control", "max-age=5")
+            .header("surrogate-control", "max-age=100"),
+    );
+    let (a, b) = twice(&client, &node, "/x").await;
+    assert!(
+        b.cache_status().contains("ttl=100") || b.cache_status().contains("ttl=99"),
+        "{}",
+        b.cache_status()
+    );
+    assert!(a.header("surrogate-control").is_none());
+    assert_eq!(b.header("cache-control"), Some("max-age=5"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn heuristic_freshness_from_last_modified_is_used_without_explicit_freshness() {
+    let (origin, node, client) = setup().await;
+    let now = SystemTime::now();
+    origin.reply(
+        "/x",
+        Reply::status(200)
+            .header("date", &httpdate::fmt_http_date(now))
+            .header(
+                "last-modified",
+                &httpdate::fmt_http_date(now - Duration::from_secs(1000)),
+            ),
+    );
+    let (_, b) = twice(&client, &node, "/x").await;
+    assert_eq!(origin.hits("/x"), 1);
+    assert!(
+        b.cache_status().contains("ttl=100") || b.cache_status().contains("ttl=99"),
+        "{}",
+        b.cache_status()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn vary_star_and_uncacheable_statuses_are_not_stored() {
+    let (origin, node, client) = setup().await;
+    origin.reply("/star", Reply::ok().header("vary", "*"));
+    origin.reply(
+        "/found",
+        Reply::status(302).header("location", "/elsewhere"),
+    );
+    origin.reply(
+        "/fresh-302",
+        Reply::status(302)
+            .header("location", "/elsewhere")
+            .header("cache-control", "max-age=60"),
+    );
+    for path in ["/star", "/found", "/fresh-302"] {
+        twice(&client, &node, path).await;
+    }
+    assert_eq!(origin.hits("/star"), 2);
+    assert_eq!(origin.hits("/found"), 2);
+    assert_eq!(
+        origin.hits("/fresh-302"),
+        1,
+        "an explicitly fresh 302 is stored"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unsafe_request_invalidates_its_location_and_content_location_on_the_same_host() {
+    let (origin, node, client) = setup().await;
+    for path in ["/item", "/list", "/elsewhere"] {
+        client.get(&node, "t.test", path).await;
+        assert!(client
+            .get(&node, "t.test", path)
+            .await
+            .cache_status()
+            .contains("hit"));
+    }
+    origin.reply(
+        "/new",
+        Reply::status(201)
+            .header("location", "/item")
+            .header("content-location", "http://t.test/list")
+            .header("link", "</elsewhere>"),
+    );
+    let r = client
+        .send(
+            &node,
+            Method::POST,
+            "t.test",
+            "/new",
+            &[],
+            Bytes::from_static(b"{}"),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    assert!(client
+        .get(&node, "t.test", "/item")
+        .await
+        .cache_status()
+        .contains("fwd=uri-miss"));
+    assert!(client
+        .get(&node, "t.test", "/list")
+        .await
+        .cache_status()
+        .contains("fwd=uri-miss"));
+    assert!(client
+        .get(&node, "t.test", "/elsewhere")
+        .await
+        .cache_status()
+        .contains("hit"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cache_status_is_on_every_response_and_shows_the_key_when_debugging() {
+    let origin = Origin::start("origin").await;
+    let config = tenant(
+        "t",
+        &["t.test"],
+        "builtin:default",
+        &[("origin", &origin.url())],
+    )
+    .replacen(
+        "policy = \"builtin:default\"\n",
+        "policy = \"builtin:default\"\ndebug_cache_key = true\n",
+        1,
+    );
+    let node = Node::start(&config);
+    let client = Client::new();
+    let r = client.get(&node, "t.test", "/k?q=1").await;
+    assert!(
+        r.cache_status().ends_with("key=\"t.test/k?q=1\""),
+        "{}",
+        r.cache_status()
+    );
+    let unknown = client.get(&node, "nobody.test", "/").await;
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.cache_status(), "Outpost; detail=generated");
+}

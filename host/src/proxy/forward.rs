@@ -605,6 +605,14 @@ pub(super) async fn finish_pass(
                     exchange.node.cache.purge(&exchange.tenant, key.key());
                 }
             }
+            super::invalidate::after_unsafe(
+                &exchange.node,
+                &exchange.tenant,
+                &exchange.info,
+                origin.status,
+                &origin.headers,
+            )
+            .await;
             let body = origin
                 .body
                 .map_err(|e| Box::new(e) as BoxError)

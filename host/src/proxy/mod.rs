@@ -10,6 +10,7 @@
 mod conditional;
 mod forward;
 pub mod headers;
+pub mod invalidate;
 mod range;
 mod respond;
 mod slice;
@@ -42,6 +43,23 @@ fn fwd(vary_miss: bool) -> Fwd {
 
 /// Serves one client request. Never fails: every problem is a response.
 pub async fn handle(
+    node: Arc<Node>,
+    request: Request<Incoming>,
+    client_ip: IpAddr,
+) -> Response<ProxyBody> {
+    let mut response = handle_tenant(node, request, client_ip).await;
+    // RFC 9211 on every response: those the node made itself (synthetic
+    // answers, errors) say so.
+    if !response.headers().contains_key("cache-status") {
+        response.headers_mut().insert(
+            "cache-status",
+            http::HeaderValue::from_static("Outpost; detail=generated"),
+        );
+    }
+    response
+}
+
+async fn handle_tenant(
     node: Arc<Node>,
     request: Request<Incoming>,
     client_ip: IpAddr,
@@ -161,6 +179,11 @@ async fn run_policy(
     } else {
         String::new()
     };
+    // RFC 9211 `key`, for tenants that turned debugging on.
+    let debug_key = match &decision {
+        Decision::Lookup(l) if tenant.config.debug_cache_key => Some(l.key.clone()),
+        _ => None,
+    };
 
     let exchange = Exchange {
         node,
@@ -186,6 +209,10 @@ async fn run_policy(
             }
         }
     };
+    let mut response = response;
+    if let Some(key) = debug_key {
+        respond::add_cache_status_key(response.headers_mut(), &key);
+    }
     (response, summary)
 }
 

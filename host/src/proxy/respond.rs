@@ -215,6 +215,24 @@ pub fn stored(
     r
 }
 
+/// Appends the `key` parameter (RFC 9211 section 2.7) to Cache-Status.
+pub(super) fn add_cache_status_key(headers: &mut HeaderMap, key: &str) {
+    let Some(current) = headers.get("cache-status").and_then(|v| v.to_str().ok()) else {
+        return;
+    };
+    let escaped: String = key
+        .chars()
+        .filter(|c| c.is_ascii() && !c.is_ascii_control())
+        .flat_map(|c| match c {
+            '"' | '\\' => vec!['\\', c],
+            c => vec![c],
+        })
+        .collect();
+    if let Ok(v) = HeaderValue::from_str(&format!("{current}; key=\"{escaped}\"")) {
+        headers.insert("cache-status", v);
+    }
+}
+
 pub(super) fn value(text: &str) -> HeaderValue {
     HeaderValue::from_str(text).expect("ASCII header value")
 }
