@@ -79,8 +79,29 @@ async fn bad_modules_are_rejected_with_a_reason_and_the_active_one_keeps_serving
     )["active"]
         .clone();
 
-    let cases: [(&str, Vec<u8>, &str); 4] = [
+    // The same policy, claiming a WIT package version this node does not
+    // implement (same-length edit of its interface names).
+    let mut other_version = wasm("misbehaving");
+    for (from, to) in [
+        (
+            &b"outpost:edge/host@0.1.0"[..],
+            &b"outpost:edge/host@0.9.0"[..],
+        ),
+        (b"outpost:edge/types@0.1.0", b"outpost:edge/types@0.9.0"),
+        (b"outpost:edge/policy@0.1.0", b"outpost:edge/policy@0.9.0"),
+    ] {
+        let mut i = 0;
+        while let Some(at) = other_version[i..]
+            .windows(from.len())
+            .position(|w| w == from)
+        {
+            other_version[i + at..i + at + from.len()].copy_from_slice(to);
+            i += at + from.len();
+        }
+    }
+    let cases: [(&str, Vec<u8>, &str); 5] = [
         ("text", b"hello".to_vec(), "not a WebAssembly binary"),
+        ("other WIT version", other_version, "wrong WIT version"),
         (
             "core module",
             b"\0asm\x01\0\0\0".to_vec(),

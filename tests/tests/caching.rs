@@ -557,3 +557,33 @@ async fn cache_status_is_on_every_response_and_shows_the_key_when_debugging() {
     assert_eq!(unknown.status, 404);
     assert_eq!(unknown.cache_status(), "Outpost; detail=generated");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_accepting_max_stale_gets_the_stale_copy() {
+    let (origin, node, client) = setup().await;
+    origin.reply(
+        "/x",
+        Reply::ok().only("cache-control", "max-age=1").body("old"),
+    );
+    client.get(&node, "t.test", "/x").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = client
+        .get_with(&node, "t.test", "/x", &[("cache-control", "max-stale=60")])
+        .await;
+    assert_eq!(r.text(), "old");
+    assert!(r.cache_status().contains("hit"), "{}", r.cache_status());
+    assert_eq!(origin.hits("/x"), 1);
+    // Without it, the stale copy is not used.
+    client.get(&node, "t.test", "/x").await;
+    assert_eq!(origin.hits("/x"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connect_is_refused() {
+    let (origin, node, client) = setup().await;
+    let r = client
+        .send(&node, Method::CONNECT, "t.test", "/", &[], Bytes::new())
+        .await;
+    assert_eq!(r.status, 405);
+    assert_eq!(origin.total(), 0);
+}

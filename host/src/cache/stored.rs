@@ -79,6 +79,14 @@ impl StoredResponse {
         !self.freshness.never_stale
     }
 
+    /// May be served to a client that accepts `max_stale` seconds of
+    /// staleness (`max-stale`, RFC 9111 section 5.2.1.2).
+    pub fn may_serve_stale_for(&self, now: Instant, max_stale: u64) -> bool {
+        self.may_serve_stale()
+            && !self.freshness.always_revalidate
+            && self.staleness(now) <= Duration::from_secs(max_stale)
+    }
+
     /// Within the `stale-if-error` window.
     pub fn within_stale_if_error(&self, now: Instant) -> bool {
         self.may_serve_stale() && self.staleness(now) < self.freshness.stale_if_error

@@ -67,6 +67,15 @@ async fn handle_tenant(
     node.metrics
         .requests
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if request.method() == Method::CONNECT {
+        // A reverse proxy does not open tunnels (RFC 9110 section 9.3.6).
+        let mut r = respond::plain(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
+        r.headers_mut().insert(
+            http::header::ALLOW,
+            http::HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"),
+        );
+        return r;
+    }
     let authority = match authority_of(&request) {
         Ok(a) => a,
         Err(message) => return respond::plain(StatusCode::BAD_REQUEST, message),
@@ -323,6 +332,19 @@ impl Exchange {
                 Selected::Found(stored) => {
                     if stored.is_fresh(now)
                         && request_allows(&request_cc, &self.info.headers, &stored, now)
+                    {
+                        return respond::stored(
+                            &self.info,
+                            &stored,
+                            CacheStatus::hit(&stored, now),
+                        );
+                    }
+                    // RFC 9111 section 5.2.1.2: the client accepts this
+                    // much staleness.
+                    if !request_cc.no_cache
+                        && request_cc
+                            .max_stale
+                            .is_some_and(|max| stored.may_serve_stale_for(now, max))
                     {
                         return respond::stored(
                             &self.info,

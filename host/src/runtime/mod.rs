@@ -119,6 +119,7 @@ impl Runtime {
             );
         }
         let component = self.compile(wasm, &version)?;
+        check_wit_version(&self.engine, &component)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -176,6 +177,28 @@ impl Runtime {
     pub(crate) fn engine(&self) -> &Engine {
         &self.engine
     }
+}
+
+/// The package version this node implements: components built against
+/// any 0.1.x of `outpost:edge` work; others get a message saying so
+/// instead of a linker error.
+const WIT_VERSION_PREFIX: &str = "@0.1.";
+
+fn check_wit_version(engine: &Engine, component: &Component) -> Result<(), String> {
+    let ty = component.component_type();
+    let names = ty
+        .imports(engine)
+        .map(|(n, _)| n.to_string())
+        .chain(ty.exports(engine).map(|(n, _)| n.to_string()));
+    for name in names {
+        if name.starts_with("outpost:edge/") && !name.contains(WIT_VERSION_PREFIX) {
+            return Err(format!(
+                "wrong WIT version: the component uses `{name}`, this node implements outpost:edge@0.1.x; \
+                 rebuild the policy against a 0.1 version of the outpost-guest SDK"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Core modules start with version 1 in the preamble; components use a
