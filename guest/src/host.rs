@@ -1,6 +1,9 @@
 //! Capabilities the node offers a policy: logging, tenant config values,
 //! the tenant's cache, and fetches to the tenant's declared backends.
 
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
 use crate::bindings::outpost::edge::host as wit;
 use crate::FetchError;
 

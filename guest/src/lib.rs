@@ -23,9 +23,80 @@
 //! from one request to the next, so a policy never needs to free memory: the
 //! default `arena` feature installs a bump allocator over a static buffer,
 //! which keeps instantiation cheap.
+//!
+//! The SDK itself is `no_std` (it needs only `alloc`). A policy that is
+//! `#![no_std]` too, with the `no-std` feature, compiles to a
+//! component with no WASI imports at all, which makes every per-request
+//! instantiation cheaper still; the examples do this.
+
+#![no_std]
+
+extern crate alloc;
 
 #[cfg(all(feature = "arena", target_arch = "wasm32"))]
 mod arena;
+
+/// For `#![no_std]` policies: a panic traps the instance (the host answers
+/// that request with a 500 and logs it).
+#[cfg(all(feature = "no-std", target_arch = "wasm32"))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    core::arch::wasm32::unreachable()
+}
+
+/// For `#![no_std]` policies: the canonical ABI's allocation entry point,
+/// which the host calls to pass strings and lists in (std provides it
+/// otherwise). Backed by the global allocator.
+///
+/// # Safety
+/// Called by the component runtime only, with the canonical ABI's
+/// contract: `old_ptr`/`old_len`/`align` describe a live allocation (or
+/// `old_len` is 0).
+#[cfg(all(feature = "no-std", target_arch = "wasm32"))]
+#[no_mangle]
+pub unsafe extern "C" fn cabi_realloc(old_ptr: *mut u8, old_len: usize, align: usize, new_len: usize) -> *mut u8 {
+    use alloc::alloc::{alloc, realloc, Layout};
+    let ptr = if old_len == 0 {
+        if new_len == 0 {
+            return align as *mut u8;
+        }
+        alloc(Layout::from_size_align_unchecked(new_len, align))
+    } else {
+        realloc(old_ptr, Layout::from_size_align_unchecked(old_len, align), new_len)
+    };
+    if ptr.is_null() {
+        core::arch::wasm32::unreachable()
+    }
+    ptr
+}
+
+/// For `#![no_std]` policies: `memcmp`, which wasm32-wasip2 code expects
+/// from libc (slice and string comparisons call it). Volatile reads keep
+/// the compiler from turning this loop back into a `memcmp` call.
+///
+/// # Safety
+/// `a` and `b` must be valid for reads of `n` bytes.
+#[cfg(all(feature = "no-std", target_arch = "wasm32"))]
+#[no_mangle]
+pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
+    for i in 0..n {
+        let (x, y) = (core::ptr::read_volatile(a.add(i)), core::ptr::read_volatile(b.add(i)));
+        if x != y {
+            return i32::from(x) - i32::from(y);
+        }
+    }
+    0
+}
+
+/// For `#![no_std]` policies: `bcmp` (equality-only `memcmp`).
+///
+/// # Safety
+/// As `memcmp`.
+#[cfg(all(feature = "no-std", target_arch = "wasm32"))]
+#[no_mangle]
+pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
+    memcmp(a, b, n)
+}
 mod convert;
 pub mod host;
 mod types;

@@ -1,6 +1,11 @@
 //! The policy-facing types: small, owned Rust values that the SDK converts
 //! to and from the WIT types in `convert.rs`.
 
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec;
+use alloc::vec::Vec;
+
 use crate::bindings::outpost::edge::types as wit;
 
 /// The head of the client's request. Every getter asks the host, so read a

@@ -1,6 +1,11 @@
 //! Test fixture: a policy that panics on every request. The admin API must
 //! refuse to deploy it (its smoke call traps).
 
+#![no_std]
+
+extern crate alloc;
+
+
 use outpost_guest::{export_policy, Decision, Policy, Request};
 
 struct AlwaysTrap;

@@ -6,6 +6,14 @@
 //!
 //! The request sent to the origin is unchanged: only the key is normalised.
 
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
 use outpost_guest::{export_policy, Decision, Policy, Request, Route};
 
 struct CacheKey;

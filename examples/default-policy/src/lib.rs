@@ -2,6 +2,12 @@
 //! and query, fetched from the tenant's first backend (named `origin`), with
 //! freshness and storage decided by the response headers (RFC 9111).
 
+#![no_std]
+
+extern crate alloc;
+
+use alloc::format;
+
 use outpost_guest::{export_policy, Decision, Policy, Request, Route};
 
 struct DefaultPolicy;

@@ -8,6 +8,15 @@
 //! - `/vars/KEY`: answers with config value KEY;
 //! - anything else: a normal lookup to backend `origin`.
 
+#![no_std]
+
+extern crate alloc;
+
+use alloc::format;
+use alloc::string::ToString;
+use alloc::vec::Vec;
+use alloc::vec;
+
 use outpost_guest::{export_policy, host, Decision, Policy, Request, Response, Route};
 
 struct Misbehaving;

@@ -2,6 +2,12 @@
 //! `secondary`; when both fail, serves a stale cached copy if there is one,
 //! else a synthetic 503 page.
 
+#![no_std]
+
+extern crate alloc;
+
+use alloc::format;
+
 use outpost_guest::{
     export_policy, Attempt, Decision, Outcome, Policy, Request, Response, ResponseDecision, Route,
 };

@@ -3,6 +3,12 @@
 //!
 //! Backends used: `billing`, `search`, `static`, and `web` (the default).
 
+#![no_std]
+
+extern crate alloc;
+
+use alloc::format;
+
 use outpost_guest::{export_policy, Decision, Policy, Request, Response, Route};
 
 struct Router;

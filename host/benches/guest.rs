@@ -1,0 +1,95 @@
+//! Per-request guest cost: instantiate the `cache-key` policy from its
+//! `InstancePre` with the pooling allocator, call the request hook, drop
+//! the instance. `cargo bench -p outpost --bench guest`.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use outpost::cache::HttpCache;
+use outpost::config::Config;
+use outpost::runtime::heads::RequestInfo;
+use outpost::runtime::{GuestContext, GuestSession, Runtime};
+use outpost::tenant::Tenant;
+
+fn request() -> Arc<RequestInfo> {
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        "user-agent",
+        "Mozilla/5.0 (X11; Linux x86_64) bench".parse().unwrap(),
+    );
+    headers.insert("accept", "*/*".parse().unwrap());
+    headers.insert("accept-encoding", "gzip, br".parse().unwrap());
+    Arc::new(RequestInfo {
+        method: http::Method::GET,
+        uri: "/a/b?z=1&a=2&utm_source=x".parse().unwrap(),
+        headers,
+        scheme: "http",
+        authority: "bench.test".into(),
+        client_ip: IpAddr::from([127, 0, 0, 1]),
+    })
+}
+
+fn guest(c: &mut Criterion) {
+    let text = r#"
+        [[tenant]]
+        id = "bench"
+        hosts = ["bench.test"]
+        policy = "builtin:cache-key"
+        [tenant.backends.origin]
+        url = "http://127.0.0.1:9"
+    "#;
+    let config = Config::from_toml(text, "bench", Path::new(".")).unwrap();
+    let runtime = Runtime::new(&config.runtime).unwrap();
+    let tenant = Arc::new(Tenant::build(&config.tenants[0], &runtime, &config, 64 << 20).unwrap());
+    let cache = Arc::new(HttpCache::new(&config.cache));
+    let module = tenant.policy.load_full();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let info = request();
+    let ctx = || GuestContext {
+        tenant: tenant.clone(),
+        cache: cache.clone(),
+        version: module.version.clone(),
+        offline: false,
+    };
+
+    c.bench_function("instantiate + on-request + drop (cache-key)", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let mut session = GuestSession::start(&runtime, &module, ctx(), info.clone())
+                    .await
+                    .unwrap();
+                session.on_request().await.unwrap()
+            })
+        })
+    });
+
+    // The SDK's bump allocator never frees (instances are per request), so
+    // a reused instance is replaced every 1,000 calls, outside the timing.
+    c.bench_function("on-request on a live instance (cache-key)", |b| {
+        b.iter_custom(|iters| {
+            let mut total = std::time::Duration::ZERO;
+            let mut done = 0;
+            while done < iters {
+                let mut session = rt
+                    .block_on(GuestSession::start(&runtime, &module, ctx(), info.clone()))
+                    .unwrap();
+                let batch = (iters - done).min(1000);
+                let start = std::time::Instant::now();
+                for _ in 0..batch {
+                    rt.block_on(session.on_request()).unwrap();
+                }
+                total += start.elapsed();
+                done += batch;
+            }
+            total
+        })
+    });
+}
+
+criterion_group!(benches, guest);
+criterion_main!(benches);
