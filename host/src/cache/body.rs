@@ -21,9 +21,21 @@ enum Progress {
     Failed(Arc<str>),
 }
 
+/// Bodies up to this size are joined into one buffer when their fill ends,
+/// so a hit is written with one `write` instead of one per origin chunk.
+const COMPACT_MAX: u64 = 4 * 1024 * 1024;
+
+#[derive(Debug, Default)]
+struct Chunks {
+    /// Bumped when the list is replaced by its compacted form; readers
+    /// then find their place again by byte offset.
+    generation: u64,
+    list: Vec<Bytes>,
+}
+
 #[derive(Debug)]
 pub struct SharedBody {
-    chunks: RwLock<Vec<Bytes>>,
+    chunks: RwLock<Chunks>,
     progress: watch::Sender<Progress>,
     /// The length the origin announced, if any.
     pub expected_len: Option<u64>,
@@ -38,7 +50,7 @@ impl SharedBody {
     /// An empty body about to be filled.
     pub fn filling(expected_len: Option<u64>) -> Arc<SharedBody> {
         Arc::new(SharedBody {
-            chunks: RwLock::new(Vec::new()),
+            chunks: RwLock::new(Chunks::default()),
             progress: watch::Sender::new(Progress::Filling(0)),
             expected_len,
         })
@@ -53,7 +65,10 @@ impl SharedBody {
             vec![bytes]
         };
         Arc::new(SharedBody {
-            chunks: RwLock::new(chunks),
+            chunks: RwLock::new(Chunks {
+                generation: 0,
+                list: chunks,
+            }),
             progress: watch::Sender::new(Progress::Complete),
             expected_len: Some(len),
         })
@@ -66,13 +81,25 @@ impl SharedBody {
         }
         let count = {
             let mut chunks = self.chunks.write().unwrap_or_else(|p| p.into_inner());
-            chunks.push(chunk);
-            chunks.len()
+            chunks.list.push(chunk);
+            chunks.list.len()
         };
         self.progress.send_replace(Progress::Filling(count));
     }
 
     pub fn finish(&self) {
+        {
+            let mut chunks = self.chunks.write().unwrap_or_else(|p| p.into_inner());
+            let len: u64 = chunks.list.iter().map(|c| c.len() as u64).sum();
+            if chunks.list.len() > 1 && len <= COMPACT_MAX {
+                let mut all = BytesMut::with_capacity(len as usize);
+                for c in &chunks.list {
+                    all.extend_from_slice(c);
+                }
+                chunks.list = vec![all.freeze()];
+                chunks.generation += 1;
+            }
+        }
         self.progress.send_replace(Progress::Complete);
     }
 
@@ -89,6 +116,7 @@ impl SharedBody {
         self.chunks
             .read()
             .unwrap_or_else(|p| p.into_inner())
+            .list
             .iter()
             .map(|c| c.len() as u64)
             .sum()
@@ -108,7 +136,7 @@ impl SharedBody {
         let chunks = self.chunks.read().unwrap_or_else(|p| p.into_inner());
         let mut out = Vec::new();
         let mut offset = 0u64;
-        for chunk in chunks.iter() {
+        for chunk in chunks.list.iter() {
             let len = chunk.len() as u64;
             let (lo, hi) = (offset, offset + len);
             offset = hi;
@@ -125,12 +153,12 @@ impl SharedBody {
     /// The whole body in one buffer (complete bodies only).
     pub fn to_bytes(&self) -> Bytes {
         let chunks = self.chunks.read().unwrap_or_else(|p| p.into_inner());
-        match chunks.len() {
+        match chunks.list.len() {
             0 => Bytes::new(),
-            1 => chunks[0].clone(),
+            1 => chunks.list[0].clone(),
             _ => {
                 let mut all = BytesMut::new();
-                for c in chunks.iter() {
+                for c in chunks.list.iter() {
                     all.extend_from_slice(c);
                 }
                 all.freeze()
@@ -142,21 +170,16 @@ impl SharedBody {
     pub fn reader(
         self: &Arc<Self>,
     ) -> impl futures::Stream<Item = Result<Bytes, BoxError>> + Send + 'static {
-        let state = Some((self.clone(), self.progress.subscribe(), 0usize));
+        let state = Some((self.clone(), self.progress.subscribe(), Cursor::default()));
         futures::stream::unfold(state, |state| async move {
-            let (body, mut rx, next) = state?;
+            let (body, mut rx, mut cursor) = state?;
             loop {
                 // Read the progress before the chunks: a push after this
                 // point wakes `changed`, a push before it is seen below.
                 let progress = rx.borrow_and_update().clone();
-                let chunk = body
-                    .chunks
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(next)
-                    .cloned();
+                let chunk = cursor.next(&body.chunks.read().unwrap_or_else(|p| p.into_inner()));
                 if let Some(chunk) = chunk {
-                    return Some((Ok(chunk), Some((body, rx, next + 1))));
+                    return Some((Ok(chunk), Some((body, rx, cursor))));
                 }
                 match progress {
                     Progress::Complete => return None,
@@ -173,6 +196,41 @@ impl SharedBody {
                 }
             }
         })
+    }
+}
+
+/// A reader's place: the byte offset, plus where that offset was found in
+/// the chunk list of a given generation.
+#[derive(Debug, Default)]
+struct Cursor {
+    offset: u64,
+    generation: u64,
+    index: usize,
+    index_start: u64,
+}
+
+impl Cursor {
+    /// The bytes from the offset to the end of its chunk, if any yet.
+    fn next(&mut self, chunks: &Chunks) -> Option<Bytes> {
+        if chunks.generation != self.generation {
+            // The list was compacted: find the offset again.
+            self.generation = chunks.generation;
+            self.index = 0;
+            self.index_start = 0;
+        }
+        while let Some(chunk) = chunks.list.get(self.index) {
+            let end = self.index_start + chunk.len() as u64;
+            if self.offset < end {
+                let piece = chunk.slice((self.offset - self.index_start) as usize..);
+                self.offset = end;
+                self.index_start = end;
+                self.index += 1;
+                return Some(piece);
+            }
+            self.index_start = end;
+            self.index += 1;
+        }
+        None
     }
 }
 
@@ -206,11 +264,28 @@ mod tests {
         assert!(items.iter().any(|i| i.is_err()));
     }
 
+    #[tokio::test]
+    async fn a_reader_keeps_its_place_when_the_body_is_compacted() {
+        let body = SharedBody::filling(Some(6));
+        body.push(Bytes::from_static(b"abc"));
+        let mut reader = Box::pin(body.reader());
+        assert_eq!(
+            reader.next().await.unwrap().unwrap(),
+            Bytes::from_static(b"abc")
+        );
+        body.push(Bytes::from_static(b"def"));
+        body.finish();
+        let rest: Vec<Bytes> = reader.map(|r| r.unwrap()).collect().await;
+        assert_eq!(rest.concat(), b"def");
+        assert_eq!(body.slice(0, 6), vec![Bytes::from_static(b"abcdef")]);
+    }
+
     #[test]
     fn slices_cross_chunk_boundaries() {
         let body = SharedBody::filling(None);
         body.push(Bytes::from_static(b"0123"));
         body.push(Bytes::from_static(b"4567"));
+        assert_eq!(body.slice(2, 6).concat(), b"2345");
         body.finish();
         assert_eq!(body.slice(2, 6).concat(), b"2345");
         assert_eq!(body.slice(0, 8).concat(), b"01234567");
