@@ -146,6 +146,7 @@ pub(crate) fn quick_config(
         vars: Default::default(),
         cache_quota_mb: None,
         debug_cache_key: false,
+        max_object_mb: None,
     }];
     config
         .validate()

@@ -193,6 +193,9 @@ pub struct TenantConfig {
     /// Show each response's cache key in Cache-Status (`key=`).
     #[serde(default)]
     pub debug_cache_key: bool,
+    /// Largest response this tenant stores, in MiB (default:
+    /// `cache.max_object_mb`); larger ones are streamed, not stored.
+    pub max_object_mb: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq)]

@@ -31,6 +31,24 @@ pub fn example(name: &str) -> String {
     )
 }
 
+/// The admin token the tests' configs use.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// An `[admin]` table: a free port on 127.0.0.1 and [`ADMIN_TOKEN`].
+pub fn admin_section() -> String {
+    format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{ADMIN_TOKEN}\"\n\n")
+}
+
+/// An example policy's component bytes.
+pub fn example_wasm(name: &str) -> Vec<u8> {
+    std::fs::read(outpost::guests::example_path(name)).expect("the example policy was built")
+}
+
+/// A response body as JSON (admin API answers).
+pub fn json(r: &Resp) -> serde_json::Value {
+    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", r.text()))
+}
+
 /// A port nothing listens on (bound, then released).
 pub fn closed_port_url() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -8,14 +8,15 @@ use bytes::Bytes;
 use futures::StreamExt;
 use http::Method;
 use http_body_util::BodyExt;
-use outpost_e2e::{generated_byte, tenant, Client, Node, Origin, Reply};
-
-const TOKEN: &str = "test-admin-token-0123456789";
+use outpost_e2e::{
+    admin_section, generated_byte, tenant, Client, Node, Origin, Reply, ADMIN_TOKEN as TOKEN,
+};
 
 async fn setup() -> (Origin, Node, Client) {
     let origin = Origin::start("origin").await;
     let config = format!(
-        "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n\n{}",
+        "{}{}",
+        admin_section(),
         tenant(
             "t",
             &["t.test"],
@@ -514,4 +515,39 @@ async fn slices_with_different_etags_fail_the_response_and_are_dropped() {
     assert_eq!(r.status, 206);
     assert_eq!(r.header("etag"), Some("\"v2\""));
     assert_eq!(r.body.len(), 11);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn objects_over_the_tenants_max_object_size_are_streamed_not_stored() {
+    let origin = Origin::start("origin").await;
+    let config = tenant(
+        "t",
+        &["t.test"],
+        "builtin:default",
+        &[("origin", &origin.url())],
+    )
+    .replacen(
+        "policy = \"builtin:default\"\n",
+        "policy = \"builtin:default\"\nmax_object_mb = 1\n",
+        1,
+    );
+    let node = Node::start(&config);
+    let client = Client::new();
+    origin.reply("/small", Reply::ok().body(vec![b's'; 512 * 1024]));
+    origin.reply("/large", Reply::ok().body(vec![b'l'; 2 * 1024 * 1024]));
+    for path in ["/small", "/large"] {
+        for _ in 0..2 {
+            let r = client.get(&node, "t.test", path).await;
+            assert_eq!(r.status, 200);
+        }
+    }
+    assert_eq!(origin.hits("/small"), 1);
+    assert_eq!(origin.hits("/large"), 2);
+    let r = client.get(&node, "t.test", "/large").await;
+    assert_eq!(r.body.len(), 2 * 1024 * 1024);
+    assert!(
+        r.cache_status().contains("detail=too-large"),
+        "{}",
+        r.cache_status()
+    );
 }

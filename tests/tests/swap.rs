@@ -4,13 +4,15 @@
 use std::time::Duration;
 
 use http::Method;
-use outpost_e2e::{tenant, Client, Node, Origin, Reply};
-
-const TOKEN: &str = "test-admin-token-0123456789";
+use outpost_e2e::{
+    admin_section, example_wasm as wasm, json, tenant, Client, Node, Origin, Reply,
+    ADMIN_TOKEN as TOKEN,
+};
 
 fn admin_config(origin: &Origin, extra_limits: &str) -> String {
     let mut config = format!(
-        "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n\n{}",
+        "{}{}",
+        admin_section(),
         tenant(
             "t",
             &["t.test"],
@@ -22,14 +24,6 @@ fn admin_config(origin: &Origin, extra_limits: &str) -> String {
         config.push_str(&format!("[tenant.limits]\n{extra_limits}\n"));
     }
     config
-}
-
-fn wasm(name: &str) -> Vec<u8> {
-    std::fs::read(outpost::guests::example_path(name)).unwrap()
-}
-
-fn json(r: &outpost_e2e::Resp) -> serde_json::Value {
-    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", r.text()))
 }
 
 async fn deploy(client: &Client, node: &Node, name: &str) -> String {

@@ -409,7 +409,11 @@ pub(super) async fn finish_lookup(
                     return respond::streamed(origin.status, origin.headers, body, status);
                 }
             };
-            let limit = cache.max_object_bytes;
+            let limit = exchange
+                .tenant
+                .config
+                .max_object_mb
+                .map_or(cache.max_object_bytes, |mb| mb * 1024 * 1024);
             let mut headers = origin.headers;
             strip_hop_by_hop(&mut headers);
             let vary = crate::cache::vary_values(&headers, &exchange.info.headers);
