@@ -551,3 +551,26 @@ async fn objects_over_the_tenants_max_object_size_are_streamed_not_stored() {
         r.cache_status()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_origin_without_range_support_is_asked_once_per_range_miss() {
+    let (origin, node, client) = setup().await;
+    origin.reply(
+        "/plain",
+        Reply::ok()
+            .only("cache-control", "no-store")
+            .body("0123456789"),
+    );
+    // The slice request gets a 200: the node falls back to a normal fetch.
+    let r = client
+        .get_with(&node, "t.test", "/plain", &[("range", "bytes=2-3")])
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "0123456789");
+    assert_eq!(origin.hits("/plain"), 2);
+    // Remembered: the next Range miss does not try slices again.
+    client
+        .get_with(&node, "t.test", "/plain", &[("range", "bytes=2-3")])
+        .await;
+    assert_eq!(origin.hits("/plain"), 3);
+}

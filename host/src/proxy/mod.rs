@@ -314,7 +314,11 @@ impl Exchange {
         if self.info.method == Method::GET {
             if let Some((start, end)) = slice::single_range(&self.info.headers) {
                 let whole = cache.select(&self.tenant, key.key(), &self.info.headers);
-                if !matches!(whole, Selected::Found(_)) {
+                let sliceable = !self
+                    .tenant
+                    .store
+                    .is_uncacheable(&slice::not_sliceable_key(key.key()));
+                if sliceable && !matches!(whole, Selected::Found(_)) {
                     let size = cache.slice_bytes;
                     match self.sliced(lookup.clone(), start, end, size).await {
                         slice::SliceStart::Done(response) => return response,

@@ -40,6 +40,11 @@ fn slice_key(key: &str, n: u64) -> String {
     format!("{key}\u{0}slice:{n}")
 }
 
+/// Marks a key whose origin answered a slice request without a range.
+pub(super) fn not_sliceable_key(key: &str) -> String {
+    format!("{key}\u{0}no-slices")
+}
+
 /// `a-b/total` from a Content-Range.
 fn content_range(headers: &HeaderMap) -> Option<(u64, u64, u64)> {
     let v = headers.get(header::CONTENT_RANGE)?.to_str().ok()?;
@@ -216,6 +221,11 @@ impl Exchange {
             }
         };
         if origin.status != StatusCode::PARTIAL_CONTENT {
+            // Remember it for a while, so later Range requests go the
+            // ordinary way at once instead of asking twice.
+            self.tenant
+                .store
+                .mark_uncacheable(&not_sliceable_key(&lookup.key));
             return Ok(None);
         }
         let (a, b, total) = content_range(&origin.headers)
