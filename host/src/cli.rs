@@ -147,6 +147,7 @@ pub(crate) fn quick_config(
         cache_quota_mb: None,
         debug_cache_key: false,
         max_object_mb: None,
+        reuse_instances: false,
     }];
     config
         .validate()

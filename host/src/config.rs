@@ -193,6 +193,14 @@ pub struct TenantConfig {
     /// Show each response's cache key in Cache-Status (`key=`).
     #[serde(default)]
     pub debug_cache_key: bool,
+    /// Reuse guest instances across this tenant's requests instead of a
+    /// fresh instance per request (faster). Reset rules: each request gets
+    /// a new request head and fresh limits (CPU, host calls, subrequests);
+    /// the instance's memory and globals persist between requests of this
+    /// tenant and module version (never across tenants or versions); an
+    /// instance is retired after 256 requests or any trap or limit hit.
+    #[serde(default)]
+    pub reuse_instances: bool,
     /// Largest response this tenant stores, in MiB (default:
     /// `cache.max_object_mb`); larger ones are streamed, not stored.
     pub max_object_mb: Option<u64>,

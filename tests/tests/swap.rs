@@ -471,3 +471,46 @@ async fn the_dev_server_rebuilds_and_swaps_on_a_source_change() {
         "version two"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_can_reuse_instances_and_a_failed_one_is_retired() {
+    let origin = Origin::start("origin").await;
+    let reusing = tenant(
+        "r",
+        &["r.test"],
+        "example:misbehaving",
+        &[("origin", &origin.url())],
+    )
+    .replacen(
+        "\n[tenant.backends",
+        "\nreuse_instances = true\n[tenant.backends",
+        1,
+    );
+    let config = format!(
+        "{reusing}{}",
+        tenant(
+            "f",
+            &["f.test"],
+            "example:misbehaving",
+            &[("origin", &origin.url())]
+        )
+    );
+    let node = Node::start(&config);
+    let client = Client::new();
+    // Fresh instance per request: the guest's counter always starts over.
+    for _ in 0..3 {
+        assert_eq!(client.get(&node, "f.test", "/count").await.text(), "1");
+    }
+    // Reused instance: it keeps its memory between this tenant's requests.
+    let counts: Vec<String> = {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            v.push(client.get(&node, "r.test", "/count").await.text());
+        }
+        v
+    };
+    assert_eq!(counts, ["1", "2", "3"]);
+    // A trap retires the instance: the next request gets a fresh one.
+    assert_eq!(client.get(&node, "r.test", "/trap").await.status, 500);
+    assert_eq!(client.get(&node, "r.test", "/count").await.text(), "1");
+}

@@ -6,6 +6,8 @@
 //! - `/fetch/NAME`: fetches `/` from backend NAME through the host;
 //! - `/fetch-many/N/NAME`: fetches `/` from NAME N times;
 //! - `/vars/KEY`: answers with config value KEY;
+//! - `/count`: answers how many requests this instance has served (always 1
+//!   with a fresh instance per request; grows when the tenant reuses them);
 //! - anything else: a normal lookup to backend `origin`.
 
 #![no_std]
@@ -56,6 +58,11 @@ impl Policy for Misbehaving {
                 }
             }
             return Decision::respond(Response::text(200, format!("{count} fetches\n")));
+        }
+        if path == "/count" {
+            static SERVED: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+            let n = SERVED.fetch_add(1, core::sync::atomic::Ordering::Relaxed) + 1;
+            return Decision::respond(Response::text(200, format!("{n}")));
         }
         if let Some(key) = path.strip_prefix("/vars/") {
             let value = host::config(key).unwrap_or_else(|| "<unset>".to_string());

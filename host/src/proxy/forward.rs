@@ -90,7 +90,7 @@ impl Exchange {
                 Ok((info, _)) => OutcomeForGuest::Response(info.clone()),
                 Err(e) => OutcomeForGuest::Error(e.clone()),
             };
-            let decision = match self.session.on_response(attempt, for_guest).await {
+            let decision = match self.session().on_response(attempt, for_guest).await {
                 Ok(d) => d,
                 Err(f) => return RouteResult::GuestFailed(f),
             };

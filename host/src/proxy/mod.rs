@@ -163,7 +163,14 @@ async fn run_policy(
         version: module.version.clone(),
         offline: false,
     };
-    let mut session = match GuestSession::start(&node.runtime, &module, ctx, info.clone()).await {
+    let reused = tenant
+        .take_idle(&module.version)
+        .and_then(|mut s| s.reuse(info.clone()).ok().map(|()| s));
+    let started = match reused {
+        Some(s) => Ok(s),
+        None => GuestSession::start(&node.runtime, &module, ctx, info.clone()).await,
+    };
+    let mut session = match started {
         Ok(s) => s,
         Err(failure) => {
             let summary = failure.as_str().to_string();
@@ -199,7 +206,7 @@ async fn run_policy(
         tenant,
         info,
         version: module.version.clone(),
-        session,
+        session: Some(session),
         body: Some(body),
         _permit: permit,
         slice_range: None,
@@ -296,7 +303,8 @@ pub(crate) struct Exchange {
     tenant: Arc<Tenant>,
     info: Arc<RequestInfo>,
     version: Arc<str>,
-    session: GuestSession,
+    /// The request's instance; `None` only once dropped.
+    session: Option<GuestSession>,
     /// The client's request body, until a backend attempt takes it.
     body: Option<Incoming>,
     /// The tenant's concurrency slot, held while the instance lives.
@@ -305,7 +313,23 @@ pub(crate) struct Exchange {
     slice_range: Option<(u64, u64)>,
 }
 
+impl Drop for Exchange {
+    /// The instance goes back to the tenant's idle pool when it reuses
+    /// instances; otherwise it is dropped (its pool slot returns).
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take() {
+            self.tenant.put_idle(session);
+        }
+    }
+}
+
 impl Exchange {
+    fn session(&mut self) -> &mut GuestSession {
+        self.session
+            .as_mut()
+            .expect("the session lives as long as the exchange")
+    }
+
     /// A cache lookup; on a miss, lead or join the fill of the key.
     async fn lookup(mut self, lookup: Lookup) -> Response<ProxyBody> {
         let key = CacheKey::new(&self.tenant, &lookup.key);

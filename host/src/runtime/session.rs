@@ -55,7 +55,17 @@ pub struct GuestSession {
     store: Store<GuestState>,
     policy: bindings::EdgePolicy,
     head: Resource<RequestHead>,
+    /// The module version this instance runs.
+    pub version: Arc<str>,
+    /// Requests served, for instance reuse.
+    uses: u32,
+    /// A hook failed: the instance must not serve again.
+    failed: bool,
 }
+
+/// Requests one reused instance serves before it is retired: the SDK's
+/// bump allocator never frees, so a reused instance's heap only grows.
+pub const MAX_REUSES: u32 = 256;
 
 impl GuestSession {
     /// Instantiates the module for one request.
@@ -101,7 +111,34 @@ impl GuestSession {
             store,
             policy,
             head,
+            version: module.version.clone(),
+            uses: 1,
+            failed: false,
         })
+    }
+
+    /// Readies an instance that served an earlier request of the same
+    /// tenant for a new one: a new request head, fresh per-request budgets.
+    /// Guest memory and globals are kept (see `TenantConfig::reuse_instances`).
+    pub fn reuse(&mut self, request: Arc<RequestInfo>) -> Result<(), GuestFailure> {
+        let state = self.store.data_mut();
+        let head = state
+            .table
+            .push(RequestHead(request))
+            .map_err(|e| GuestFailure::Unavailable(e.to_string()))?;
+        let old = std::mem::replace(&mut self.head, head);
+        let _ = state.table.delete(old);
+        state.host_calls = 0;
+        state.subrequests = 0;
+        state.limit_hit = None;
+        state.ticks = 0;
+        self.uses += 1;
+        Ok(())
+    }
+
+    /// Whether the instance may serve another request.
+    pub fn reusable(&self) -> bool {
+        !self.failed && self.uses < MAX_REUSES
     }
 
     fn begin_hook(&mut self) {
@@ -119,6 +156,7 @@ impl GuestSession {
             .outpost_edge_policy()
             .call_on_request(&mut self.store, head)
             .await;
+        self.failed |= result.is_err();
         result.map_err(|e| classify(&self.store, e, false))
     }
 
@@ -147,6 +185,7 @@ impl GuestSession {
             .outpost_edge_policy()
             .call_on_response(&mut self.store, head, &attempt, &outcome)
             .await;
+        self.failed |= result.is_err();
         result.map_err(|e| classify(&self.store, e, false))
     }
 }

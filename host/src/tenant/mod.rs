@@ -20,7 +20,7 @@ pub use recent::RecentRequests;
 use crate::cache::TenantStore;
 use crate::config::{Config, LimitsConfig, PolicySource, TenantConfig};
 use crate::origin::Backend;
-use crate::runtime::{PolicyModule, Runtime};
+use crate::runtime::{GuestSession, PolicyModule, Runtime};
 
 pub struct Tenant {
     pub id: Arc<str>,
@@ -41,9 +41,37 @@ pub struct Tenant {
     pub recent: RecentRequests,
     /// The config it was built from, to tell what a reload changes.
     pub config: TenantConfig,
+    /// Idle instances, when the tenant reuses them.
+    idle: Mutex<Vec<GuestSession>>,
 }
 
 impl Tenant {
+    /// An idle instance of `version`, if the tenant reuses instances and one
+    /// is free (instances of other versions are dropped on the way).
+    pub fn take_idle(&self, version: &str) -> Option<GuestSession> {
+        if !self.config.reuse_instances {
+            return None;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(session) = idle.pop() {
+            if *session.version == *version {
+                return Some(session);
+            }
+        }
+        None
+    }
+
+    /// Returns an instance after its request, if it may serve again.
+    pub fn put_idle(&self, session: GuestSession) {
+        if !self.config.reuse_instances || !session.reusable() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < self.limits.max_concurrent as usize {
+            idle.push(session);
+        }
+    }
+
     /// Drops every cached object of the tenant, in constant time.
     pub fn purge_all(&self) {
         self.store.clear();
@@ -86,6 +114,7 @@ impl Tenant {
             canary: ArcSwapOption::empty(),
             recent: RecentRequests::default(),
             config: tc.clone(),
+            idle: Mutex::new(Vec::new()),
         })
     }
 
