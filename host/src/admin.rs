@@ -42,6 +42,8 @@ const MAX_MODULE_BYTES: usize = 64 * 1024 * 1024;
 pub async fn serve(listener: TcpListener, node: Arc<Node>, token: Arc<str>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
+            // Out of file descriptors and the like: back off, go on.
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             continue;
         };
         let node = node.clone();

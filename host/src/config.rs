@@ -313,6 +313,12 @@ impl Config {
 
     /// Checks what serde cannot; the error names the field.
     pub fn validate(&self) -> Result<(), (String, String)> {
+        if self.server.header_read_timeout_ms == 0 {
+            return Err((
+                "server.header_read_timeout_ms".into(),
+                "must be at least 1".into(),
+            ));
+        }
         if self.cache.max_size_mb == 0 {
             return Err(("cache.max_size_mb".into(), "must be at least 1".into()));
         }

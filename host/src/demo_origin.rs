@@ -16,6 +16,8 @@ use tokio::net::TcpListener;
 pub async fn serve(listener: TcpListener) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
+            // Out of file descriptors and the like: back off, go on.
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             continue;
         };
         tokio::spawn(async move {
