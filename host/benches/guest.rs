@@ -7,7 +7,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use outpost::cache::HttpCache;
 use outpost::config::Config;
 use outpost::runtime::heads::RequestInfo;
 use outpost::runtime::{GuestContext, GuestSession, Runtime};
@@ -43,7 +42,6 @@ fn guest(c: &mut Criterion) {
     let config = Config::from_toml(text, "bench", Path::new(".")).unwrap();
     let runtime = Runtime::new(&config.runtime).unwrap();
     let tenant = Arc::new(Tenant::build(&config.tenants[0], &runtime, &config, 64 << 20).unwrap());
-    let cache = Arc::new(HttpCache::new(&config.cache));
     let module = tenant.policy.load_full();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -52,7 +50,6 @@ fn guest(c: &mut Criterion) {
     let info = request();
     let ctx = || GuestContext {
         tenant: tenant.clone(),
-        cache: cache.clone(),
         version: module.version.clone(),
         offline: false,
     };

@@ -578,7 +578,6 @@ pub(crate) async fn smoke_call(
     });
     let ctx = GuestContext {
         tenant: tenant.clone(),
-        cache: node.cache.clone(),
         version: module.version.clone(),
         offline: true,
     };

@@ -68,7 +68,6 @@ async fn decide(
 ) -> Outcome {
     let ctx = GuestContext {
         tenant: tenant.clone(),
-        cache: node.cache.clone(),
         version: module.version.clone(),
         offline: true,
     };

@@ -48,17 +48,14 @@ impl CacheKey {
 }
 
 /// Node-wide cache settings and the coalescing table; the objects live in
-/// each tenant's [`TenantStore`].
+/// each tenant's [`TenantStore`] (`Tenant::store`), which callers use
+/// directly.
 pub struct HttpCache {
     coalescer: Arc<coalesce::Coalescer>,
     /// Largest body stored, in bytes.
     pub max_object_bytes: u64,
-    /// Extra time a response is kept after it turns stale.
-    pub stale_retention: Duration,
     /// How long a waiter waits for a fill before fetching itself.
     pub coalesce_wait: Duration,
-    /// How long an uncacheable answer makes its key skip coalescing.
-    pub hit_for_miss: Duration,
     /// Size of the slices Range misses are fetched and cached in.
     pub slice_bytes: u64,
 }
@@ -68,30 +65,9 @@ impl HttpCache {
         HttpCache {
             coalescer: Arc::default(),
             max_object_bytes: config.max_object_mb * 1024 * 1024,
-            stale_retention: Duration::from_secs(config.stale_retention_s),
             coalesce_wait: Duration::from_millis(config.coalesce_wait_ms),
-            hit_for_miss: Duration::from_secs(config.hit_for_miss_s),
             slice_bytes: config.slice_kb.max(1) * 1024,
         }
-    }
-
-    /// The stored response a request selects.
-    pub fn select(&self, tenant: &Tenant, key: &str, request: &http::HeaderMap) -> Selected {
-        tenant.store.select(key, request)
-    }
-
-    pub fn insert(&self, tenant: &Tenant, key: &str, value: Arc<StoredResponse>) {
-        tenant.store.insert(key, value);
-    }
-
-    /// The newest response under a key, for a guest's `cache-lookup`.
-    pub fn peek(&self, tenant: &Tenant, key: &str) -> Option<Arc<StoredResponse>> {
-        tenant.store.peek(key)
-    }
-
-    /// Removes a key with all its variants; true if something was there.
-    pub fn purge(&self, tenant: &Tenant, key: &str) -> bool {
-        tenant.store.remove(key)
     }
 
     /// Joins or starts the fill of a key.

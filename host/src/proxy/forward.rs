@@ -355,7 +355,7 @@ pub(super) async fn finish_lookup(
                         soft_purged: Default::default(),
                     });
                     if assessed.is_ok() && mode != StoreMode::NoStore {
-                        cache.insert(&exchange.tenant, key.key(), refreshed.clone());
+                        exchange.tenant.store.insert(key.key(), refreshed.clone());
                         finish(guard, FillOutcome::Stored(refreshed.clone()));
                     } else {
                         finish(guard, FillOutcome::NotStored);
@@ -452,7 +452,7 @@ pub(super) async fn finish_lookup(
                     // this client goes away.
                     let body = SharedBody::filling(Some(len));
                     let stored = Arc::new(stored_head(body.clone()));
-                    cache.insert(&tenant, key.key(), stored.clone());
+                    tenant.store.insert(key.key(), stored.clone());
                     finish(guard, FillOutcome::Stored(stored.clone()));
                     let idle = origin.backend.response_timeout;
                     tokio::spawn(fill(origin.body, body, tenant, key, stored.clone(), idle));
@@ -468,7 +468,7 @@ pub(super) async fn finish_lookup(
                 None => match collect(origin.body, limit, origin.backend.response_timeout).await {
                     Collected::Complete(bytes) => {
                         let stored = Arc::new(stored_head(SharedBody::complete(bytes)));
-                        cache.insert(&tenant, key.key(), stored.clone());
+                        tenant.store.insert(key.key(), stored.clone());
                         finish(guard, FillOutcome::Stored(stored.clone()));
                         let status = CacheStatus::forwarded(
                             fwd,
@@ -606,7 +606,7 @@ pub(super) async fn finish_pass(
         RouteResult::Response(origin, _) => {
             if let Some(key) = invalidate {
                 if origin.status.is_success() || origin.status.is_redirection() {
-                    exchange.node.cache.purge(&exchange.tenant, key.key());
+                    exchange.tenant.store.remove(key.key());
                 }
             }
             super::invalidate::after_unsafe(

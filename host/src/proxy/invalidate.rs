@@ -38,7 +38,6 @@ pub async fn key_for(
     let module = tenant.policy.load_full();
     let ctx = GuestContext {
         tenant: tenant.clone(),
-        cache: node.cache.clone(),
         version: module.version.clone(),
         offline: true,
     };

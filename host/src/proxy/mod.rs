@@ -159,7 +159,6 @@ async fn run_policy(
     };
     let ctx = GuestContext {
         tenant: tenant.clone(),
-        cache: node.cache.clone(),
         version: module.version.clone(),
         offline: false,
     };
@@ -337,7 +336,7 @@ impl Exchange {
         // A Range on a miss is served from slices, not the whole object.
         if self.info.method == Method::GET {
             if let Some((start, end)) = slice::single_range(&self.info.headers) {
-                let whole = cache.select(&self.tenant, key.key(), &self.info.headers);
+                let whole = self.tenant.store.select(key.key(), &self.info.headers);
                 let sliceable = !self
                     .tenant
                     .store
@@ -356,7 +355,7 @@ impl Exchange {
         let mut vary_miss = false;
         for _round in 0..3 {
             let now = Instant::now();
-            match cache.select(&self.tenant, key.key(), &self.info.headers) {
+            match self.tenant.store.select(key.key(), &self.info.headers) {
                 Selected::Found(stored) => {
                     if stored.is_fresh(now)
                         && request_allows(&request_cc, &self.info.headers, &stored, now)

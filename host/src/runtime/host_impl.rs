@@ -133,8 +133,9 @@ impl host::Host for GuestState {
         let now = Instant::now();
         Ok(self
             .ctx
-            .cache
-            .peek(&self.ctx.tenant, &key)
+            .tenant
+            .store
+            .peek(&key)
             .map(|stored| host::CachedObject {
                 status: stored.status.as_u16(),
                 age: stored.age(now).as_secs().min(u32::MAX as u64) as u32,
@@ -148,7 +149,7 @@ impl host::Host for GuestState {
             // Smoke calls and previews never change the cache.
             return Ok(false);
         }
-        Ok(self.ctx.cache.purge(&self.ctx.tenant, &key))
+        Ok(self.ctx.tenant.store.remove(&key))
     }
 
     async fn fetch(

@@ -111,7 +111,7 @@ impl Runtime {
     /// the `outpost:edge/edge-policy` world.
     pub fn load(&self, wasm: &[u8]) -> Result<Arc<PolicyModule>, String> {
         let version: Arc<str> = format!("sha256:{:x}", Sha256::digest(wasm)).into();
-        if wasmparser_is_core_module(wasm) {
+        if is_core_module(wasm) {
             return Err(
                 "not a component: this is a core wasm module; build the policy for \
                         wasm32-wasip2 (or wrap it with `wasm-tools component new`)"
@@ -203,6 +203,6 @@ fn check_wit_version(engine: &Engine, component: &Component) -> Result<(), Strin
 
 /// Core modules start with version 1 in the preamble; components use a
 /// different version/layer field.
-fn wasmparser_is_core_module(wasm: &[u8]) -> bool {
+fn is_core_module(wasm: &[u8]) -> bool {
     wasm.len() >= 8 && wasm[0..4] == *b"\0asm" && wasm[4..8] == [1, 0, 0, 0]
 }

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::cache::HttpCache;
 use crate::config::LimitsConfig;
 use crate::tenant::Tenant;
 
@@ -13,7 +12,6 @@ use crate::tenant::Tenant;
 #[derive(Clone)]
 pub struct GuestContext {
     pub tenant: Arc<Tenant>,
-    pub cache: Arc<HttpCache>,
     /// The module version running, for log lines.
     pub version: Arc<str>,
     /// Smoke calls and previews: no subrequest leaves the node.
