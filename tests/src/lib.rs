@@ -193,6 +193,9 @@ struct OriginState {
     replies: Mutex<HashMap<String, Reply>>,
     seen: Mutex<Vec<Seen>>,
     connections: Mutex<Vec<JoinHandle<()>>>,
+    /// Requests being answered now, and the most at once.
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
 }
 
 /// A local origin whose answers tests script per path and which records
@@ -213,6 +216,8 @@ impl Origin {
             replies: Mutex::default(),
             seen: Mutex::default(),
             connections: Mutex::default(),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
         });
         let accept_state = state.clone();
         let accept = tokio::spawn(async move {
@@ -269,6 +274,11 @@ impl Origin {
         self.state.seen.lock().unwrap().clone()
     }
 
+    /// The most requests the origin was answering at the same time.
+    pub fn max_in_flight(&self) -> usize {
+        self.state.max_in_flight.load(Ordering::SeqCst)
+    }
+
     /// All requests received.
     pub fn total(&self) -> usize {
         self.state.seen.lock().unwrap().len()
@@ -316,9 +326,12 @@ async fn answer(state: &OriginState, req: Request<Incoming>) -> Response<TestBod
         .get(&target)
         .cloned()
         .unwrap_or_else(Reply::ok);
+    let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    state.max_in_flight.fetch_max(now, Ordering::SeqCst);
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
     }
+    state.in_flight.fetch_sub(1, Ordering::SeqCst);
     let etag = reply
         .headers
         .iter()
@@ -716,6 +729,17 @@ impl Client {
 /// A `[[tenant]]` block: `policy` is `builtin:NAME` or an example's name
 /// prefixed with `example:`; `backends` are (name, url) pairs.
 pub fn tenant(id: &str, hosts: &[&str], policy: &str, backends: &[(&str, &str)]) -> String {
+    tenant_with(id, hosts, policy, backends, "")
+}
+
+/// [`tenant`] with extra top-level tenant fields, e.g. `"max_object_mb = 1"`.
+pub fn tenant_with(
+    id: &str,
+    hosts: &[&str],
+    policy: &str,
+    backends: &[(&str, &str)],
+    fields: &str,
+) -> String {
     let policy = match policy.strip_prefix("example:") {
         Some(name) => example(name),
         None => format!("{policy:?}"),
@@ -725,6 +749,10 @@ pub fn tenant(id: &str, hosts: &[&str], policy: &str, backends: &[(&str, &str)])
         "[[tenant]]\nid = {id:?}\nhosts = [{}]\npolicy = {policy}\n",
         hosts.join(", ")
     );
+    if !fields.is_empty() {
+        out.push_str(fields.trim_end());
+        out.push('\n');
+    }
     for (name, url) in backends {
         out.push_str(&format!("[tenant.backends.{name}]\nurl = {url:?}\nconnect_timeout_ms = 1000\nresponse_timeout_ms = 5000\n"));
     }

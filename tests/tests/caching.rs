@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::Method;
-use outpost_e2e::{tenant, Client, Node, Origin, Reply};
+use outpost_e2e::{tenant, tenant_with, Client, Node, Origin, Reply};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn setup() -> (Origin, Node, Client) {
@@ -545,16 +545,12 @@ async fn an_unsafe_request_invalidates_its_location_and_content_location_on_the_
 #[tokio::test(flavor = "multi_thread")]
 async fn cache_status_is_on_every_response_and_shows_the_key_when_debugging() {
     let origin = Origin::start("origin").await;
-    let config = tenant(
+    let config = tenant_with(
         "t",
         &["t.test"],
         "builtin:default",
         &[("origin", &origin.url())],
-    )
-    .replacen(
-        "policy = \"builtin:default\"\n",
-        "policy = \"builtin:default\"\ndebug_cache_key = true\n",
-        1,
+        "debug_cache_key = true",
     );
     let node = Node::start(&config);
     let client = Client::new();

@@ -495,7 +495,9 @@ async fn a_request_body_is_passed_to_the_origin() {
         )
         .await;
     assert_eq!(r.status, 201);
-    assert_eq!(origin.seen()[0].method, Method::POST);
+    let seen = &origin.seen()[0];
+    assert_eq!(seen.method, Method::POST);
+    assert_eq!(seen.body_len, b"payload".len() as u64);
 }
 
 #[test]

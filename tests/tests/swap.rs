@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use http::Method;
 use outpost_e2e::{
-    admin_section, example_wasm as wasm, json, tenant, Client, Node, Origin, Reply,
+    admin_section, example_wasm as wasm, json, tenant, tenant_with, Client, Node, Origin, Reply,
     ADMIN_TOKEN as TOKEN,
 };
 
@@ -475,16 +475,12 @@ async fn the_dev_server_rebuilds_and_swaps_on_a_source_change() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_can_reuse_instances_and_a_failed_one_is_retired() {
     let origin = Origin::start("origin").await;
-    let reusing = tenant(
+    let reusing = tenant_with(
         "r",
         &["r.test"],
         "example:misbehaving",
         &[("origin", &origin.url())],
-    )
-    .replacen(
-        "\n[tenant.backends",
-        "\nreuse_instances = true\n[tenant.backends",
-        1,
+        "reuse_instances = true",
     );
     let config = format!(
         "{reusing}{}",
