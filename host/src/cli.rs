@@ -148,6 +148,7 @@ pub(crate) fn quick_config(
         debug_cache_key: false,
         max_object_mb: None,
         reuse_instances: false,
+        memoize_decisions: true,
     }];
     config
         .validate()

@@ -201,6 +201,15 @@ pub struct TenantConfig {
     /// instance is retired after 256 requests or any trap or limit hit.
     #[serde(default)]
     pub reuse_instances: bool,
+    /// Reuse the request hook's decision for requests whose inputs (the
+    /// request fields and config values the policy read) equal an earlier
+    /// request's, skipping wasm for them. Applies to policies that import
+    /// no clocks, random numbers or sockets and whose hook makes no `log`,
+    /// `cache-*` or `fetch` call; one memoized request in 64 still runs the
+    /// guest and a difference turns the memo off for that version. Tenants
+    /// with `reuse_instances` are never memoized (instances keep state).
+    #[serde(default = "default_true")]
+    pub memoize_decisions: bool,
     /// Largest response this tenant stores, in MiB (default:
     /// `cache.max_object_mb`); larger ones are streamed, not stored.
     pub max_object_mb: Option<u64>,
@@ -472,6 +481,10 @@ impl PolicySource {
                 .map_err(|e| format!("cannot read policy {}: {e}", path.display())),
         }
     }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 #[cfg(test)]

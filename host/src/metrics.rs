@@ -10,6 +10,8 @@ use std::sync::Mutex;
 #[derive(Default)]
 pub struct Metrics {
     pub requests: AtomicU64,
+    /// Requests whose policy decision came from the decision memo.
+    pub memo_hits: AtomicU64,
     per_tenant: Mutex<BTreeMap<(String, &'static str, &'static str), u64>>,
 }
 
@@ -36,6 +38,12 @@ impl Metrics {
             out,
             "outpost_requests_total {}",
             self.requests.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(out, "# TYPE outpost_decision_memo_hits_total counter");
+        let _ = writeln!(
+            out,
+            "outpost_decision_memo_hits_total {}",
+            self.memo_hits.load(Ordering::Relaxed)
         );
         let map = self.per_tenant.lock().unwrap_or_else(|p| p.into_inner());
         for ((tenant, family, reason), value) in map.iter() {

@@ -90,7 +90,11 @@ impl Exchange {
                 Ok((info, _)) => OutcomeForGuest::Response(info.clone()),
                 Err(e) => OutcomeForGuest::Error(e.clone()),
             };
-            let decision = match self.session().on_response(attempt, for_guest).await {
+            let decision = match self.session().await {
+                Ok(session) => session.on_response(attempt, for_guest).await,
+                Err(f) => Err(f),
+            };
+            let decision = match decision {
                 Ok(d) => d,
                 Err(f) => return RouteResult::GuestFailed(f),
             };
@@ -301,7 +305,7 @@ pub(super) async fn finish_lookup(
         }
         RouteResult::GuestFailed(f) => {
             finish(guard, FillOutcome::NotStored);
-            super::guest_failed(&exchange.node, &exchange.tenant, &exchange.version, f)
+            exchange.guest_failed(f)
         }
         RouteResult::ServeStale(status) => {
             finish(guard, FillOutcome::NotStored);
@@ -591,9 +595,7 @@ pub(super) async fn finish_pass(
 ) -> Response<ProxyBody> {
     match result {
         RouteResult::Synthetic(s) => respond::synthetic(s),
-        RouteResult::GuestFailed(f) => {
-            super::guest_failed(&exchange.node, &exchange.tenant, &exchange.version, f)
-        }
+        RouteResult::GuestFailed(f) => exchange.guest_failed(f),
         RouteResult::ServeStale(_) => unreachable!("a pass has no stale copy"),
         RouteResult::Failed { error, backend } => {
             exchange.node.metrics.count(

@@ -27,7 +27,8 @@ use crate::cache::{CacheKey, FillGuard, FillOutcome, Role, Selected, StoredRespo
 use crate::node::Node;
 use crate::origin::ProxyBody;
 use crate::runtime::heads::RequestInfo;
-use crate::runtime::{Decision, GuestContext, GuestFailure, GuestSession, Lookup};
+use crate::runtime::memo::{same_decision, DecisionMemo};
+use crate::runtime::{Decision, GuestContext, GuestFailure, GuestSession, Lookup, PolicyModule};
 use crate::tenant::Tenant;
 
 pub use respond::CacheStatus;
@@ -145,71 +146,61 @@ async fn handle_tenant(
 async fn run_policy(
     node: Arc<Node>,
     tenant: Arc<Tenant>,
-    module: Arc<crate::runtime::PolicyModule>,
+    module: Arc<PolicyModule>,
     info: Arc<RequestInfo>,
     body: Incoming,
 ) -> (Response<ProxyBody>, String) {
-    let Ok(permit) = tenant.instances.clone().try_acquire_owned() else {
-        let failure = GuestFailure::ConcurrencyLimit(tenant.limits.max_concurrent);
-        let summary = failure.as_str().to_string();
-        return (
-            guest_failed(&node, &tenant, &module.version, failure),
-            summary,
-        );
+    let recalled = memo_of(&tenant, &module).and_then(|m| m.recall(&info, &tenant.vars));
+    let mut exchange = Exchange {
+        node,
+        tenant,
+        info,
+        module,
+        session: None,
+        body: Some(body),
+        permit: None,
+        recalled: None,
+        slice_range: None,
     };
-    let ctx = GuestContext {
-        tenant: tenant.clone(),
-        version: module.version.clone(),
-        offline: false,
-    };
-    let reused = tenant
-        .take_idle(&module.version)
-        .and_then(|mut s| s.reuse(info.clone()).ok().map(|()| s));
-    let started = match reused {
-        Some(s) => Ok(s),
-        None => GuestSession::start(&node.runtime, &module, ctx, info.clone()).await,
-    };
-    let mut session = match started {
-        Ok(s) => s,
-        Err(failure) => {
-            let summary = failure.as_str().to_string();
-            return (
-                guest_failed(&node, &tenant, &module.version, failure),
-                summary,
-            );
+    let decision = match recalled {
+        Some((decision, false)) => {
+            exchange
+                .node
+                .metrics
+                .memo_hits
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            exchange.recalled = Some(decision.clone());
+            decision
+        }
+        // No memo, or a memoized request picked to check the memo: the
+        // guest decides, and the check compares.
+        other => {
+            exchange.recalled = other.map(|(decision, _)| decision);
+            match exchange.start_session().await {
+                Ok(decision) => decision,
+                Err(failure) => {
+                    let summary = failure.as_str().to_string();
+                    return (exchange.guest_failed(failure), summary);
+                }
+            }
         }
     };
-    let decision = match session.on_request().await {
-        Ok(d) => d,
-        Err(failure) => {
-            let summary = failure.as_str().to_string();
-            return (
-                guest_failed(&node, &tenant, &module.version, failure),
-                summary,
-            );
-        }
-    };
-    let summary = if node.trace_requests {
-        summarize(&decision)
+    let summary = if exchange.node.trace_requests {
+        let memoized = if exchange.session.is_none() {
+            " (memo)"
+        } else {
+            ""
+        };
+        format!("{}{memoized}", summarize(&decision))
     } else {
         String::new()
     };
     // RFC 9211 `key`, for tenants that turned debugging on.
     let debug_key = match &decision {
-        Decision::Lookup(l) if tenant.config.debug_cache_key => Some(l.key.clone()),
+        Decision::Lookup(l) if exchange.tenant.config.debug_cache_key => Some(l.key.clone()),
         _ => None,
     };
 
-    let exchange = Exchange {
-        node,
-        tenant,
-        info,
-        version: module.version.clone(),
-        session: Some(session),
-        body: Some(body),
-        _permit: permit,
-        slice_range: None,
-    };
     let response = match decision {
         Decision::Respond(synthetic) => respond::synthetic(synthetic),
         Decision::Pass(route) => exchange.pass(route, None).await,
@@ -229,6 +220,17 @@ async fn run_policy(
         respond::add_cache_status_key(response.headers_mut(), &key);
     }
     (response, summary)
+}
+
+/// The decision memo a request of `tenant` on `module` uses, if any. Tenants
+/// that reuse instances have none: their decisions may depend on what an
+/// instance kept from earlier requests.
+fn memo_of<'a>(tenant: &Tenant, module: &'a PolicyModule) -> Option<&'a DecisionMemo> {
+    let config = &tenant.config;
+    module
+        .memo
+        .as_ref()
+        .filter(|_| config.memoize_decisions && !config.reuse_instances)
 }
 
 /// A decision in a few words, for the dev server's request log.
@@ -301,13 +303,18 @@ pub(crate) struct Exchange {
     node: Arc<Node>,
     tenant: Arc<Tenant>,
     info: Arc<RequestInfo>,
-    version: Arc<str>,
-    /// The request's instance; `None` only once dropped.
+    /// The module version deciding this request.
+    module: Arc<PolicyModule>,
+    /// The request's instance: started before the request hook, or only
+    /// when the response hook is needed if the decision came from the memo.
     session: Option<GuestSession>,
     /// The client's request body, until a backend attempt takes it.
     body: Option<Incoming>,
     /// The tenant's concurrency slot, held while the instance lives.
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The memo's decision for this request, checked against the guest's
+    /// whenever the guest runs.
+    recalled: Option<Decision>,
     /// Set while fetching one slice of an object (see `slice`).
     slice_range: Option<(u64, u64)>,
 }
@@ -323,10 +330,85 @@ impl Drop for Exchange {
 }
 
 impl Exchange {
-    fn session(&mut self) -> &mut GuestSession {
-        self.session
+    fn version(&self) -> &Arc<str> {
+        &self.module.version
+    }
+
+    /// Takes a concurrency slot, starts (or reuses) an instance and runs
+    /// the request hook in it, feeding and checking the decision memo.
+    async fn start_session(&mut self) -> Result<Decision, GuestFailure> {
+        let tenant = &self.tenant;
+        let permit = tenant
+            .instances
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| GuestFailure::ConcurrencyLimit(tenant.limits.max_concurrent))?;
+        let reused = tenant
+            .take_idle(&self.module.version)
+            .and_then(|mut s| s.reuse(self.info.clone()).ok().map(|()| s));
+        let mut session = match reused {
+            Some(s) => s,
+            None => {
+                let ctx = GuestContext {
+                    tenant: tenant.clone(),
+                    version: self.module.version.clone(),
+                    offline: false,
+                };
+                GuestSession::start(&self.node.runtime, &self.module, ctx, self.info.clone())
+                    .await?
+            }
+        };
+        let memo = memo_of(tenant, &self.module).filter(|m| m.is_enabled());
+        if memo.is_some() {
+            session.record_reads();
+        }
+        // Held from here, so a failed hook still returns the slot on drop.
+        self.permit = Some(permit);
+        let decision = session.on_request().await;
+        let reads = session.take_reads();
+        self.session = Some(session);
+        let decision = decision?;
+        if let Some(memo) = memo {
+            match &self.recalled {
+                Some(recalled) if !same_decision(recalled, &decision) => {
+                    memo.disable();
+                    tracing::warn!(
+                        tenant = &*tenant.id,
+                        version = &*self.module.version,
+                        "decision memo disabled for this version: the policy decided \
+                         differently for a request with the same inputs"
+                    );
+                    self.node
+                        .metrics
+                        .count("decision_memo_mismatches", &tenant.id, "mismatch");
+                }
+                Some(_) => {}
+                None => {
+                    if let Some(reads) = reads {
+                        memo.remember(reads, &self.info, &tenant.vars, &decision);
+                    }
+                }
+            }
+        }
+        Ok(decision)
+    }
+
+    /// The request's instance for the response hook. A request decided by
+    /// the memo gets one now, and the request hook runs in it first: the
+    /// response hook always runs in the instance that made the decision.
+    async fn session(&mut self) -> Result<&mut GuestSession, GuestFailure> {
+        if self.session.is_none() {
+            self.start_session().await?;
+        }
+        Ok(self
+            .session
             .as_mut()
-            .expect("the session lives as long as the exchange")
+            .expect("start_session leaves a session"))
+    }
+
+    /// A guest failed: a 5xx for this request, a log line and a metric.
+    fn guest_failed(&self, failure: GuestFailure) -> Response<ProxyBody> {
+        guest_failed(&self.node, &self.tenant, self.version(), failure)
     }
 
     /// A cache lookup; on a miss, lead or join the fill of the key.

@@ -8,28 +8,34 @@ use wasmtime::component::Resource;
 
 use super::bindings::{host, types};
 use super::heads::{all_headers, header_str, RequestHead, ResponseHead};
+use super::memo::Field;
 use super::state::GuestState;
 
 impl types::Host for GuestState {}
 
 impl types::HostRequestHead for GuestState {
     fn method(&mut self, head: Resource<RequestHead>) -> wasmtime::Result<String> {
+        self.note(|| Field::Method);
         Ok(self.table.get(&head)?.0.method.as_str().to_owned())
     }
 
     fn scheme(&mut self, head: Resource<RequestHead>) -> wasmtime::Result<String> {
+        self.note(|| Field::Scheme);
         Ok(self.table.get(&head)?.0.scheme.to_owned())
     }
 
     fn authority(&mut self, head: Resource<RequestHead>) -> wasmtime::Result<String> {
+        self.note(|| Field::Authority);
         Ok(self.table.get(&head)?.0.authority.clone())
     }
 
     fn path(&mut self, head: Resource<RequestHead>) -> wasmtime::Result<String> {
+        self.note(|| Field::Path);
         Ok(self.table.get(&head)?.0.uri.path().to_owned())
     }
 
     fn query(&mut self, head: Resource<RequestHead>) -> wasmtime::Result<Option<String>> {
+        self.note(|| Field::Query);
         Ok(self.table.get(&head)?.0.uri.query().map(str::to_owned))
     }
 
@@ -38,6 +44,7 @@ impl types::HostRequestHead for GuestState {
         head: Resource<RequestHead>,
         name: String,
     ) -> wasmtime::Result<Option<String>> {
+        self.note(|| Field::Header(name.to_ascii_lowercase().into()));
         Ok(header_str(
             &self.table.get(&head)?.0.headers,
             &name.to_ascii_lowercase(),
@@ -49,6 +56,7 @@ impl types::HostRequestHead for GuestState {
         head: Resource<RequestHead>,
         name: String,
     ) -> wasmtime::Result<Vec<Vec<u8>>> {
+        self.note(|| Field::HeaderValues(name.to_ascii_lowercase().into()));
         let info = &self.table.get(&head)?.0;
         Ok(info
             .headers
@@ -59,10 +67,12 @@ impl types::HostRequestHead for GuestState {
     }
 
     fn headers(&mut self, head: Resource<RequestHead>) -> wasmtime::Result<Vec<(String, Vec<u8>)>> {
+        self.note(|| Field::Headers);
         Ok(all_headers(&self.table.get(&head)?.0.headers))
     }
 
     fn client_addr(&mut self, head: Resource<RequestHead>) -> wasmtime::Result<String> {
+        self.note(|| Field::ClientAddr);
         Ok(self.table.get(&head)?.0.client_ip.to_string())
     }
 
@@ -104,6 +114,8 @@ impl types::HostResponseHead for GuestState {
 impl host::Host for GuestState {
     fn log(&mut self, level: host::LogLevel, message: String) -> wasmtime::Result<()> {
         self.count_host_call()?;
+        // A memoized decision would skip the line.
+        self.taint();
         let tenant = &*self.ctx.tenant.id;
         let version = &*self.ctx.version;
         match level {
@@ -125,11 +137,13 @@ impl host::Host for GuestState {
 
     fn config_get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
         self.count_host_call()?;
+        self.note(|| Field::Config(key.as_str().into()));
         Ok(self.ctx.tenant.vars.get(&key).cloned())
     }
 
     fn cache_lookup(&mut self, key: String) -> wasmtime::Result<Option<host::CachedObject>> {
         self.count_host_call()?;
+        self.taint();
         let now = Instant::now();
         Ok(self
             .ctx
@@ -145,6 +159,7 @@ impl host::Host for GuestState {
 
     fn cache_purge(&mut self, key: String) -> wasmtime::Result<bool> {
         self.count_host_call()?;
+        self.taint();
         if self.ctx.offline {
             // Smoke calls and previews never change the cache.
             return Ok(false);
@@ -158,6 +173,7 @@ impl host::Host for GuestState {
         request: host::FetchRequest,
     ) -> wasmtime::Result<Result<host::FetchResponse, types::FetchError>> {
         self.count_host_call()?;
+        self.taint();
         if self.subrequests >= self.limits.max_subrequests {
             return Ok(Err(types::FetchError::LimitExceeded));
         }

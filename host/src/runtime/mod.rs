@@ -10,6 +10,7 @@
 mod bindings;
 pub mod heads;
 mod host_impl;
+pub mod memo;
 mod session;
 mod state;
 
@@ -49,6 +50,9 @@ pub struct PolicyModule {
     pre: bindings::EdgePolicyPre<state::GuestState>,
     /// `sha256:<hex>` of the component bytes: the module's version.
     pub version: Arc<str>,
+    /// Decisions of this version by the inputs they depend on; `None` when
+    /// the component imports something that differs between runs.
+    pub memo: Option<memo::DecisionMemo>,
 }
 
 impl Runtime {
@@ -120,13 +124,21 @@ impl Runtime {
         }
         let component = self.compile(wasm, &version)?;
         check_wit_version(&self.engine, &component)?;
+        let deterministic = component
+            .component_type()
+            .imports(&self.engine)
+            .all(|(name, _)| memo::is_deterministic_import(name));
         let pre = self
             .linker
             .instantiate_pre(&component)
             .map_err(|e| format!("does not fit the outpost:edge/edge-policy world: {e:#}"))?;
         let pre = bindings::EdgePolicyPre::new(pre)
             .map_err(|e| format!("does not export the outpost:edge/policy interface: {e:#}"))?;
-        Ok(Arc::new(PolicyModule { pre, version }))
+        Ok(Arc::new(PolicyModule {
+            pre,
+            version,
+            memo: deterministic.then(memo::DecisionMemo::new),
+        }))
     }
 
     /// Compiles a component, or loads it from the compiled cache.

@@ -136,6 +136,19 @@ impl GuestSession {
         Ok(())
     }
 
+    /// Records what the next request hook reads, for the decision memo.
+    /// Only meaningful on a fresh instance: a reused one carries state.
+    pub fn record_reads(&mut self) {
+        if self.uses == 1 {
+            self.store.data_mut().reads = Some(super::memo::Reads::default());
+        }
+    }
+
+    /// What the request hook read, if it was recorded.
+    pub fn take_reads(&mut self) -> Option<super::memo::Reads> {
+        self.store.data_mut().reads.take()
+    }
+
     /// Whether the instance may serve another request.
     pub fn reusable(&self) -> bool {
         !self.failed && self.uses < MAX_REUSES

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::memo::{Field, Reads};
 use crate::config::LimitsConfig;
 use crate::tenant::Tenant;
 
@@ -36,6 +37,9 @@ pub struct GuestState {
     pub(crate) host_calls: u32,
     pub(crate) subrequests: u32,
     pub(crate) limit_hit: Option<LimitHit>,
+    /// What the request hook reads, while a fresh instance decides for the
+    /// decision memo.
+    pub(crate) reads: Option<Reads>,
 }
 
 impl GuestState {
@@ -55,6 +59,21 @@ impl GuestState {
             host_calls: 0,
             subrequests: 0,
             limit_hit: None,
+            reads: None,
+        }
+    }
+
+    /// Records an input of the request hook, when recording.
+    pub(crate) fn note(&mut self, field: impl FnOnce() -> Field) {
+        if let Some(reads) = &mut self.reads {
+            reads.note(field());
+        }
+    }
+
+    /// Records a call that makes the decision unrepeatable.
+    pub(crate) fn taint(&mut self) {
+        if let Some(reads) = &mut self.reads {
+            reads.taint();
         }
     }
 

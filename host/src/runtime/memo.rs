@@ -1,0 +1,395 @@
+//! Decision memoization: a request whose policy-visible inputs equal an
+//! earlier request's gets the earlier decision without running wasm.
+//!
+//! A policy's request hook sees the world only through the request head's
+//! getters and the host calls. The host records which of those a fresh
+//! instance used while deciding (its *reads*, in order), like a `Vary` for
+//! decisions that the policy declares by what it reads. A later request
+//! with the same values for the same reads would drive the same code down
+//! the same path, so it gets the same decision, provided that:
+//!
+//! - the instance was fresh (no state carried from earlier requests);
+//! - the component imports nothing that differs between runs (clocks,
+//!   random numbers, sockets): see [`is_deterministic_import`];
+//! - the hook made no call with an effect or an answer that changes over
+//!   time (`log`, `cache-lookup`, `cache-purge`, `fetch`). `config-get` is
+//!   a read: the value is part of the key.
+//!
+//! A policy with several code paths has several read sequences ("shapes");
+//! each is kept once and a lookup tries them in turn. To stay honest, one
+//! memoized request in [`CHECK_EVERY`] still runs the guest, and so does
+//! every request that needs the response hook (which runs in the instance
+//! that made the decision); any difference disables the memo for that
+//! module version.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use arc_swap::ArcSwap;
+
+use super::bindings::types::Decision;
+use super::heads::RequestInfo;
+
+/// One memoized request in this many runs the guest to check the memo.
+pub const CHECK_EVERY: u64 = 64;
+/// Distinct read sequences kept per module version; requests taking other
+/// paths through the policy are not memoized.
+const MAX_SHAPES: usize = 16;
+/// Decisions kept per module version (least recently used go first).
+const MAX_ENTRIES: u64 = 4096;
+
+/// One input of the request hook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Field {
+    Method,
+    Scheme,
+    Authority,
+    Path,
+    Query,
+    /// `header(name)`, name lowercased.
+    Header(Box<str>),
+    /// `header-values(name)`, name lowercased.
+    HeaderValues(Box<str>),
+    /// `headers()`: every field.
+    Headers,
+    ClientAddr,
+    /// `config-get(key)`.
+    Config(Box<str>),
+}
+
+/// What one run of the request hook read, and whether it did anything that
+/// rules out reusing its decision.
+#[derive(Debug, Default)]
+pub struct Reads {
+    fields: Vec<Field>,
+    unrepeatable: bool,
+}
+
+impl Reads {
+    pub(crate) fn note(&mut self, field: Field) {
+        if !self.fields.contains(&field) {
+            self.fields.push(field);
+        }
+    }
+
+    /// The hook made a call whose effect or answer a memo cannot repeat.
+    pub(crate) fn taint(&mut self) {
+        self.unrepeatable = true;
+    }
+}
+
+/// The memoized decisions of one policy module version.
+pub struct DecisionMemo {
+    shapes: ArcSwap<Vec<Arc<[Field]>>>,
+    /// Created on first use: most modules of a large node see little traffic.
+    entries: OnceLock<moka::sync::Cache<Box<[u8]>, Arc<Decision>>>,
+    enabled: AtomicBool,
+    recalled: AtomicU64,
+}
+
+impl DecisionMemo {
+    pub fn new() -> DecisionMemo {
+        DecisionMemo {
+            shapes: ArcSwap::from_pointee(Vec::new()),
+            entries: OnceLock::new(),
+            enabled: AtomicBool::new(true),
+            recalled: AtomicU64::new(0),
+        }
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+
+    /// Turns the memo off for good (a checked decision differed).
+    pub fn disable(&self) {
+        self.enabled.store(false, Ordering::Relaxed);
+        if let Some(entries) = self.entries.get() {
+            entries.invalidate_all();
+        }
+    }
+
+    /// The decision an earlier request with the same inputs got, and
+    /// whether this request should run the guest anyway to check it.
+    pub fn recall(
+        &self,
+        request: &RequestInfo,
+        vars: &BTreeMap<String, String>,
+    ) -> Option<(Decision, bool)> {
+        if !self.is_enabled() {
+            return None;
+        }
+        let entries = self.entries.get()?;
+        let shapes = self.shapes.load();
+        let mut key = Vec::with_capacity(128);
+        for (index, shape) in shapes.iter().enumerate() {
+            key.clear();
+            encode(&mut key, index, shape, request, vars);
+            if let Some(decision) = entries.get(key.as_slice()) {
+                let n = self.recalled.fetch_add(1, Ordering::Relaxed);
+                return Some(((*decision).clone(), n % CHECK_EVERY == CHECK_EVERY - 1));
+            }
+        }
+        None
+    }
+
+    /// Keeps the decision a fresh instance made, if it can be repeated.
+    pub fn remember(
+        &self,
+        reads: Reads,
+        request: &RequestInfo,
+        vars: &BTreeMap<String, String>,
+        decision: &Decision,
+    ) {
+        if reads.unrepeatable || !self.is_enabled() {
+            return;
+        }
+        let Some(index) = self.shape_index(reads.fields) else {
+            return;
+        };
+        let shape = self.shapes.load()[index].clone();
+        let mut key = Vec::with_capacity(128);
+        encode(&mut key, index, &shape, request, vars);
+        self.entries
+            .get_or_init(|| moka::sync::Cache::new(MAX_ENTRIES))
+            .insert(key.into_boxed_slice(), Arc::new(decision.clone()));
+    }
+
+    /// The index of a read sequence, added if new and there is room.
+    fn shape_index(&self, fields: Vec<Field>) -> Option<usize> {
+        let find = |shapes: &Vec<Arc<[Field]>>| shapes.iter().position(|s| **s == *fields);
+        if let Some(index) = find(&self.shapes.load()) {
+            return Some(index);
+        }
+        let fields: Arc<[Field]> = fields.into();
+        let mut index = None;
+        self.shapes.rcu(|shapes| {
+            index = shapes.iter().position(|s| *s == fields);
+            let mut shapes = (**shapes).clone();
+            if index.is_none() && shapes.len() < MAX_SHAPES {
+                index = Some(shapes.len());
+                shapes.push(fields.clone());
+            }
+            shapes
+        });
+        index
+    }
+}
+
+impl Default for DecisionMemo {
+    fn default() -> Self {
+        DecisionMemo::new()
+    }
+}
+
+/// Whether two decisions are the same. (The generated types cannot derive
+/// `PartialEq`: some of their siblings hold resource handles.)
+pub fn same_decision(a: &Decision, b: &Decision) -> bool {
+    use super::bindings::types::{HeaderEdit, Route};
+    fn same_edit(a: &HeaderEdit, b: &HeaderEdit) -> bool {
+        match (a, b) {
+            (HeaderEdit::Set(x), HeaderEdit::Set(y)) => x == y,
+            (HeaderEdit::Append(x), HeaderEdit::Append(y)) => x == y,
+            (HeaderEdit::Remove(x), HeaderEdit::Remove(y)) => x == y,
+            _ => false,
+        }
+    }
+    fn same_route(a: &Route, b: &Route) -> bool {
+        a.backends == b.backends
+            && a.request_headers.len() == b.request_headers.len()
+            && a.request_headers
+                .iter()
+                .zip(&b.request_headers)
+                .all(|(x, y)| same_edit(x, y))
+    }
+    match (a, b) {
+        (Decision::Respond(x), Decision::Respond(y)) => {
+            x.status == y.status && x.headers == y.headers && x.body == y.body
+        }
+        (Decision::Lookup(x), Decision::Lookup(y)) => {
+            x.key == y.key && x.ttl == y.ttl && same_route(&x.route, &y.route)
+        }
+        (Decision::Pass(x), Decision::Pass(y)) => same_route(x, y),
+        _ => false,
+    }
+}
+
+/// Whether an import gives a guest the same answers on every run in the
+/// sandbox the node builds (no environment, arguments, preopens or stdio):
+/// the `outpost:edge` imports and the inert parts of WASI. Clocks, random
+/// numbers, sockets and HTTP differ between runs.
+pub fn is_deterministic_import(name: &str) -> bool {
+    const INERT: [&str; 4] = ["outpost:edge/", "wasi:cli/", "wasi:io/", "wasi:filesystem/"];
+    INERT.iter().any(|prefix| name.starts_with(prefix))
+}
+
+/// The memo key: the shape's index, then each read's value as the getter
+/// would see it. Two requests with equal keys are indistinguishable to a
+/// policy that reads exactly these fields. Raw bytes are used where the
+/// getter would decode, so the key never conflates what the guest could
+/// tell apart.
+fn encode(
+    key: &mut Vec<u8>,
+    index: usize,
+    shape: &[Field],
+    request: &RequestInfo,
+    vars: &BTreeMap<String, String>,
+) {
+    key.push(index as u8);
+    for field in shape {
+        match field {
+            Field::Method => value(key, Some(request.method.as_str().as_bytes())),
+            Field::Scheme => value(key, Some(request.scheme.as_bytes())),
+            Field::Authority => value(key, Some(request.authority.as_bytes())),
+            Field::Path => value(key, Some(request.uri.path().as_bytes())),
+            Field::Query => value(key, request.uri.query().map(str::as_bytes)),
+            Field::Header(name) => value(key, request.headers.get(&**name).map(|v| v.as_bytes())),
+            Field::HeaderValues(name) => {
+                let values = request.headers.get_all(&**name);
+                key.extend_from_slice(&(values.iter().count() as u32).to_le_bytes());
+                for v in values {
+                    value(key, Some(v.as_bytes()));
+                }
+            }
+            Field::Headers => {
+                key.extend_from_slice(&(request.headers.len() as u32).to_le_bytes());
+                for (name, v) in &request.headers {
+                    value(key, Some(name.as_str().as_bytes()));
+                    value(key, Some(v.as_bytes()));
+                }
+            }
+            Field::ClientAddr => match request.client_ip {
+                std::net::IpAddr::V4(ip) => value(key, Some(&ip.octets())),
+                std::net::IpAddr::V6(ip) => value(key, Some(&ip.octets())),
+            },
+            Field::Config(name) => value(key, vars.get(&**name).map(String::as_bytes)),
+        }
+    }
+}
+
+fn value(key: &mut Vec<u8>, bytes: Option<&[u8]>) {
+    match bytes {
+        None => key.push(0),
+        Some(b) => {
+            key.push(1);
+            key.extend_from_slice(&(b.len() as u32).to_le_bytes());
+            key.extend_from_slice(b);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::{Lookup, Route};
+
+    fn request(path: &str, ua: Option<&str>) -> RequestInfo {
+        let mut headers = http::HeaderMap::new();
+        if let Some(ua) = ua {
+            headers.insert("user-agent", ua.parse().unwrap());
+        }
+        RequestInfo {
+            method: http::Method::GET,
+            uri: path.parse().unwrap(),
+            headers,
+            scheme: "http",
+            authority: "a.test".into(),
+            client_ip: "127.0.0.1".parse().unwrap(),
+        }
+    }
+
+    fn lookup(key: &str) -> Decision {
+        Decision::Lookup(Lookup {
+            key: key.into(),
+            ttl: None,
+            route: Route {
+                backends: vec!["origin".into()],
+                request_headers: vec![],
+            },
+        })
+    }
+
+    fn reads(fields: &[Field]) -> Reads {
+        let mut r = Reads::default();
+        for f in fields {
+            r.note(f.clone());
+        }
+        r
+    }
+
+    #[test]
+    fn a_decision_is_recalled_only_for_equal_values_of_what_was_read() {
+        let memo = DecisionMemo::new();
+        let vars = BTreeMap::new();
+        let shape = [Field::Path, Field::Header("user-agent".into())];
+        let first = request("/a?x=1", Some("phone"));
+        memo.remember(reads(&shape), &first, &vars, &lookup("phone/a"));
+        // The query was not read: it does not matter.
+        let same = request("/a?x=2", Some("phone"));
+        let (recalled, _) = memo.recall(&same, &vars).unwrap();
+        assert!(same_decision(&recalled, &lookup("phone/a")));
+        assert!(!same_decision(&recalled, &lookup("desk/a")));
+        assert!(memo.recall(&request("/a", Some("desk")), &vars).is_none());
+        assert!(memo.recall(&request("/a", None), &vars).is_none());
+        assert!(memo.recall(&request("/b", Some("phone")), &vars).is_none());
+    }
+
+    #[test]
+    fn an_absent_value_differs_from_an_empty_one() {
+        let memo = DecisionMemo::new();
+        let vars = BTreeMap::new();
+        memo.remember(
+            reads(&[Field::Query]),
+            &request("/", None),
+            &vars,
+            &lookup("none"),
+        );
+        assert!(memo.recall(&request("/?", None), &vars).is_none());
+        assert!(memo.recall(&request("/", None), &vars).is_some());
+    }
+
+    #[test]
+    fn calls_with_effects_are_never_memoized_and_disable_forgets_everything() {
+        let memo = DecisionMemo::new();
+        let vars = BTreeMap::new();
+        let mut tainted = reads(&[Field::Path]);
+        tainted.taint();
+        memo.remember(tainted, &request("/", None), &vars, &lookup("x"));
+        assert!(memo.recall(&request("/", None), &vars).is_none());
+        memo.remember(
+            reads(&[Field::Path]),
+            &request("/", None),
+            &vars,
+            &lookup("x"),
+        );
+        assert!(memo.recall(&request("/", None), &vars).is_some());
+        memo.disable();
+        assert!(memo.recall(&request("/", None), &vars).is_none());
+    }
+
+    #[test]
+    fn one_recall_in_check_every_asks_for_a_check() {
+        let memo = DecisionMemo::new();
+        let vars = BTreeMap::new();
+        memo.remember(
+            reads(&[Field::Path]),
+            &request("/", None),
+            &vars,
+            &lookup("x"),
+        );
+        let checks = (0..CHECK_EVERY * 3)
+            .filter(|_| memo.recall(&request("/", None), &vars).unwrap().1)
+            .count();
+        assert_eq!(checks, 3);
+    }
+
+    #[test]
+    fn only_inert_imports_count_as_deterministic() {
+        assert!(is_deterministic_import("outpost:edge/host@0.1.0"));
+        assert!(is_deterministic_import("wasi:cli/environment@0.2.0"));
+        assert!(!is_deterministic_import("wasi:clocks/wall-clock@0.2.0"));
+        assert!(!is_deterministic_import("wasi:random/random@0.2.0"));
+        assert!(!is_deterministic_import("wasi:sockets/tcp@0.2.0"));
+    }
+}
