@@ -86,6 +86,21 @@ fn guest(c: &mut Criterion) {
             total
         })
     });
+
+    // A request whose decision is memoized skips wasm: this is its cost.
+    let memo = module.memo.as_ref().expect("cache-key imports nothing nondeterministic");
+    rt.block_on(async {
+        let mut session = GuestSession::start(&runtime, &module, ctx(), info.clone())
+            .await
+            .unwrap();
+        session.record_reads();
+        let decision = session.on_request().await.unwrap();
+        let reads = session.take_reads().unwrap();
+        memo.remember(reads, &info, &tenant.vars, &decision);
+    });
+    c.bench_function("memoized decision (cache-key)", |b| {
+        b.iter(|| memo.recall(&info, &tenant.vars).expect("memoized"))
+    });
 }
 
 criterion_group!(benches, guest);
