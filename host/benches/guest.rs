@@ -88,7 +88,10 @@ fn guest(c: &mut Criterion) {
     });
 
     // A request whose decision is memoized skips wasm: this is its cost.
-    let memo = module.memo.as_ref().expect("cache-key imports nothing nondeterministic");
+    let memo = module
+        .memo
+        .as_ref()
+        .expect("cache-key imports nothing nondeterministic");
     rt.block_on(async {
         let mut session = GuestSession::start(&runtime, &module, ctx(), info.clone())
             .await

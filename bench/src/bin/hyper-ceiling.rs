@@ -37,7 +37,9 @@ async fn main() -> std::io::Result<()> {
                     Some((_, b)) => Response::builder()
                         .header("cache-control", "public, max-age=3600")
                         .body(Full::new(b.clone())),
-                    None => Response::builder().status(404).body(Full::new(Bytes::new())),
+                    None => Response::builder()
+                        .status(404)
+                        .body(Full::new(Bytes::new())),
                 };
                 Ok::<_, Infallible>(response.expect("a valid response"))
             });

@@ -11,7 +11,10 @@ fn main() {
         std::process::exit(2);
     }
     let trace = std::fs::read_to_string(&args[1]).expect("read the trace");
-    let keys: Vec<u32> = trace.lines().map(|l| l.parse().expect("a key id")).collect();
+    let keys: Vec<u32> = trace
+        .lines()
+        .map(|l| l.parse().expect("a key id"))
+        .collect();
     let requests: usize = args[2].parse().expect("REQUESTS");
     let object: u32 = args[3].parse().expect("OBJECT_BYTES");
     let capacity: u64 = args[4].parse().expect("CAPACITY_BYTES");

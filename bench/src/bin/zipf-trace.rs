@@ -10,7 +10,10 @@ use outpost_bench::{SplitMix, Zipf};
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let keys: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
-    let requests: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let requests: usize = args
+        .get(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
     let s: f64 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(1.0);
     let zipf = Zipf::new(keys, s);
     let mut rng = SplitMix(0x5EED);

@@ -169,8 +169,9 @@ async fn run_policy(
                 .metrics
                 .memo_hits
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            exchange.recalled = Some(decision.clone());
-            decision
+            let owned = Decision::clone(&decision);
+            exchange.recalled = Some(decision);
+            owned
         }
         // No memo, or a memoized request picked to check the memo: the
         // guest decides, and the check compares.
@@ -314,7 +315,7 @@ pub(crate) struct Exchange {
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
     /// The memo's decision for this request, checked against the guest's
     /// whenever the guest runs.
-    recalled: Option<Decision>,
+    recalled: Option<Arc<Decision>>,
     /// Set while fetching one slice of an object (see `slice`).
     slice_range: Option<(u64, u64)>,
 }

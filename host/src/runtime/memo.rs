@@ -22,8 +22,9 @@
 //! that made the decision); any difference disables the memo for that
 //! module version.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
@@ -31,7 +32,8 @@ use arc_swap::ArcSwap;
 use super::bindings::types::Decision;
 use super::heads::RequestInfo;
 
-/// One memoized request in this many runs the guest to check the memo.
+/// One memoized request in this many (per worker thread) runs the guest to
+/// check the memo.
 pub const CHECK_EVERY: u64 = 64;
 /// Distinct read sequences kept per module version; requests taking other
 /// paths through the policy are not memoized.
@@ -85,7 +87,12 @@ pub struct DecisionMemo {
     /// Created on first use: most modules of a large node see little traffic.
     entries: OnceLock<moka::sync::Cache<Box<[u8]>, Arc<Decision>>>,
     enabled: AtomicBool,
-    recalled: AtomicU64,
+}
+
+thread_local! {
+    /// Memoized requests served by this thread, to pick the ones to check
+    /// without a counter shared between threads.
+    static RECALLED: Cell<u64> = const { Cell::new(0) };
 }
 
 impl DecisionMemo {
@@ -94,7 +101,6 @@ impl DecisionMemo {
             shapes: ArcSwap::from_pointee(Vec::new()),
             entries: OnceLock::new(),
             enabled: AtomicBool::new(true),
-            recalled: AtomicU64::new(0),
         }
     }
 
@@ -116,7 +122,7 @@ impl DecisionMemo {
         &self,
         request: &RequestInfo,
         vars: &BTreeMap<String, String>,
-    ) -> Option<(Decision, bool)> {
+    ) -> Option<(Arc<Decision>, bool)> {
         if !self.is_enabled() {
             return None;
         }
@@ -127,8 +133,11 @@ impl DecisionMemo {
             key.clear();
             encode(&mut key, index, shape, request, vars);
             if let Some(decision) = entries.get(key.as_slice()) {
-                let n = self.recalled.fetch_add(1, Ordering::Relaxed);
-                return Some(((*decision).clone(), n % CHECK_EVERY == CHECK_EVERY - 1));
+                let check = RECALLED.with(|n| {
+                    n.set(n.get().wrapping_add(1));
+                    n.get() % CHECK_EVERY == 0
+                });
+                return Some((decision, check));
             }
         }
         None

@@ -1,27 +1,58 @@
 //! A bounded ring of a tenant's recent request heads, for the policy
 //! preview. Recording never blocks a request: when the ring is busy the
 //! request is simply not recorded.
+//!
+//! Once the ring is full only one request in [`SAMPLE_EVERY`] is recorded,
+//! and what is kept is a compact copy: a parsed head shares its buffer
+//! with the connection's read buffer, so keeping the head itself would
+//! hold kilobytes per entry, and a thousand tenants' rings would hold
+//! gigabytes.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+
+use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 
 use crate::runtime::heads::RequestInfo;
 
 /// Request heads kept per tenant.
-pub const RECENT_CAPACITY: usize = 512;
+pub const RECENT_CAPACITY: usize = 256;
+/// With the ring full, one request in this many replaces the oldest.
+const SAMPLE_EVERY: u32 = 16;
+
+thread_local! {
+    /// Requests seen by this thread, for sampling without a shared counter.
+    static SEEN: Cell<u32> = const { Cell::new(0) };
+}
 
 #[derive(Default)]
 pub struct RecentRequests {
     ring: Mutex<VecDeque<Arc<RequestInfo>>>,
+    /// The ring holds `RECENT_CAPACITY` heads: skipped requests need not
+    /// touch the lock.
+    full: AtomicBool,
 }
 
 impl RecentRequests {
-    pub fn record(&self, request: &Arc<RequestInfo>) {
+    pub fn record(&self, request: &RequestInfo) {
+        let sampled = SEEN.with(|seen| {
+            let n = seen.get().wrapping_add(1);
+            seen.set(n);
+            n % SAMPLE_EVERY == 0
+        });
+        if !sampled && self.full.load(Ordering::Relaxed) {
+            return;
+        }
         if let Ok(mut ring) = self.ring.try_lock() {
             if ring.len() == RECENT_CAPACITY {
                 ring.pop_front();
             }
-            ring.push_back(request.clone());
+            ring.push_back(Arc::new(compact(request)));
+            if ring.len() == RECENT_CAPACITY {
+                self.full.store(true, Ordering::Relaxed);
+            }
         }
     }
 
@@ -33,5 +64,25 @@ impl RecentRequests {
             .iter()
             .cloned()
             .collect()
+    }
+}
+
+/// A copy of a request head in storage of its own.
+fn compact(request: &RequestInfo) -> RequestInfo {
+    let mut headers = HeaderMap::with_capacity(request.headers.len());
+    for (name, value) in &request.headers {
+        let name =
+            HeaderName::from_bytes(name.as_str().as_bytes()).unwrap_or_else(|_| name.clone());
+        let value = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        headers.append(name, value);
+    }
+    let uri = Uri::try_from(request.uri.to_string()).unwrap_or_else(|_| request.uri.clone());
+    RequestInfo {
+        method: request.method.clone(),
+        uri,
+        headers,
+        scheme: request.scheme,
+        authority: request.authority.clone(),
+        client_ip: request.client_ip,
     }
 }
