@@ -205,7 +205,7 @@ pub struct TenantConfig {
     /// request fields and config values the policy read) equal an earlier
     /// request's, skipping wasm for them. Applies to policies that import
     /// no clocks, random numbers or sockets and whose hook makes no `log`,
-    /// `cache-*` or `fetch` call; one memoized request in 64 still runs the
+    /// `cache-*` or `fetch` call; one memoized request in 256 still runs the
     /// guest and a difference turns the memo off for that version. Tenants
     /// with `reuse_instances` are never memoized (instances keep state).
     #[serde(default = "default_true")]

@@ -54,12 +54,10 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let node = node.clone();
         let service = service_fn(move |request| {
-            let node = node.clone();
-            async move {
-                Ok::<_, std::convert::Infallible>(
-                    crate::proxy::handle(node, request, peer.ip()).await,
-                )
-            }
+            // Boxed: hyper moves the request future around while it polls
+            // the connection, and a pointer moves cheaper than the state.
+            let handled = Box::pin(crate::proxy::handle(node.clone(), request, peer.ip()));
+            async move { Ok::<_, std::convert::Infallible>(handled.await) }
         });
         let connection = builder
             .serve_connection(TokioIo::new(stream), service)

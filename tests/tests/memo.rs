@@ -70,7 +70,7 @@ async fn repeated_requests_reuse_the_decision_yet_still_vary_by_what_the_policy_
     );
     assert_eq!(origin.total(), 2, "one fetch per device class");
     // 41 requests: at most 3 distinct inputs ran the guest, plus one check
-    // in 64 memoized requests.
+    // in 256 memoized requests (per thread).
     let hits = memo_hits(&client, &node).await;
     assert!(hits >= 37, "only {hits} requests were decided by the memo");
 }

@@ -28,6 +28,9 @@ pub struct StoredResponse {
     pub tags: Vec<String>,
     /// Soft-purged: stale from now on, but still there for stale serving.
     pub soft_purged: AtomicBool,
+    /// Whether `headers` hold fields for this cache only, which are
+    /// stripped from every response (see `has_cache_targeted`).
+    pub targeted: bool,
 }
 
 impl StoredResponse {

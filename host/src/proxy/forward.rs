@@ -348,6 +348,7 @@ pub(super) async fn finish_lookup(
                         policy: override_for(&mode, ttl),
                     }
                     .assess();
+                    let targeted = super::headers::has_cache_targeted(&merged);
                     let refreshed = Arc::new(StoredResponse {
                         status: stale.status,
                         headers: merged,
@@ -357,6 +358,7 @@ pub(super) async fn finish_lookup(
                         vary: stale.vary.clone(),
                         tags: stale.tags.clone(),
                         soft_purged: Default::default(),
+                        targeted,
                     });
                     if assessed.is_ok() && mode != StoreMode::NoStore {
                         exchange.tenant.store.insert(key.key(), refreshed.clone());
@@ -435,6 +437,7 @@ pub(super) async fn finish_lookup(
                 vary: vary.clone(),
                 tags: tags.clone(),
                 soft_purged: Default::default(),
+                targeted: super::headers::has_cache_targeted(&headers),
             };
             let tenant = exchange.tenant.clone();
             match content_length(&headers) {

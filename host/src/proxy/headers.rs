@@ -41,11 +41,25 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
 /// Fields addressed to this cache only (RFC 9213 section 2.1 and the
 /// Surrogate-Control convention): consumed here, not sent to clients.
 pub fn strip_cache_targeted(headers: &mut HeaderMap) {
-    headers.remove("cdn-cache-control");
-    headers.remove("surrogate-control");
-    // Purge tags are for this cache's index, not for clients.
-    headers.remove("surrogate-key");
-    headers.remove("cache-tag");
+    for name in CACHE_TARGETED {
+        headers.remove(name);
+    }
+}
+
+/// Fields for this cache only; purge tags are for its index, not clients.
+const CACHE_TARGETED: [&str; 4] = [
+    "cdn-cache-control",
+    "surrogate-control",
+    "surrogate-key",
+    "cache-tag",
+];
+
+/// Whether any field for this cache only is present: a stored response
+/// without any is sent without looking for them on every hit.
+pub fn has_cache_targeted(headers: &HeaderMap) -> bool {
+    CACHE_TARGETED
+        .iter()
+        .any(|name| headers.contains_key(*name))
 }
 
 /// The Via entry this node adds (RFC 9110 section 7.6.3).

@@ -143,6 +143,10 @@ async fn handle_tenant(
 
 /// Runs the tenant's policy for one request and carries out its decision.
 /// Returns the response and a one-line summary of the decision.
+///
+/// The paths a cache hit does not take (instantiating, fetching, slicing)
+/// are boxed futures: inline, their state would make the hit path's future
+/// kilobytes large, copied on every request.
 async fn run_policy(
     node: Arc<Node>,
     tenant: Arc<Tenant>,
@@ -177,7 +181,7 @@ async fn run_policy(
         // guest decides, and the check compares.
         other => {
             exchange.recalled = other.map(|(decision, _)| decision);
-            match exchange.start_session().await {
+            match Box::pin(exchange.start_session()).await {
                 Ok(decision) => decision,
                 Err(failure) => {
                     let summary = failure.as_str().to_string();
@@ -204,7 +208,7 @@ async fn run_policy(
 
     let response = match decision {
         Decision::Respond(synthetic) => respond::synthetic(synthetic),
-        Decision::Pass(route) => exchange.pass(route, None).await,
+        Decision::Pass(route) => Box::pin(exchange.pass(route, None)).await,
         Decision::Lookup(lookup) => {
             if matches!(exchange.info.method, Method::GET | Method::HEAD) {
                 exchange.lookup(lookup).await
@@ -212,7 +216,7 @@ async fn run_policy(
                 // RFC 9111 section 4.4: a successful unsafe request
                 // invalidates what is stored under the target's key.
                 let key = CacheKey::new(&exchange.tenant, &lookup.key);
-                exchange.pass(lookup.route, Some(key)).await
+                Box::pin(exchange.pass(lookup.route, Some(key))).await
             }
         }
     };
@@ -399,7 +403,7 @@ impl Exchange {
     /// response hook always runs in the instance that made the decision.
     async fn session(&mut self) -> Result<&mut GuestSession, GuestFailure> {
         if self.session.is_none() {
-            self.start_session().await?;
+            Box::pin(self.start_session()).await?;
         }
         Ok(self
             .session
@@ -414,19 +418,21 @@ impl Exchange {
 
     /// A cache lookup; on a miss, lead or join the fill of the key.
     async fn lookup(mut self, lookup: Lookup) -> Response<ProxyBody> {
-        let key = CacheKey::new(&self.tenant, &lookup.key);
+        // The coalescing key is built only on a miss: a hit needs none.
+        let new_key =
+            |exchange: &Exchange, lookup: &Lookup| CacheKey::new(&exchange.tenant, &lookup.key);
         let cache = self.node.cache.clone();
         // A Range on a miss is served from slices, not the whole object.
         if self.info.method == Method::GET {
             if let Some((start, end)) = slice::single_range(&self.info.headers) {
-                let whole = self.tenant.store.select(key.key(), &self.info.headers);
+                let whole = self.tenant.store.select(&lookup.key, &self.info.headers);
                 let sliceable = !self
                     .tenant
                     .store
-                    .is_uncacheable(&slice::not_sliceable_key(key.key()));
+                    .is_uncacheable(&slice::not_sliceable_key(&lookup.key));
                 if sliceable && !matches!(whole, Selected::Found(_)) {
                     let size = cache.slice_bytes;
-                    match self.sliced(lookup.clone(), start, end, size).await {
+                    match Box::pin(self.sliced(lookup.clone(), start, end, size)).await {
                         slice::SliceStart::Done(response) => return response,
                         slice::SliceStart::NotSliceable(exchange) => self = exchange,
                     }
@@ -438,7 +444,7 @@ impl Exchange {
         let mut vary_miss = false;
         for _round in 0..3 {
             let now = Instant::now();
-            match self.tenant.store.select(key.key(), &self.info.headers) {
+            match self.tenant.store.select(&lookup.key, &self.info.headers) {
                 Selected::Found(stored) => {
                     if stored.is_fresh(now)
                         && request_allows(&request_cc, &self.info.headers, &stored, now)
@@ -472,6 +478,7 @@ impl Exchange {
                         // RFC 5861 section 3: serve stale now, refresh once
                         // in the background.
                         let info = self.info.clone();
+                        let key = new_key(&self, &lookup);
                         if let Role::Leader(guard) = cache.join_fill(&key) {
                             let refreshed = stored.clone();
                             tokio::spawn(async move {
@@ -497,15 +504,15 @@ impl Exchange {
                 Selected::VaryMiss => vary_miss = true,
                 Selected::Miss => {}
             }
-            if self.tenant.store.is_uncacheable(key.key()) {
+            if self.tenant.store.is_uncacheable(&lookup.key) {
                 // Hit-for-miss: the last answer was not cacheable, so do not
                 // queue behind another request's fetch.
                 break;
             }
+            let key = new_key(&self, &lookup);
             match cache.join_fill(&key) {
                 Role::Leader(guard) => {
-                    return self
-                        .fill(lookup, key, stale, Some(guard), fwd(vary_miss))
+                    return Box::pin(self.fill(lookup, key, stale, Some(guard), fwd(vary_miss)))
                         .await
                 }
                 Role::Waiter(rx) => {
@@ -529,7 +536,8 @@ impl Exchange {
                 }
             }
         }
-        self.fill(lookup, key, stale, None, fwd(vary_miss)).await
+        let key = new_key(&self, &lookup);
+        Box::pin(self.fill(lookup, key, stale, None, fwd(vary_miss))).await
     }
 
     /// Fetches for a lookup and stores what may be stored. `guard` is held

@@ -208,7 +208,10 @@ pub fn stored(
     headers.insert(header::AGE, HeaderValue::from(stored.age(now).as_secs()));
     // Ranges are served from complete stored responses (RFC 9110 14.3).
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    finish(&mut headers, status);
+    if stored.targeted {
+        strip_cache_targeted(&mut headers);
+    }
+    add_via_and_status(&mut headers, status);
     let mut r = Response::new(body);
     *r.status_mut() = code;
     *r.headers_mut() = headers;
@@ -316,6 +319,10 @@ pub fn streamed(
 /// Common to every response that came through the cache or a backend.
 fn finish(headers: &mut HeaderMap, cache: CacheStatus) {
     strip_cache_targeted(headers);
+    add_via_and_status(headers, cache);
+}
+
+fn add_via_and_status(headers: &mut HeaderMap, cache: CacheStatus) {
     headers.append(header::VIA, via_value(http::Version::HTTP_11));
     headers.insert("cache-status", cache.value());
 }

@@ -266,6 +266,7 @@ impl Exchange {
                 vary: crate::cache::vary_values(&headers, &self.info.headers),
                 tags: Vec::new(),
                 soft_purged: Default::default(),
+                targeted: super::headers::has_cache_targeted(&headers),
             };
             self.tenant.store.insert(&key, Arc::new(stored));
         }

@@ -34,7 +34,7 @@ use super::heads::RequestInfo;
 
 /// One memoized request in this many (per worker thread) runs the guest to
 /// check the memo.
-pub const CHECK_EVERY: u64 = 64;
+pub const CHECK_EVERY: u64 = 256;
 /// Distinct read sequences kept per module version; requests taking other
 /// paths through the policy are not memoized.
 const MAX_SHAPES: usize = 16;

@@ -5,7 +5,8 @@
 //! make per-request instantiation cost microseconds (see PERF-NOTES): memory
 //! kept resident and reset with `pagemap_scan` where the kernel has it, no
 //! component-model concurrency, copy-on-write memory images. CPU time is
-//! bounded by epoch interruption driven by a 1 ms ticker thread.
+//! bounded by epoch interruption driven by a 1 ms ticker thread that sleeps
+//! while no guest runs.
 
 mod bindings;
 pub mod heads;
@@ -13,6 +14,7 @@ mod host_impl;
 pub mod memo;
 mod session;
 mod state;
+mod ticker;
 
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
@@ -40,6 +42,8 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// The node's wasm engine and the linker that provides the host imports.
 pub struct Runtime {
     engine: Engine,
+    /// Guests running now, for the epoch ticker.
+    activity: Arc<ticker::Activity>,
     linker: Linker<state::GuestState>,
     /// Compiled components by content hash; `None`: compile every time.
     compiled_dir: Option<PathBuf>,
@@ -88,16 +92,8 @@ impl Runtime {
         )
         .map_err(|e| anyhow::anyhow!("{e}"))?;
 
-        let ticker = engine.weak();
-        std::thread::Builder::new()
-            .name("outpost-epoch".into())
-            .spawn(move || loop {
-                std::thread::sleep(EPOCH_TICK);
-                match ticker.upgrade() {
-                    Some(engine) => engine.increment_epoch(),
-                    None => return,
-                }
-            })?;
+        let activity = Arc::new(ticker::Activity::default());
+        ticker::spawn(engine.weak(), activity.clone())?;
         if let Some(dir) = &config.compiled_cache_dir {
             std::fs::create_dir_all(dir).map_err(|e| {
                 anyhow::anyhow!("runtime.compiled_cache_dir {}: {e}", dir.display())
@@ -105,6 +101,7 @@ impl Runtime {
         }
         Ok(Arc::new(Runtime {
             engine,
+            activity,
             linker,
             compiled_dir: config.compiled_cache_dir.clone(),
         }))
@@ -188,6 +185,10 @@ impl Runtime {
 
     pub(crate) fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    pub(crate) fn activity(&self) -> &Arc<ticker::Activity> {
+        &self.activity
     }
 }
 

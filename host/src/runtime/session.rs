@@ -61,6 +61,8 @@ pub struct GuestSession {
     uses: u32,
     /// A hook failed: the instance must not serve again.
     failed: bool,
+    /// Keeps the epoch ticker going while a hook runs.
+    activity: Arc<super::ticker::Activity>,
 }
 
 /// Requests one reused instance serves before it is retired: the SDK's
@@ -103,7 +105,10 @@ impl GuestSession {
             .table
             .push(RequestHead(request))
             .map_err(|e| GuestFailure::Unavailable(e.to_string()))?;
-        let policy = match module.pre.instantiate_async(&mut store).await {
+        let running = runtime.activity().enter();
+        let instantiated = module.pre.instantiate_async(&mut store).await;
+        drop(running);
+        let policy = match instantiated {
             Ok(policy) => policy,
             Err(e) => return Err(classify(&store, e, true)),
         };
@@ -114,6 +119,7 @@ impl GuestSession {
             version: module.version.clone(),
             uses: 1,
             failed: false,
+            activity: runtime.activity().clone(),
         })
     }
 
@@ -164,6 +170,7 @@ impl GuestSession {
     pub async fn on_request(&mut self) -> Result<types::Decision, GuestFailure> {
         self.begin_hook();
         let head = Resource::new_borrow(self.head.rep());
+        let _running = self.activity.enter();
         let result = self
             .policy
             .outpost_edge_policy()
@@ -193,6 +200,7 @@ impl GuestSession {
             OutcomeForGuest::Error(e) => types::Outcome::Error(e),
         };
         let head = Resource::new_borrow(self.head.rep());
+        let _running = self.activity.enter();
         let result = self
             .policy
             .outpost_edge_policy()
