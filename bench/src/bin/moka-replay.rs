@@ -1,6 +1,7 @@
-//! The hit ratio moka alone achieves on a trace: every key is an object of
-//! `OBJECT_BYTES`, the cache holds `CAPACITY_BYTES`, a miss inserts.
-//! Replays the first `REQUESTS` lines (wrapping), as many as the server saw.
+//! The hit ratio moka alone achieves on a trace: every key is an object
+//! weighing `OBJECT_BYTES`, the cache holds `CAPACITY_BYTES`, a miss
+//! inserts. Replays the first `REQUESTS` lines (wrapping), as many as the
+//! server answered.
 //!
 //!     moka-replay TRACE REQUESTS OBJECT_BYTES CAPACITY_BYTES
 

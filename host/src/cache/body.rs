@@ -5,7 +5,7 @@
 //! of body (the failure mode of Pingora #932), so a client never takes a
 //! truncated object for a whole one.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
@@ -36,6 +36,10 @@ struct Chunks {
 #[derive(Debug)]
 pub struct SharedBody {
     chunks: RwLock<Chunks>,
+    /// The complete body in one buffer, once it is (bodies up to
+    /// `COMPACT_MAX`): a hit reads it without the lock or the progress
+    /// channel, which every hit on a popular object would otherwise share.
+    whole: OnceLock<Bytes>,
     progress: watch::Sender<Progress>,
     /// The length the origin announced, if any.
     pub expected_len: Option<u64>,
@@ -51,6 +55,7 @@ impl SharedBody {
     pub fn filling(expected_len: Option<u64>) -> Arc<SharedBody> {
         Arc::new(SharedBody {
             chunks: RwLock::new(Chunks::default()),
+            whole: OnceLock::new(),
             progress: watch::Sender::new(Progress::Filling(0)),
             expected_len,
         })
@@ -59,6 +64,7 @@ impl SharedBody {
     /// A body that is already whole.
     pub fn complete(bytes: Bytes) -> Arc<SharedBody> {
         let len = bytes.len() as u64;
+        let whole = OnceLock::from(bytes.clone());
         let chunks = if bytes.is_empty() {
             Vec::new()
         } else {
@@ -69,6 +75,7 @@ impl SharedBody {
                 generation: 0,
                 list: chunks,
             }),
+            whole,
             progress: watch::Sender::new(Progress::Complete),
             expected_len: Some(len),
         })
@@ -99,6 +106,11 @@ impl SharedBody {
                 chunks.list = vec![all.freeze()];
                 chunks.generation += 1;
             }
+            match chunks.list.as_slice() {
+                [] => drop(self.whole.set(Bytes::new())),
+                [one] => drop(self.whole.set(one.clone())),
+                _ => {}
+            }
         }
         self.progress.send_replace(Progress::Complete);
     }
@@ -107,12 +119,20 @@ impl SharedBody {
         self.progress.send_replace(Progress::Failed(reason.into()));
     }
 
+    /// The complete body as one buffer, if it is complete and that small.
+    pub fn whole(&self) -> Option<&Bytes> {
+        self.whole.get()
+    }
+
     pub fn is_complete(&self) -> bool {
         *self.progress.borrow() == Progress::Complete
     }
 
     /// Bytes received so far.
     pub fn len(&self) -> u64 {
+        if let Some(whole) = self.whole.get() {
+            return whole.len() as u64;
+        }
         self.chunks
             .read()
             .unwrap_or_else(|p| p.into_inner())

@@ -65,9 +65,7 @@ async fn handle_tenant(
     request: Request<Incoming>,
     client_ip: IpAddr,
 ) -> Response<ProxyBody> {
-    node.metrics
-        .requests
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    node.metrics.requests.inc();
     if request.method() == Method::CONNECT {
         // A reverse proxy does not open tunnels (RFC 9110 section 9.3.6).
         let mut r = respond::plain(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
@@ -168,11 +166,7 @@ async fn run_policy(
     };
     let decision = match recalled {
         Some((decision, false)) => {
-            exchange
-                .node
-                .metrics
-                .memo_hits
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            exchange.node.metrics.memo_hits.inc();
             let owned = Decision::clone(&decision);
             exchange.recalled = Some(decision);
             owned
@@ -184,8 +178,19 @@ async fn run_policy(
             match Box::pin(exchange.start_session()).await {
                 Ok(decision) => decision,
                 Err(failure) => {
-                    let summary = failure.as_str().to_string();
-                    return (exchange.guest_failed(failure), summary);
+                    // A check that found no free instance is skipped: the
+                    // memo's decision stands.
+                    let skipped = matches!(
+                        failure,
+                        GuestFailure::ConcurrencyLimit(_) | GuestFailure::Unavailable(_)
+                    );
+                    match exchange.recalled.as_deref().filter(|_| skipped) {
+                        Some(decision) => decision.clone(),
+                        None => {
+                            let summary = failure.as_str().to_string();
+                            return (exchange.guest_failed(failure), summary);
+                        }
+                    }
                 }
             }
         }

@@ -187,7 +187,9 @@ pub fn stored(
         (StatusCode::NOT_MODIFIED, empty())
     } else {
         headers = stored.headers.clone();
-        if info.method == Method::GET && stored.body.is_complete() {
+        if info.method == Method::GET
+            && (stored.body.whole().is_some() || stored.body.is_complete())
+        {
             let len = stored.body.len();
             match range::evaluate(&info.headers, stored, len) {
                 range::Ranges::Whole => (stored.status, whole(&stored.body)),
@@ -242,6 +244,9 @@ pub(super) fn value(text: &str) -> HeaderValue {
 
 /// The whole stored body: its chunks, following the fill if it is running.
 fn whole(body: &Arc<SharedBody>) -> ProxyBody {
+    if let Some(bytes) = body.whole() {
+        return full(bytes.clone());
+    }
     if body.is_complete() {
         return chunks(body.slice(0, u64::MAX));
     }
