@@ -21,8 +21,9 @@ enum Progress {
     Failed(Arc<str>),
 }
 
-/// Bodies up to this size are joined into one buffer when their fill ends,
-/// so a hit is written with one `write` instead of one per origin chunk.
+/// Bodies up to this size are copied into one buffer of their own when their
+/// fill ends, so a hit is written with one `write` instead of one per origin
+/// chunk.
 const COMPACT_MAX: u64 = 4 * 1024 * 1024;
 
 #[derive(Debug, Default)]
@@ -64,6 +65,12 @@ impl SharedBody {
     /// A body that is already whole.
     pub fn complete(bytes: Bytes) -> Arc<SharedBody> {
         let len = bytes.len() as u64;
+        // An owned copy, for the reason `finish` gives.
+        let bytes = if len <= COMPACT_MAX {
+            Bytes::copy_from_slice(&bytes)
+        } else {
+            bytes
+        };
         let whole = OnceLock::from(bytes.clone());
         let chunks = if bytes.is_empty() {
             Vec::new()
@@ -98,7 +105,10 @@ impl SharedBody {
         {
             let mut chunks = self.chunks.write().unwrap_or_else(|p| p.into_inner());
             let len: u64 = chunks.list.iter().map(|c| c.len() as u64).sum();
-            if chunks.list.len() > 1 && len <= COMPACT_MAX {
+            // A single chunk is copied too: a chunk read from the origin is
+            // a slice of the connection's read buffer and would keep all of
+            // it alive for as long as the object is stored.
+            if !chunks.list.is_empty() && len <= COMPACT_MAX {
                 let mut all = BytesMut::with_capacity(len as usize);
                 for c in &chunks.list {
                     all.extend_from_slice(c);

@@ -351,7 +351,7 @@ pub(super) async fn finish_lookup(
                     let targeted = super::headers::has_cache_targeted(&merged);
                     let refreshed = Arc::new(StoredResponse {
                         status: stale.status,
-                        headers: merged,
+                        headers: super::headers::owned_copy(&merged),
                         body: stale.body.clone(),
                         stored_at: Instant::now(),
                         freshness: assessed.unwrap_or(stale.freshness),
@@ -430,7 +430,7 @@ pub(super) async fn finish_lookup(
             tags.extend(surrogate_keys(&headers));
             let stored_head = |body: Arc<SharedBody>| StoredResponse {
                 status: origin.status,
-                headers: headers.clone(),
+                headers: super::headers::owned_copy(&headers),
                 body,
                 stored_at: Instant::now(),
                 freshness,

@@ -62,6 +62,25 @@ pub fn has_cache_targeted(headers: &HeaderMap) -> bool {
         .any(|name| headers.contains_key(*name))
 }
 
+/// A copy of a head whose values own their bytes.
+///
+/// A head parsed from the wire keeps every value in slices of one read
+/// buffer, so keeping the head keeps that whole buffer, and all its values
+/// share one reference count. The cache stores owned copies (an object's
+/// memory is then what its weight says), and a hit sends a fresh copy
+/// rather than a clone: a clone bumps the shared counts once per field,
+/// on every hit, from every worker thread, and copying a few short values
+/// costs less than that contention.
+pub fn owned_copy(head: &HeaderMap) -> HeaderMap {
+    let mut copy = HeaderMap::with_capacity(head.len() + 4);
+    for (name, value) in head {
+        let mut owned = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        owned.set_sensitive(value.is_sensitive());
+        copy.append(name.clone(), owned);
+    }
+    copy
+}
+
 /// The Via entry this node adds (RFC 9110 section 7.6.3).
 pub fn via_value(version: http::Version) -> HeaderValue {
     HeaderValue::from_static(match version {

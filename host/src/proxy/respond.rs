@@ -14,7 +14,7 @@ use futures::StreamExt;
 use http_body_util::StreamBody;
 use hyper::body::Frame;
 
-use super::headers::{strip_cache_targeted, strip_hop_by_hop, via_value};
+use super::headers::{owned_copy, strip_cache_targeted, strip_hop_by_hop, via_value};
 use super::{conditional, range};
 use crate::cache::{SharedBody, StoredResponse};
 use crate::origin::ProxyBody;
@@ -186,7 +186,8 @@ pub fn stored(
         headers = conditional::not_modified_headers(&stored.headers);
         (StatusCode::NOT_MODIFIED, empty())
     } else {
-        headers = stored.headers.clone();
+        // Not a clone: see `owned_copy`.
+        headers = owned_copy(&stored.headers);
         if info.method == Method::GET
             && (stored.body.whole().is_some() || stored.body.is_complete())
         {

@@ -259,7 +259,7 @@ impl Exchange {
         if let Ok(freshness) = freshness {
             let stored = StoredResponse {
                 status: StatusCode::PARTIAL_CONTENT,
-                headers: headers.clone(),
+                headers: super::headers::owned_copy(&headers),
                 body: body.clone(),
                 stored_at: Instant::now(),
                 freshness,
