@@ -684,6 +684,16 @@ impl Client {
         }
     }
 
+    /// GETs `path` and asserts its Cache-Status contains `expected`.
+    pub async fn expect_cache_status(&self, node: &Node, host: &str, path: &str, expected: &str) {
+        let r = self.get(node, host, path).await;
+        assert!(
+            r.cache_status().contains(expected),
+            "GET {path}: Cache-Status {:?} lacks {expected:?}",
+            r.cache_status()
+        );
+    }
+
     /// Sends a request and returns the response with its body unread.
     pub async fn open(
         &self,

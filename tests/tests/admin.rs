@@ -202,11 +202,9 @@ async fn purge_by_key_and_purge_all_make_the_next_request_a_miss() {
     let client = Client::new();
     for path in ["/a", "/b"] {
         client.get(&node, "t.test", path).await;
-        assert!(client
-            .get(&node, "t.test", path)
-            .await
-            .cache_status()
-            .contains("hit"));
+        client
+            .expect_cache_status(&node, "t.test", path, "hit")
+            .await;
     }
     let r = client
         .admin(
@@ -218,16 +216,12 @@ async fn purge_by_key_and_purge_all_make_the_next_request_a_miss() {
         )
         .await;
     assert_eq!(json(&r)["found"], true, "{}", r.text());
-    assert!(client
-        .get(&node, "t.test", "/a")
-        .await
-        .cache_status()
-        .contains("fwd=uri-miss"));
-    assert!(client
-        .get(&node, "t.test", "/b")
-        .await
-        .cache_status()
-        .contains("hit"));
+    client
+        .expect_cache_status(&node, "t.test", "/a", "fwd=uri-miss")
+        .await;
+    client
+        .expect_cache_status(&node, "t.test", "/b", "hit")
+        .await;
 
     client
         .admin(
@@ -238,16 +232,12 @@ async fn purge_by_key_and_purge_all_make_the_next_request_a_miss() {
             "{\"all\": true}",
         )
         .await;
-    assert!(client
-        .get(&node, "t.test", "/a")
-        .await
-        .cache_status()
-        .contains("fwd=uri-miss"));
-    assert!(client
-        .get(&node, "t.test", "/b")
-        .await
-        .cache_status()
-        .contains("fwd=uri-miss"));
+    client
+        .expect_cache_status(&node, "t.test", "/a", "fwd=uri-miss")
+        .await;
+    client
+        .expect_cache_status(&node, "t.test", "/b", "fwd=uri-miss")
+        .await;
     assert_eq!(origin.hits("/a"), 3);
 }
 
@@ -364,11 +354,9 @@ async fn purge_by_url_uses_the_policys_key_for_that_url() {
     let node = Node::start(&admin_config(&origin));
     let client = Client::new();
     client.get(&node, "t.test", "/page?x=1").await;
-    assert!(client
-        .get(&node, "t.test", "/page?x=1")
-        .await
-        .cache_status()
-        .contains("hit"));
+    client
+        .expect_cache_status(&node, "t.test", "/page?x=1", "hit")
+        .await;
     let r = client
         .admin(
             &node,
@@ -379,9 +367,7 @@ async fn purge_by_url_uses_the_policys_key_for_that_url() {
         )
         .await;
     assert_eq!(json(&r)["found"], true, "{}", r.text());
-    assert!(client
-        .get(&node, "t.test", "/page?x=1")
-        .await
-        .cache_status()
-        .contains("fwd=uri-miss"));
+    client
+        .expect_cache_status(&node, "t.test", "/page?x=1", "fwd=uri-miss")
+        .await;
 }

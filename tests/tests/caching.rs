@@ -223,11 +223,9 @@ async fn a_stale_entry_is_revalidated_and_a_304_refreshes_its_headers() {
     let seen = origin.seen();
     assert_eq!(seen[1].headers.get("if-none-match").unwrap(), "\"v1\"");
     // Fresh again: a hit.
-    assert!(client
-        .get(&node, "t.test", "/x")
-        .await
-        .cache_status()
-        .contains("hit"));
+    client
+        .expect_cache_status(&node, "t.test", "/x", "hit")
+        .await;
     assert_eq!(origin.hits("/x"), 2);
 }
 
@@ -346,11 +344,9 @@ async fn a_successful_post_invalidates_the_cached_key() {
     let (origin, node, client) = setup().await;
     origin.reply("/x", Reply::ok());
     client.get(&node, "t.test", "/x").await;
-    assert!(client
-        .get(&node, "t.test", "/x")
-        .await
-        .cache_status()
-        .contains("hit"));
+    client
+        .expect_cache_status(&node, "t.test", "/x", "hit")
+        .await;
     let post = client
         .send(
             &node,
@@ -362,11 +358,9 @@ async fn a_successful_post_invalidates_the_cached_key() {
         )
         .await;
     assert_eq!(post.status, 200);
-    assert!(client
-        .get(&node, "t.test", "/x")
-        .await
-        .cache_status()
-        .contains("fwd=uri-miss"));
+    client
+        .expect_cache_status(&node, "t.test", "/x", "fwd=uri-miss")
+        .await;
     assert_eq!(
         origin
             .seen()
@@ -501,11 +495,9 @@ async fn an_unsafe_request_invalidates_its_location_and_content_location_on_the_
     let (origin, node, client) = setup().await;
     for path in ["/item", "/list", "/elsewhere"] {
         client.get(&node, "t.test", path).await;
-        assert!(client
-            .get(&node, "t.test", path)
-            .await
-            .cache_status()
-            .contains("hit"));
+        client
+            .expect_cache_status(&node, "t.test", path, "hit")
+            .await;
     }
     origin.reply(
         "/new",
@@ -525,21 +517,15 @@ async fn an_unsafe_request_invalidates_its_location_and_content_location_on_the_
         )
         .await;
     assert_eq!(r.status, 201);
-    assert!(client
-        .get(&node, "t.test", "/item")
-        .await
-        .cache_status()
-        .contains("fwd=uri-miss"));
-    assert!(client
-        .get(&node, "t.test", "/list")
-        .await
-        .cache_status()
-        .contains("fwd=uri-miss"));
-    assert!(client
-        .get(&node, "t.test", "/elsewhere")
-        .await
-        .cache_status()
-        .contains("hit"));
+    client
+        .expect_cache_status(&node, "t.test", "/item", "fwd=uri-miss")
+        .await;
+    client
+        .expect_cache_status(&node, "t.test", "/list", "fwd=uri-miss")
+        .await;
+    client
+        .expect_cache_status(&node, "t.test", "/elsewhere", "hit")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -446,11 +446,9 @@ async fn quick_mode_serves_any_host_from_one_backend() {
         client.get(&node, "anything.test", "/q").await.text(),
         "origin /q"
     );
-    assert!(client
-        .get(&node, "anything.test", "/q")
-        .await
-        .cache_status()
-        .contains("hit"));
+    client
+        .expect_cache_status(&node, "anything.test", "/q", "hit")
+        .await;
     assert_eq!(origin.hits("/q"), 1);
 }
 
@@ -467,11 +465,9 @@ async fn http2_prior_knowledge_requests_are_served() {
     let r = client.get(&node, "127.0.0.1", "/h2").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "origin /h2");
-    assert!(client
-        .get(&node, "127.0.0.1", "/h2")
-        .await
-        .cache_status()
-        .contains("hit"));
+    client
+        .expect_cache_status(&node, "127.0.0.1", "/h2", "hit")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

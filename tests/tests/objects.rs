@@ -29,12 +29,7 @@ async fn setup() -> (Origin, Node, Client) {
 }
 
 async fn cached(client: &Client, node: &Node, path: &str) {
-    client.get(node, "t.test", path).await;
-    assert!(client
-        .get(node, "t.test", path)
-        .await
-        .cache_status()
-        .contains("hit"));
+    cached_on(client, node, "t.test", path).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -164,21 +159,15 @@ async fn purge_by_tag_removes_every_key_carrying_it() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.text().contains("\"keys\": 2"), "{}", r.text());
-    assert!(client
-        .get(&node, "t.test", "/p1")
-        .await
-        .cache_status()
-        .contains("fwd=uri-miss"));
-    assert!(client
-        .get(&node, "t.test", "/p2")
-        .await
-        .cache_status()
-        .contains("fwd=uri-miss"));
-    assert!(client
-        .get(&node, "t.test", "/other")
-        .await
-        .cache_status()
-        .contains("hit"));
+    client
+        .expect_cache_status(&node, "t.test", "/p1", "fwd=uri-miss")
+        .await;
+    client
+        .expect_cache_status(&node, "t.test", "/p2", "fwd=uri-miss")
+        .await;
+    client
+        .expect_cache_status(&node, "t.test", "/other", "hit")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -253,20 +242,14 @@ async fn a_tenant_filling_its_quota_evicts_only_its_own_objects() {
     }
     assert!(refetched >= 10, "only {refetched} of 20 were evicted");
     // ... and the other tenant lost nothing.
-    assert!(client
-        .get(&node, "other.test", "/keep")
-        .await
-        .cache_status()
-        .contains("hit"));
+    client
+        .expect_cache_status(&node, "other.test", "/keep", "hit")
+        .await;
 }
 
 async fn cached_on(client: &Client, node: &Node, host: &str, path: &str) {
     client.get(node, host, path).await;
-    assert!(client
-        .get(node, host, path)
-        .await
-        .cache_status()
-        .contains("hit"));
+    client.expect_cache_status(node, host, path, "hit").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -215,11 +215,9 @@ async fn tenants_are_added_and_removed_at_runtime() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(client.get(&node, "new.test", "/x").await.status, 404);
-    assert!(client
-        .get(&node, "t.test", "/kept")
-        .await
-        .cache_status()
-        .contains("hit"));
+    client
+        .expect_cache_status(&node, "t.test", "/kept", "hit")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -13,8 +13,9 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use http::{HeaderMap, HeaderName, HeaderValue, Uri};
+use http::Uri;
 
+use crate::proxy::headers::owned_copy;
 use crate::runtime::heads::RequestInfo;
 
 /// Request heads kept per tenant.
@@ -69,18 +70,11 @@ impl RecentRequests {
 
 /// A copy of a request head in storage of its own.
 fn compact(request: &RequestInfo) -> RequestInfo {
-    let mut headers = HeaderMap::with_capacity(request.headers.len());
-    for (name, value) in &request.headers {
-        let name =
-            HeaderName::from_bytes(name.as_str().as_bytes()).unwrap_or_else(|_| name.clone());
-        let value = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
-        headers.append(name, value);
-    }
     let uri = Uri::try_from(request.uri.to_string()).unwrap_or_else(|_| request.uri.clone());
     RequestInfo {
         method: request.method.clone(),
         uri,
-        headers,
+        headers: owned_copy(&request.headers),
         scheme: request.scheme,
         authority: request.authority.clone(),
         client_ip: request.client_ip,
