@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use outpost::config::Config;
-use outpost::runtime::heads::RequestInfo;
+use outpost::http::{RequestInfo, Scheme};
 use outpost::runtime::{GuestContext, GuestSession, Runtime};
 use outpost::tenant::Tenant;
 
@@ -24,7 +24,7 @@ fn request() -> Arc<RequestInfo> {
         method: http::Method::GET,
         uri: "/a/b?z=1&a=2&utm_source=x".parse().unwrap(),
         headers,
-        scheme: "http",
+        scheme: Scheme::Http,
         authority: "bench.test".into(),
         client_ip: IpAddr::from([127, 0, 0, 1]),
     })
@@ -49,7 +49,7 @@ fn guest(c: &mut Criterion) {
         .unwrap();
     let info = request();
     let ctx = || GuestContext {
-        tenant: tenant.clone(),
+        env: tenant.clone(),
         version: module.version.clone(),
         offline: false,
     };

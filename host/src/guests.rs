@@ -42,3 +42,14 @@ pub fn builtin(name: &str) -> Option<&'static [u8]> {
 pub fn example_path(name: &str) -> std::path::PathBuf {
     std::path::Path::new(EXAMPLES_WASM_DIR).join(format!("{}.wasm", name.replace('-', "_")))
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_builtin_a_config_can_name_is_embedded() {
+        for name in crate::config::BUILTIN_POLICIES {
+            assert!(super::builtin(name).is_some(), "{name} is not embedded");
+        }
+        assert_eq!(super::BUILTIN.len(), crate::config::BUILTIN_POLICIES.len());
+    }
+}

@@ -1,22 +1,29 @@
 //! Outpost: a programmable CDN edge node.
 //!
-//! The modules follow the request path: [`server`] accepts connections and
-//! hands each request to [`proxy`], which finds the [`tenant`], runs its
-//! policy in the wasm [`runtime`], consults the [`cache`] and fetches from
-//! [`origin`]s. [`config`] and [`cli`] set a node up; [`node`] ties the parts
-//! together.
+//! The modules are layers; data flows down, never back up (see the README's
+//! "Architecture"):
+//!
+//! - leaves: [`config`] (typed schema and loader), [`http`] (request head,
+//!   body type, header rules), [`metrics`], [`guests`] (built-in policies);
+//! - engines: [`runtime`] (wasmtime, bindings, limits, memo), [`origin`]
+//!   (backends and their errors), [`cache`] (storage and RFC 9111 rules);
+//! - [`tenant`]: a tenant's policy, backends, store and canary, and the
+//!   guest environment it gives its instances;
+//! - data plane: [`proxy`] (the request path) and [`server`] (listeners);
+//! - control plane: [`control`] (desired state, validate and apply) with
+//!   its sources, the config file and [`admin`];
+//! - entry: [`cli`].
 
 pub mod admin;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod demo_origin;
-pub mod dev;
 pub mod guests;
+pub mod http;
 pub mod metrics;
-pub mod node;
 pub mod origin;
-pub mod preview;
 pub mod proxy;
 pub mod runtime;
 pub mod server;

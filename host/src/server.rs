@@ -2,7 +2,8 @@
 //! on one port, with limits on what a client may send, and graceful
 //! shutdown that lets requests in flight finish.
 
-use std::sync::Arc;
+use std::future::Future;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -12,18 +13,23 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::config::ServerConfig;
-use crate::node::Node;
+use crate::http::ProxyBody;
 
 /// How long shutdown waits for requests in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Accepts connections until `shutdown` resolves, then drains.
-pub async fn serve(
+/// Accepts connections until `shutdown` resolves, then drains. Each
+/// request goes to `handler` with the client's address; the handler never
+/// fails (every problem is a response).
+pub async fn serve<H, F>(
     listener: TcpListener,
-    node: Arc<Node>,
+    handler: H,
     config: &ServerConfig,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) {
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) where
+    H: Fn(hyper::Request<hyper::body::Incoming>, IpAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = hyper::Response<ProxyBody>> + Send + 'static,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -52,11 +58,11 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let node = node.clone();
+        let handler = handler.clone();
         let service = service_fn(move |request| {
             // Boxed: hyper moves the request future around while it polls
             // the connection, and a pointer moves cheaper than the state.
-            let handled = Box::pin(crate::proxy::handle(node.clone(), request, peer.ip()));
+            let handled = Box::pin(handler(request, peer.ip()));
             async move { Ok::<_, std::convert::Infallible>(handled.await) }
         });
         let connection = builder

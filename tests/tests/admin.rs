@@ -371,3 +371,68 @@ async fn purge_by_url_uses_the_policys_key_for_that_url() {
         .expect_cache_status(&node, "t.test", "/page?x=1", "fwd=uri-miss")
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn twenty_concurrent_tenant_puts_leave_twenty_tenants() {
+    let origin = Origin::start("origin").await;
+    let node = Node::start(&admin_config(&origin));
+    let client = Client::new();
+    let puts = (0..20).map(|i| {
+        let client = client.clone();
+        let node = &node;
+        let body = format!(
+            "hosts = [\"c{i}.test\"]\npolicy = \"builtin:default\"\n\
+             [backends.origin]\nurl = \"{}\"\n",
+            origin.url()
+        );
+        async move {
+            client
+                .admin(
+                    node,
+                    Method::PUT,
+                    &format!("/tenants/c{i}"),
+                    Some(TOKEN),
+                    body,
+                )
+                .await
+        }
+    });
+    for r in futures::future::join_all(puts).await {
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    let listed = json(
+        &client
+            .admin(&node, Method::GET, "/tenants", Some(TOKEN), "")
+            .await,
+    );
+    let ids: Vec<&str> = listed["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 21, "{ids:?}");
+    for i in 0..20 {
+        let r = client.get(&node, &format!("c{i}.test"), "/p").await;
+        assert_eq!(r.status, 200, "c{i}.test: {}", r.text());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_put_with_a_bad_field_names_the_field_and_line() {
+    let origin = Origin::start("origin").await;
+    let node = Node::start(&admin_config(&origin));
+    let client = Client::new();
+    let body = "hosts = [\"n.test\"]\npolicy = \"builtin:default\"\n\
+                [backends.origin]\nurl = \"gopher://x\"\n";
+    let r = client
+        .admin(&node, Method::PUT, "/tenants/n", Some(TOKEN), body)
+        .await;
+    assert_eq!(r.status, 400);
+    let message = json(&r)["error"].as_str().unwrap().to_string();
+    assert!(message.contains("PUT /tenants/n"), "{message}");
+    assert!(message.contains("backends.origin.url"), "{message}");
+    assert!(message.contains("line 4"), "{message}");
+    assert!(!message.contains("config config"), "{message}");
+    assert_eq!(client.get(&node, "n.test", "/").await.status, 404);
+}

@@ -258,12 +258,17 @@ async fn sighup_reloads_the_config_file() {
         )
     );
     let mut served = false;
+    let mut refused = false;
     for _ in 0..100 {
         if node.log().contains("reload failed") {
+            refused = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert!(refused, "no \"reload failed\" line: {}", node.log());
+    // The refusal names the file and the field at fault.
+    assert!(node.log().contains("tenant[0].id"), "{}", node.log());
     assert_eq!(client.get(&node, "a.test", "/x").await.status, 200);
     std::fs::write(&path, two).unwrap();
     node.hangup();

@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 
-use crate::origin::BoxError;
+use crate::http::BoxError;
 
 /// How far the fill has got.
 #[derive(Debug, Clone, PartialEq, Eq)]

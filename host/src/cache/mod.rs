@@ -24,7 +24,6 @@ pub use store::{Selected, TenantStore};
 pub use stored::{vary_values, StoredResponse};
 
 use crate::config::CacheConfig;
-use crate::tenant::Tenant;
 
 /// A key in the coalescing table: the tenant and the key its policy chose.
 /// A tenant can only ever build keys in its own namespace.
@@ -35,9 +34,9 @@ pub struct CacheKey {
 }
 
 impl CacheKey {
-    pub fn new(tenant: &Tenant, key: &str) -> CacheKey {
+    pub fn new(tenant: &Arc<str>, key: &str) -> CacheKey {
         CacheKey {
-            tenant: tenant.id.clone(),
+            tenant: tenant.clone(),
             key: key.into(),
         }
     }

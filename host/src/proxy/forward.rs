@@ -10,14 +10,14 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, BodyStream, StreamBody};
 use hyper::body::{Frame, Incoming};
 
-use super::headers::{strip_hop_by_hop, via_value};
 use super::respond::{self, CacheStatus, Fwd};
 use super::Exchange;
 use crate::cache::{
     Assessment, CacheKey, FillGuard, FillOutcome, NotStored, Override, SharedBody, StoredResponse,
 };
-use crate::origin::{Backend, BoxError, ProxyBody};
-use crate::runtime::heads::ResponseInfo;
+use crate::http::headers::{strip_hop_by_hop, via_value};
+use crate::http::{BoxError, ProxyBody, ResponseInfo};
+use crate::origin::Backend;
 use crate::runtime::{
     Attempt, FetchError, GuestFailure, HeaderEdit, OutcomeForGuest, ResponseDecision, Route,
     SyntheticResponse,
@@ -158,7 +158,7 @@ impl Exchange {
     ) -> Result<(Arc<ResponseInfo>, OriginResponse), FetchError> {
         let (request, revalidating) = self.origin_request(backend, route, stale, lookup);
         let request_time = SystemTime::now();
-        let response = backend.send(request).await?;
+        let response = backend.send(request).await.map_err(FetchError::from)?;
         let (parts, body) = response.into_parts();
         let info = Arc::new(ResponseInfo {
             status: parts.status.as_u16(),
@@ -235,15 +235,18 @@ impl Exchange {
         if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
             headers.insert("x-forwarded-for", v);
         }
-        headers.insert("x-forwarded-proto", HeaderValue::from_static(info.scheme));
+        headers.insert(
+            "x-forwarded-proto",
+            HeaderValue::from_static(info.scheme.as_str()),
+        );
         apply_edits(&mut headers, &route.request_headers);
 
         let body = if lookup {
-            respond::empty()
+            crate::http::empty()
         } else {
             match self.body.take() {
                 Some(b) => b.map_err(|e| Box::new(e) as BoxError).boxed_unsync(),
-                None => respond::empty(),
+                None => crate::http::empty(),
             }
         };
         let mut request = Request::new(body);
@@ -258,17 +261,17 @@ impl Exchange {
 fn apply_edits(headers: &mut HeaderMap, edits: &[HeaderEdit]) {
     for edit in edits {
         let (name, value) = match edit {
-            HeaderEdit::Set((n, v)) | HeaderEdit::Append((n, v)) => (n, Some(v)),
+            HeaderEdit::Set(n, v) | HeaderEdit::Append(n, v) => (n, Some(v)),
             HeaderEdit::Remove(n) => (n, None),
         };
         let Ok(name) = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) else {
             continue;
         };
         match (edit, value.map(|v| HeaderValue::from_str(v))) {
-            (HeaderEdit::Set(_), Some(Ok(v))) => {
+            (HeaderEdit::Set(..), Some(Ok(v))) => {
                 headers.insert(name, v);
             }
-            (HeaderEdit::Append(_), Some(Ok(v))) => {
+            (HeaderEdit::Append(..), Some(Ok(v))) => {
                 headers.append(name, v);
             }
             (HeaderEdit::Remove(_), _) => {
@@ -295,7 +298,7 @@ pub(super) async fn finish_lookup(
             g.finish(outcome)
         }
     };
-    let cache = exchange.node.cache.clone();
+    let cache = exchange.ctx.cache.clone();
     let now = Instant::now();
     let usable_stale = stale.as_ref().filter(|s| s.may_serve_stale());
     match result {
@@ -318,11 +321,10 @@ pub(super) async fn finish_lookup(
         }
         RouteResult::Failed { error, backend } => {
             finish(guard, FillOutcome::NotStored);
-            exchange.node.metrics.count(
-                "origin_errors",
-                &exchange.tenant.id,
-                fetch_error_kind(&error),
-            );
+            exchange
+                .ctx
+                .metrics
+                .count("origin_errors", &exchange.tenant.id, error.as_str());
             // RFC 5861 section 4: stale-if-error.
             match stale.as_ref().filter(|s| s.within_stale_if_error(now)) {
                 Some(s) => {
@@ -348,10 +350,10 @@ pub(super) async fn finish_lookup(
                         policy: override_for(&mode, ttl),
                     }
                     .assess();
-                    let targeted = super::headers::has_cache_targeted(&merged);
+                    let targeted = crate::http::headers::has_cache_targeted(&merged);
                     let refreshed = Arc::new(StoredResponse {
                         status: stale.status,
-                        headers: super::headers::owned_copy(&merged),
+                        headers: crate::http::headers::owned_copy(&merged),
                         body: stale.body.clone(),
                         stored_at: Instant::now(),
                         freshness: assessed.unwrap_or(stale.freshness),
@@ -430,14 +432,14 @@ pub(super) async fn finish_lookup(
             tags.extend(surrogate_keys(&headers));
             let stored_head = |body: Arc<SharedBody>| StoredResponse {
                 status: origin.status,
-                headers: super::headers::owned_copy(&headers),
+                headers: crate::http::headers::owned_copy(&headers),
                 body,
                 stored_at: Instant::now(),
                 freshness,
                 vary: vary.clone(),
                 tags: tags.clone(),
                 soft_purged: Default::default(),
-                targeted: super::headers::has_cache_targeted(&headers),
+                targeted: crate::http::headers::has_cache_targeted(&headers),
             };
             let tenant = exchange.tenant.clone();
             match content_length(&headers) {
@@ -535,7 +537,7 @@ async fn fill(
                 body.finish();
                 return;
             }
-            Ok(Some(Err(e))) => break crate::origin::error_chain(&e),
+            Ok(Some(Err(e))) => break crate::http::error_chain(&e),
             Ok(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {
                     body.push(data);
@@ -601,11 +603,10 @@ pub(super) async fn finish_pass(
         RouteResult::GuestFailed(f) => exchange.guest_failed(f),
         RouteResult::ServeStale(_) => unreachable!("a pass has no stale copy"),
         RouteResult::Failed { error, backend } => {
-            exchange.node.metrics.count(
-                "origin_errors",
-                &exchange.tenant.id,
-                fetch_error_kind(&error),
-            );
+            exchange
+                .ctx
+                .metrics
+                .count("origin_errors", &exchange.tenant.id, error.as_str());
             respond::origin_error(&error, &backend)
         }
         RouteResult::Response(origin, _) => {
@@ -615,7 +616,7 @@ pub(super) async fn finish_pass(
                 }
             }
             super::invalidate::after_unsafe(
-                &exchange.node,
+                &exchange.ctx.runtime,
                 &exchange.tenant,
                 &exchange.info,
                 origin.status,
@@ -640,16 +641,6 @@ fn override_for(mode: &StoreMode, ttl: Option<u32>) -> Override {
     }
 }
 
-fn fetch_error_kind(e: &FetchError) -> &'static str {
-    match e {
-        FetchError::ConnectFailed(_) => "connect",
-        FetchError::Timeout => "timeout",
-        FetchError::InvalidResponse(_) => "invalid",
-        FetchError::UnknownBackend(_) => "unknown_backend",
-        FetchError::LimitExceeded => "limit",
-    }
-}
-
 /// RFC 9111 section 3.2: the stored header fields updated with those of a
 /// 304, except the ones describing the body.
 fn merge_not_modified(stale: &StoredResponse, update: &HeaderMap) -> HeaderMap {
@@ -659,7 +650,7 @@ fn merge_not_modified(stale: &StoredResponse, update: &HeaderMap) -> HeaderMap {
         if matches!(
             name.as_str(),
             "content-length" | "content-encoding" | "transfer-encoding" | "content-range"
-        ) || super::headers::is_hop_by_hop(name)
+        ) || crate::http::headers::is_hop_by_hop(name)
         {
             continue;
         }
@@ -695,7 +686,7 @@ async fn collect(mut body: Incoming, limit: u64, idle: std::time::Duration) -> C
         let frame = match tokio::time::timeout(idle, body.frame()).await {
             Err(_) => return Collected::Failed("timed out reading the body".into()),
             Ok(None) => break,
-            Ok(Some(Err(e))) => return Collected::Failed(crate::origin::error_chain(&e)),
+            Ok(Some(Err(e))) => return Collected::Failed(crate::http::error_chain(&e)),
             Ok(Some(Ok(frame))) => frame,
         };
         if let Ok(data) = frame.into_data() {

@@ -1,50 +1,37 @@
-//! Invalidation after unsafe requests (RFC 9111 section 4.4), and the
-//! policy-derived cache key of a URL (also used by purge-by-URL).
+//! Invalidation after unsafe requests (RFC 9111 section 4.4).
 //!
 //! Cache keys are chosen by the tenant's policy, so the key of a URL is
 //! found by asking the policy: its request hook runs offline (no
 //! subrequests, no cache changes) for a GET of that URL.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::{HeaderMap, Method, StatusCode, Uri};
 
-use crate::node::Node;
-use crate::runtime::heads::RequestInfo;
-use crate::runtime::{Decision, GuestContext, GuestSession};
-use crate::tenant::Tenant;
+use crate::http::RequestInfo;
+use crate::runtime::{Decision, Runtime};
+use crate::tenant::{decide_offline, Tenant};
 
-/// The key the tenant's active policy gives a GET of `authority` +
-/// `path_and_query` with these header fields; `None` if it would not look
-/// the request up in the cache.
+/// The key the tenant's active policy gives a GET of `request`'s authority
+/// and `target`, with `request`'s header fields; `None` if it would not
+/// look that request up in the cache.
 pub async fn key_for(
-    node: &Node,
+    runtime: &Runtime,
     tenant: &Arc<Tenant>,
-    authority: &str,
-    path_and_query: &str,
-    headers: &HeaderMap,
-    client_ip: IpAddr,
+    request: &RequestInfo,
+    target: &str,
 ) -> Option<String> {
-    let uri: Uri = path_and_query.parse().ok()?;
+    let uri: Uri = target.parse().ok()?;
     let info = Arc::new(RequestInfo {
         method: Method::GET,
         uri,
-        headers: headers.clone(),
-        scheme: "http",
-        authority: authority.to_ascii_lowercase(),
-        client_ip,
+        headers: request.headers.clone(),
+        scheme: request.scheme,
+        authority: request.authority.clone(),
+        client_ip: request.client_ip,
     });
     let module = tenant.policy.load_full();
-    let ctx = GuestContext {
-        tenant: tenant.clone(),
-        version: module.version.clone(),
-        offline: true,
-    };
-    let mut session = GuestSession::start(&node.runtime, &module, ctx, info)
-        .await
-        .ok()?;
-    match session.on_request().await.ok()? {
+    match decide_offline(runtime, tenant, &module, info).await.ok()? {
         Decision::Lookup(lookup) => Some(lookup.key),
         _ => None,
     }
@@ -60,9 +47,9 @@ fn is_safe(method: &Method) -> bool {
 
 /// After a non-error response to an unsafe request, drops what is stored
 /// for the target URI and for the Location and Content-Location URIs when
-/// they are on the same host.
+/// they are on the same host (RFC 9111 section 4.4).
 pub async fn after_unsafe(
-    node: &Node,
+    runtime: &Runtime,
     tenant: &Arc<Tenant>,
     request: &RequestInfo,
     status: StatusCode,
@@ -71,7 +58,7 @@ pub async fn after_unsafe(
     if is_safe(&request.method) || !(status.is_success() || status.is_redirection()) {
         return;
     }
-    let host = super::headers::host_of(&request.authority).to_string();
+    let host = crate::http::headers::host_of(&request.authority).to_string();
     let mut targets = vec![request.path_and_query().to_string()];
     for name in [http::header::LOCATION, http::header::CONTENT_LOCATION] {
         let Some(value) = response_headers.get(&name).and_then(|v| v.to_str().ok()) else {
@@ -90,16 +77,7 @@ pub async fn after_unsafe(
         }
     }
     for target in targets {
-        if let Some(key) = key_for(
-            node,
-            tenant,
-            &request.authority,
-            &target,
-            &request.headers,
-            request.client_ip,
-        )
-        .await
-        {
+        if let Some(key) = key_for(runtime, tenant, request, &target).await {
             tenant.store.remove(&key);
         }
     }

@@ -9,8 +9,7 @@
 
 mod conditional;
 mod forward;
-pub mod headers;
-pub mod invalidate;
+mod invalidate;
 mod range;
 mod respond;
 mod slice;
@@ -22,14 +21,30 @@ use std::time::Instant;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use arc_swap::ArcSwap;
+
 use crate::cache::directives::Directives;
-use crate::cache::{CacheKey, FillGuard, FillOutcome, Role, Selected, StoredResponse};
-use crate::node::Node;
-use crate::origin::ProxyBody;
-use crate::runtime::heads::RequestInfo;
-use crate::runtime::memo::{same_decision, DecisionMemo};
-use crate::runtime::{Decision, GuestContext, GuestFailure, GuestSession, Lookup, PolicyModule};
-use crate::tenant::Tenant;
+use crate::cache::{CacheKey, FillGuard, FillOutcome, HttpCache, Role, Selected, StoredResponse};
+use crate::http::headers;
+use crate::http::{ProxyBody, RequestInfo, Scheme};
+use crate::metrics::Metrics;
+use crate::runtime::memo::DecisionMemo;
+use crate::runtime::{
+    Decision, GuestContext, GuestFailure, GuestSession, Lookup, PolicyModule, Runtime,
+};
+use crate::tenant::{Tenant, TenantTable};
+
+/// What the request path reads: an immutable view of the node, except for
+/// the tenant table, which the control plane swaps whole. A hit takes no
+/// lock.
+pub struct Context {
+    pub tenants: ArcSwap<TenantTable>,
+    pub cache: Arc<HttpCache>,
+    pub runtime: Arc<Runtime>,
+    pub metrics: Metrics,
+    /// Log every request with its policy decision (the dev server does).
+    pub trace_requests: bool,
+}
 
 pub use respond::CacheStatus;
 use respond::Fwd;
@@ -44,11 +59,11 @@ fn fwd(vary_miss: bool) -> Fwd {
 
 /// Serves one client request. Never fails: every problem is a response.
 pub async fn handle(
-    node: Arc<Node>,
+    ctx: Arc<Context>,
     request: Request<Incoming>,
     client_ip: IpAddr,
 ) -> Response<ProxyBody> {
-    let mut response = handle_tenant(node, request, client_ip).await;
+    let mut response = handle_tenant(ctx, request, client_ip).await;
     // RFC 9211 on every response: those the node made itself (synthetic
     // answers, errors) say so.
     if !response.headers().contains_key("cache-status") {
@@ -61,11 +76,11 @@ pub async fn handle(
 }
 
 async fn handle_tenant(
-    node: Arc<Node>,
+    ctx: Arc<Context>,
     request: Request<Incoming>,
     client_ip: IpAddr,
 ) -> Response<ProxyBody> {
-    node.metrics.requests.inc();
+    ctx.metrics.requests.inc();
     if request.method() == Method::CONNECT {
         // A reverse proxy does not open tunnels (RFC 9110 section 9.3.6).
         let mut r = respond::plain(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
@@ -79,7 +94,7 @@ async fn handle_tenant(
         Ok(a) => a,
         Err(message) => return respond::plain(StatusCode::BAD_REQUEST, message),
     };
-    let tenant = match node.tenants.load().find(headers::host_of(&authority)) {
+    let tenant = match ctx.tenants.load().find(headers::host_of(&authority)) {
         Some(t) => t.clone(),
         None => return respond::plain(StatusCode::NOT_FOUND, "unknown host\n"),
     };
@@ -89,14 +104,14 @@ async fn handle_tenant(
         method: parts.method,
         uri: parts.uri,
         headers: parts.headers,
-        scheme: "http",
+        scheme: Scheme::Http,
         authority,
         client_ip,
     });
     tenant.recent.record(&info);
     let (module, arm) = tenant.module_for(&info);
-    let trace = node.trace_requests.then(|| info.clone());
-    let (response, decision) = run_policy(node.clone(), tenant.clone(), module, info, body).await;
+    let trace = ctx.trace_requests.then(|| info.clone());
+    let (response, decision) = run_policy(ctx.clone(), tenant.clone(), module, info, body).await;
 
     let failed = response.status().is_server_error();
     if let Some(canary) = &*tenant.canary.load() {
@@ -113,7 +128,7 @@ async fn handle_tenant(
                     version = &*canary.module.version,
                     "canary aborted: {reason}"
                 );
-                node.metrics
+                ctx.metrics
                     .count("canary_aborts", &tenant.id, "auto_rollback");
             }
         }
@@ -146,7 +161,7 @@ async fn handle_tenant(
 /// are boxed futures: inline, their state would make the hit path's future
 /// kilobytes large, copied on every request.
 async fn run_policy(
-    node: Arc<Node>,
+    ctx: Arc<Context>,
     tenant: Arc<Tenant>,
     module: Arc<PolicyModule>,
     info: Arc<RequestInfo>,
@@ -154,7 +169,7 @@ async fn run_policy(
 ) -> (Response<ProxyBody>, String) {
     let recalled = memo_of(&tenant, &module).and_then(|m| m.recall(&info, &tenant.vars));
     let mut exchange = Exchange {
-        node,
+        ctx,
         tenant,
         info,
         module,
@@ -166,7 +181,7 @@ async fn run_policy(
     };
     let decision = match recalled {
         Some((decision, false)) => {
-            exchange.node.metrics.memo_hits.inc();
+            exchange.ctx.metrics.memo_hits.inc();
             let owned = Decision::clone(&decision);
             exchange.recalled = Some(decision);
             owned
@@ -195,13 +210,13 @@ async fn run_policy(
             }
         }
     };
-    let summary = if exchange.node.trace_requests {
+    let summary = if exchange.ctx.trace_requests {
         let memoized = if exchange.session.is_none() {
             " (memo)"
         } else {
             ""
         };
-        format!("{}{memoized}", summarize(&decision))
+        format!("{}{memoized}", decision.summary())
     } else {
         String::new()
     };
@@ -220,7 +235,7 @@ async fn run_policy(
             } else {
                 // RFC 9111 section 4.4: a successful unsafe request
                 // invalidates what is stored under the target's key.
-                let key = CacheKey::new(&exchange.tenant, &lookup.key);
+                let key = CacheKey::new(&exchange.tenant.id, &lookup.key);
                 Box::pin(exchange.pass(lookup.route, Some(key))).await
             }
         }
@@ -241,22 +256,6 @@ fn memo_of<'a>(tenant: &Tenant, module: &'a PolicyModule) -> Option<&'a Decision
         .memo
         .as_ref()
         .filter(|_| config.memoize_decisions && !config.reuse_instances)
-}
-
-/// A decision in a few words, for the dev server's request log.
-pub fn summarize(decision: &Decision) -> String {
-    match decision {
-        Decision::Respond(s) => format!("respond {}", s.status),
-        Decision::Pass(route) => format!("pass backends={}", route.backends.join(",")),
-        Decision::Lookup(l) => {
-            let ttl = l.ttl.map(|t| format!(" ttl={t}")).unwrap_or_default();
-            format!(
-                "lookup key={:?} backends={}{ttl}",
-                l.key,
-                l.route.backends.join(",")
-            )
-        }
-    }
 }
 
 /// The authority the client asked for (RFC 9112 section 3.2, RFC 9113
@@ -281,7 +280,7 @@ fn authority_of(request: &Request<Incoming>) -> Result<String, &'static str> {
 
 /// A guest failed: a 5xx for this request, a log line and a metric.
 fn guest_failed(
-    node: &Node,
+    ctx: &Context,
     tenant: &Tenant,
     version: &str,
     failure: GuestFailure,
@@ -292,7 +291,7 @@ fn guest_failed(
         reason = failure.as_str(),
         "policy failed: {failure}"
     );
-    node.metrics
+    ctx.metrics
         .count("guest_failures", &tenant.id, failure.as_str());
     let status = match failure {
         GuestFailure::Unavailable(_) | GuestFailure::ConcurrencyLimit(_) => {
@@ -310,7 +309,7 @@ fn guest_failed(
 
 /// One client request in flight after its policy decided.
 pub(crate) struct Exchange {
-    node: Arc<Node>,
+    ctx: Arc<Context>,
     tenant: Arc<Tenant>,
     info: Arc<RequestInfo>,
     /// The module version deciding this request.
@@ -360,12 +359,11 @@ impl Exchange {
             Some(s) => s,
             None => {
                 let ctx = GuestContext {
-                    tenant: tenant.clone(),
+                    env: tenant.clone(),
                     version: self.module.version.clone(),
                     offline: false,
                 };
-                GuestSession::start(&self.node.runtime, &self.module, ctx, self.info.clone())
-                    .await?
+                GuestSession::start(&self.ctx.runtime, &self.module, ctx, self.info.clone()).await?
             }
         };
         let memo = memo_of(tenant, &self.module).filter(|m| m.is_enabled());
@@ -380,7 +378,7 @@ impl Exchange {
         let decision = decision?;
         if let Some(memo) = memo {
             match &self.recalled {
-                Some(recalled) if !same_decision(recalled, &decision) => {
+                Some(recalled) if **recalled != decision => {
                     memo.disable();
                     tracing::warn!(
                         tenant = &*tenant.id,
@@ -388,7 +386,7 @@ impl Exchange {
                         "decision memo disabled for this version: the policy decided \
                          differently for a request with the same inputs"
                     );
-                    self.node
+                    self.ctx
                         .metrics
                         .count("decision_memo_mismatches", &tenant.id, "mismatch");
                 }
@@ -418,15 +416,15 @@ impl Exchange {
 
     /// A guest failed: a 5xx for this request, a log line and a metric.
     fn guest_failed(&self, failure: GuestFailure) -> Response<ProxyBody> {
-        guest_failed(&self.node, &self.tenant, self.version(), failure)
+        guest_failed(&self.ctx, &self.tenant, self.version(), failure)
     }
 
     /// A cache lookup; on a miss, lead or join the fill of the key.
     async fn lookup(mut self, lookup: Lookup) -> Response<ProxyBody> {
         // The coalescing key is built only on a miss: a hit needs none.
         let new_key =
-            |exchange: &Exchange, lookup: &Lookup| CacheKey::new(&exchange.tenant, &lookup.key);
-        let cache = self.node.cache.clone();
+            |exchange: &Exchange, lookup: &Lookup| CacheKey::new(&exchange.tenant.id, &lookup.key);
+        let cache = self.ctx.cache.clone();
         // A Range on a miss is served from slices, not the whole object.
         if self.info.method == Method::GET {
             if let Some((start, end)) = slice::single_range(&self.info.headers) {

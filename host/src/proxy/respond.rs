@@ -6,7 +6,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::BodyExt;
 
 use std::sync::Arc;
 
@@ -14,11 +14,10 @@ use futures::StreamExt;
 use http_body_util::StreamBody;
 use hyper::body::Frame;
 
-use super::headers::{owned_copy, strip_cache_targeted, strip_hop_by_hop, via_value};
 use super::{conditional, range};
 use crate::cache::{SharedBody, StoredResponse};
-use crate::origin::ProxyBody;
-use crate::runtime::heads::RequestInfo;
+use crate::http::headers::{owned_copy, strip_cache_targeted, strip_hop_by_hop, via_value};
+use crate::http::{empty, full, ProxyBody, RequestInfo};
 use crate::runtime::{FetchError, SyntheticResponse};
 
 /// The `Cache-Status` field value of a response (RFC 9211), with this
@@ -112,16 +111,6 @@ impl CacheStatus {
     fn value(&self) -> HeaderValue {
         HeaderValue::from_str(&self.0).unwrap_or(HeaderValue::from_static("Outpost"))
     }
-}
-
-pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
-}
-
-pub fn empty() -> ProxyBody {
-    Empty::new().map_err(|never| match never {}).boxed_unsync()
 }
 
 /// A short text response made by the node itself.

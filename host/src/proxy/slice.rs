@@ -18,7 +18,8 @@ use super::forward::RouteResult;
 use super::respond::{self, CacheStatus, Fwd};
 use super::Exchange;
 use crate::cache::{Assessment, Override, Selected, SharedBody, StoredResponse};
-use crate::origin::{BoxError, ProxyBody};
+use crate::http::range::RangeSpec;
+use crate::http::{BoxError, ProxyBody};
 use crate::runtime::Lookup;
 
 /// One cached slice: its bytes and what it says of the whole object.
@@ -67,19 +68,12 @@ pub(super) fn single_range(headers: &HeaderMap) -> Option<(u64, Option<u64>)> {
     if headers.contains_key(header::IF_RANGE) {
         return None;
     }
-    let spec = headers
-        .get(header::RANGE)?
-        .to_str()
-        .ok()?
-        .trim()
-        .strip_prefix("bytes=")?;
-    let (a, b) = spec.trim().split_once('-')?;
-    let start = a.trim().parse().ok()?;
-    let end = match b.trim() {
-        "" => None,
-        b => Some(b.parse().ok().filter(|e| *e >= start)?),
-    };
-    Some((start, end))
+    let value = headers.get(header::RANGE)?.to_str().ok()?;
+    match crate::http::range::parse_specs(value)?.as_slice() {
+        [RangeSpec::FromTo(start, end)] => Some((*start, Some(*end))),
+        [RangeSpec::From(start)] => Some((*start, None)),
+        _ => None,
+    }
 }
 
 /// What the first slice fetch told us.
@@ -117,7 +111,7 @@ impl Exchange {
             );
             return SliceStart::Done(r);
         }
-        let end = end.map_or(total, |e| (e + 1).min(total));
+        let end = end.map_or(total, |e| e.saturating_add(1).min(total));
         let last = (end - 1) / size;
         let mut headers = slice.headers.clone();
         headers.remove(header::CONTENT_LENGTH);
@@ -206,7 +200,7 @@ impl Exchange {
                 }));
             }
         }
-        self.slice_range = Some((n * size, (n + 1) * size - 1));
+        self.slice_range = Some((n * size, n.saturating_add(1).saturating_mul(size) - 1));
         let result = self.fetch_route(&lookup.route, None, true).await;
         self.slice_range = None;
         let origin = match result {
@@ -243,7 +237,7 @@ impl Exchange {
             .map_err(|e| SliceError(format!("slice body failed: {e}")))?
             .to_bytes();
         let mut headers = origin.headers;
-        super::headers::strip_hop_by_hop(&mut headers);
+        crate::http::headers::strip_hop_by_hop(&mut headers);
         let freshness = Assessment {
             method: &Method::GET,
             request_headers: &self.info.headers,
@@ -259,14 +253,14 @@ impl Exchange {
         if let Ok(freshness) = freshness {
             let stored = StoredResponse {
                 status: StatusCode::PARTIAL_CONTENT,
-                headers: super::headers::owned_copy(&headers),
+                headers: crate::http::headers::owned_copy(&headers),
                 body: body.clone(),
                 stored_at: Instant::now(),
                 freshness,
                 vary: crate::cache::vary_values(&headers, &self.info.headers),
                 tags: Vec::new(),
                 soft_purged: Default::default(),
-                targeted: super::headers::has_cache_targeted(&headers),
+                targeted: crate::http::headers::has_cache_targeted(&headers),
             };
             self.tenant.store.insert(&key, Arc::new(stored));
         }

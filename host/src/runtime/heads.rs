@@ -3,43 +3,14 @@
 //! Both wrap the host's own parsed heads behind an `Arc`, so handing a head
 //! to a guest copies nothing; a getter copies only the field it returns.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
-use http::{HeaderMap, Method, Uri};
+use http::HeaderMap;
 
-/// What the host knows about a client request, shared with the guest.
-#[derive(Debug)]
-pub struct RequestInfo {
-    pub method: Method,
-    pub uri: Uri,
-    pub headers: HeaderMap,
-    /// `http` or `https`.
-    pub scheme: &'static str,
-    /// Lowercased authority (Host header or `:authority`), port kept.
-    pub authority: String,
-    pub client_ip: IpAddr,
-}
-
-impl RequestInfo {
-    /// Path and query of the request target (`/` if the target has none).
-    pub fn path_and_query(&self) -> &str {
-        self.uri
-            .path_and_query()
-            .map(|pq| pq.as_str())
-            .unwrap_or("/")
-    }
-}
+use crate::http::{RequestInfo, ResponseInfo};
 
 /// The `request-head` resource.
 pub struct RequestHead(pub Arc<RequestInfo>);
-
-/// What the host knows about a backend response, shared with the guest.
-#[derive(Debug)]
-pub struct ResponseInfo {
-    pub status: u16,
-    pub headers: HeaderMap,
-}
 
 /// The `response-head` resource.
 pub struct ResponseHead(pub Arc<ResponseInfo>);

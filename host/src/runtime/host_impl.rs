@@ -2,13 +2,12 @@
 //! `host` interface (log, config, cache, fetch), all scoped to the guest's
 //! own tenant.
 
-use std::time::Instant;
-
 use wasmtime::component::Resource;
 
 use super::bindings::{host, types};
 use super::heads::{all_headers, header_str, RequestHead, ResponseHead};
 use super::memo::Field;
+use super::policy::FetchError;
 use super::state::GuestState;
 
 impl types::Host for GuestState {}
@@ -21,7 +20,7 @@ impl types::HostRequestHead for GuestState {
 
     fn scheme(&mut self, head: Resource<RequestHead>) -> wasmtime::Result<String> {
         self.note(|| Field::Scheme);
-        Ok(self.table.get(&head)?.0.scheme.to_owned())
+        Ok(self.table.get(&head)?.0.scheme.as_str().to_owned())
     }
 
     fn authority(&mut self, head: Resource<RequestHead>) -> wasmtime::Result<String> {
@@ -116,7 +115,7 @@ impl host::Host for GuestState {
         self.count_host_call()?;
         // A memoized decision would skip the line.
         self.taint();
-        let tenant = &*self.ctx.tenant.id;
+        let tenant = self.ctx.env.tenant_id();
         let version = &*self.ctx.version;
         match level {
             host::LogLevel::Debug => {
@@ -138,23 +137,13 @@ impl host::Host for GuestState {
     fn config_get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
         self.count_host_call()?;
         self.note(|| Field::Config(key.as_str().into()));
-        Ok(self.ctx.tenant.vars.get(&key).cloned())
+        Ok(self.ctx.env.var(&key))
     }
 
     fn cache_lookup(&mut self, key: String) -> wasmtime::Result<Option<host::CachedObject>> {
         self.count_host_call()?;
         self.taint();
-        let now = Instant::now();
-        Ok(self
-            .ctx
-            .tenant
-            .store
-            .peek(&key)
-            .map(|stored| host::CachedObject {
-                status: stored.status.as_u16(),
-                age: stored.age(now).as_secs().min(u32::MAX as u64) as u32,
-                fresh: stored.is_fresh(now),
-            }))
+        Ok(self.ctx.env.cache_peek(&key).map(Into::into))
     }
 
     fn cache_purge(&mut self, key: String) -> wasmtime::Result<bool> {
@@ -164,7 +153,7 @@ impl host::Host for GuestState {
             // Smoke calls and previews never change the cache.
             return Ok(false);
         }
-        Ok(self.ctx.tenant.store.remove(&key))
+        Ok(self.ctx.env.cache_purge(&key))
     }
 
     async fn fetch(
@@ -175,12 +164,14 @@ impl host::Host for GuestState {
         self.count_host_call()?;
         self.taint();
         if self.subrequests >= self.limits.max_subrequests {
-            return Ok(Err(types::FetchError::LimitExceeded));
+            return Ok(Err(FetchError::LimitExceeded.into()));
         }
         self.subrequests += 1;
-        let Some(backend) = self.ctx.tenant.backends.get(&backend).cloned() else {
-            return Ok(Err(types::FetchError::UnknownBackend(backend)));
+        let request = match super::convert::subrequest(request) {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(e.into())),
         };
-        Ok(backend.fetch_complete(request).await)
+        let result = self.ctx.env.fetch(&backend, request).await;
+        Ok(result.map(super::convert::subresponse).map_err(Into::into))
     }
 }

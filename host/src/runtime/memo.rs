@@ -29,8 +29,8 @@ use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 
-use super::bindings::types::Decision;
-use super::heads::RequestInfo;
+use super::policy::Decision;
+use crate::http::RequestInfo;
 
 /// One memoized request in this many (per worker thread) runs the guest to
 /// check the memo.
@@ -192,38 +192,6 @@ impl Default for DecisionMemo {
     }
 }
 
-/// Whether two decisions are the same. (The generated types cannot derive
-/// `PartialEq`: some of their siblings hold resource handles.)
-pub fn same_decision(a: &Decision, b: &Decision) -> bool {
-    use super::bindings::types::{HeaderEdit, Route};
-    fn same_edit(a: &HeaderEdit, b: &HeaderEdit) -> bool {
-        match (a, b) {
-            (HeaderEdit::Set(x), HeaderEdit::Set(y)) => x == y,
-            (HeaderEdit::Append(x), HeaderEdit::Append(y)) => x == y,
-            (HeaderEdit::Remove(x), HeaderEdit::Remove(y)) => x == y,
-            _ => false,
-        }
-    }
-    fn same_route(a: &Route, b: &Route) -> bool {
-        a.backends == b.backends
-            && a.request_headers.len() == b.request_headers.len()
-            && a.request_headers
-                .iter()
-                .zip(&b.request_headers)
-                .all(|(x, y)| same_edit(x, y))
-    }
-    match (a, b) {
-        (Decision::Respond(x), Decision::Respond(y)) => {
-            x.status == y.status && x.headers == y.headers && x.body == y.body
-        }
-        (Decision::Lookup(x), Decision::Lookup(y)) => {
-            x.key == y.key && x.ttl == y.ttl && same_route(&x.route, &y.route)
-        }
-        (Decision::Pass(x), Decision::Pass(y)) => same_route(x, y),
-        _ => false,
-    }
-}
-
 /// Whether an import gives a guest the same answers on every run in the
 /// sandbox the node builds (no environment, arguments, preopens or stdio):
 /// the `outpost:edge` imports and the inert parts of WASI. Clocks, random
@@ -249,7 +217,7 @@ fn encode(
     for field in shape {
         match field {
             Field::Method => value(key, Some(request.method.as_str().as_bytes())),
-            Field::Scheme => value(key, Some(request.scheme.as_bytes())),
+            Field::Scheme => value(key, Some(request.scheme.as_str().as_bytes())),
             Field::Authority => value(key, Some(request.authority.as_bytes())),
             Field::Path => value(key, Some(request.uri.path().as_bytes())),
             Field::Query => value(key, request.uri.query().map(str::as_bytes)),
@@ -302,7 +270,7 @@ mod tests {
             method: http::Method::GET,
             uri: path.parse().unwrap(),
             headers,
-            scheme: "http",
+            scheme: crate::http::Scheme::Http,
             authority: "a.test".into(),
             client_ip: "127.0.0.1".parse().unwrap(),
         }
@@ -337,8 +305,8 @@ mod tests {
         // The query was not read: it does not matter.
         let same = request("/a?x=2", Some("phone"));
         let (recalled, _) = memo.recall(&same, &vars).unwrap();
-        assert!(same_decision(&recalled, &lookup("phone/a")));
-        assert!(!same_decision(&recalled, &lookup("desk/a")));
+        assert_eq!(*recalled, lookup("phone/a"));
+        assert_ne!(*recalled, lookup("desk/a"));
         assert!(memo.recall(&request("/a", Some("desk")), &vars).is_none());
         assert!(memo.recall(&request("/a", None), &vars).is_none());
         assert!(memo.recall(&request("/b", Some("phone")), &vars).is_none());

@@ -9,9 +9,12 @@
 //! while no guest runs.
 
 mod bindings;
-pub mod heads;
+mod convert;
+mod env;
+mod heads;
 mod host_impl;
 pub mod memo;
+mod policy;
 mod session;
 mod state;
 mod ticker;
@@ -25,14 +28,12 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-pub use bindings::host::CachedObject;
-pub use bindings::host::{FetchRequest as FetchRequestWit, FetchResponse as FetchResponseWit};
-pub use bindings::types::{
-    Attempt, Decision, FetchError, HeaderEdit, Lookup, ResponseDecision, Route, StoreOptions,
-    SyntheticResponse,
+pub use env::{GuestContext, GuestEnv};
+pub use policy::{
+    Attempt, CachedObject, Decision, FetchError, HeaderEdit, Lookup, ResponseDecision, Route,
+    StoreOptions, SyntheticResponse,
 };
 pub use session::{GuestFailure, GuestSession, OutcomeForGuest};
-pub use state::GuestContext;
 
 use crate::config::RuntimeConfig;
 
@@ -110,14 +111,10 @@ impl Runtime {
     /// Compiles and links a policy component. Fails with a message a policy
     /// author can act on when the bytes are not a component or do not fit
     /// the `outpost:edge/edge-policy` world.
-    pub fn load(&self, wasm: &[u8]) -> Result<Arc<PolicyModule>, String> {
+    pub fn load(&self, wasm: &[u8]) -> Result<Arc<PolicyModule>, LoadError> {
         let version: Arc<str> = format!("sha256:{:x}", Sha256::digest(wasm)).into();
         if is_core_module(wasm) {
-            return Err(
-                "not a component: this is a core wasm module; build the policy for \
-                        wasm32-wasip2 (or wrap it with `wasm-tools component new`)"
-                    .into(),
-            );
+            return Err(LoadError::CoreModule);
         }
         let component = self.compile(wasm, &version)?;
         check_wit_version(&self.engine, &component)?;
@@ -128,9 +125,9 @@ impl Runtime {
         let pre = self
             .linker
             .instantiate_pre(&component)
-            .map_err(|e| format!("does not fit the outpost:edge/edge-policy world: {e:#}"))?;
+            .map_err(|e| LoadError::DoesNotFitWorld(format!("{e:#}")))?;
         let pre = bindings::EdgePolicyPre::new(pre)
-            .map_err(|e| format!("does not export the outpost:edge/policy interface: {e:#}"))?;
+            .map_err(|e| LoadError::MissingExports(format!("{e:#}")))?;
         Ok(Arc::new(PolicyModule {
             pre,
             version,
@@ -139,10 +136,10 @@ impl Runtime {
     }
 
     /// Compiles a component, or loads it from the compiled cache.
-    fn compile(&self, wasm: &[u8], version: &str) -> Result<Component, String> {
+    fn compile(&self, wasm: &[u8], version: &str) -> Result<Component, LoadError> {
+        let invalid = |e: wasmtime::Error| LoadError::Invalid(format!("{e:#}"));
         let Some(dir) = &self.compiled_dir else {
-            return Component::new(&self.engine, wasm)
-                .map_err(|e| format!("not a valid component: {e:#}"));
+            return Component::new(&self.engine, wasm).map_err(invalid);
         };
         // The engine's compatibility hash keeps artifacts of another
         // wasmtime version or configuration apart.
@@ -166,8 +163,7 @@ impl Runtime {
                 ),
             }
         }
-        let component = Component::new(&self.engine, wasm)
-            .map_err(|e| format!("not a valid component: {e:#}"))?;
+        let component = Component::new(&self.engine, wasm).map_err(invalid)?;
         tracing::info!(version, "policy compiled");
         match component.serialize() {
             Ok(bytes) => {
@@ -192,12 +188,34 @@ impl Runtime {
     }
 }
 
+/// Why a component cannot become a policy module. Each message says what a
+/// policy author can do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    #[error(
+        "not a component: this is a core wasm module; build the policy for \
+         wasm32-wasip2 (or wrap it with `wasm-tools component new`)"
+    )]
+    CoreModule,
+    #[error("not a valid component: {0}")]
+    Invalid(String),
+    #[error(
+        "wrong WIT version: the component uses `{0}`, this node implements outpost:edge@0.1.x; \
+         rebuild the policy against a 0.1 version of the outpost-guest SDK"
+    )]
+    WrongWitVersion(String),
+    #[error("does not fit the outpost:edge/edge-policy world: {0}")]
+    DoesNotFitWorld(String),
+    #[error("does not export the outpost:edge/policy interface: {0}")]
+    MissingExports(String),
+}
+
 /// The package version this node implements: components built against
 /// any 0.1.x of `outpost:edge` work; others get a message saying so
 /// instead of a linker error.
 const WIT_VERSION_PREFIX: &str = "@0.1.";
 
-fn check_wit_version(engine: &Engine, component: &Component) -> Result<(), String> {
+fn check_wit_version(engine: &Engine, component: &Component) -> Result<(), LoadError> {
     let ty = component.component_type();
     let names = ty
         .imports(engine)
@@ -205,10 +223,7 @@ fn check_wit_version(engine: &Engine, component: &Component) -> Result<(), Strin
         .chain(ty.exports(engine).map(|(n, _)| n.to_string()));
     for name in names {
         if name.starts_with("outpost:edge/") && !name.contains(WIT_VERSION_PREFIX) {
-            return Err(format!(
-                "wrong WIT version: the component uses `{name}`, this node implements outpost:edge@0.1.x; \
-                 rebuild the policy against a 0.1 version of the outpost-guest SDK"
-            ));
+            return Err(LoadError::WrongWitVersion(name));
         }
     }
     Ok(())

@@ -8,9 +8,12 @@ use wasmtime::component::Resource;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::bindings::{self, types};
-use super::heads::{RequestHead, RequestInfo, ResponseHead, ResponseInfo};
-use super::state::{GuestContext, GuestState, LimitHit};
+use super::env::GuestContext;
+use super::heads::{RequestHead, ResponseHead};
+use super::policy::{Attempt, Decision, FetchError, ResponseDecision};
+use super::state::{GuestState, LimitHit};
 use super::{PolicyModule, Runtime};
+use crate::http::{RequestInfo, ResponseInfo};
 
 /// Why a guest could not produce a decision. Each is a 5xx for the request
 /// that hit it, a log line and a metric; never anything worse.
@@ -47,7 +50,7 @@ impl GuestFailure {
 /// A backend outcome as the response hook receives it.
 pub enum OutcomeForGuest {
     Response(Arc<ResponseInfo>),
-    Error(types::FetchError),
+    Error(FetchError),
 }
 
 /// A live instance bound to one request.
@@ -167,7 +170,7 @@ impl GuestSession {
     }
 
     /// Calls `on-request`.
-    pub async fn on_request(&mut self) -> Result<types::Decision, GuestFailure> {
+    pub async fn on_request(&mut self) -> Result<Decision, GuestFailure> {
         self.begin_hook();
         let head = Resource::new_borrow(self.head.rep());
         let _running = self.activity.enter();
@@ -177,15 +180,17 @@ impl GuestSession {
             .call_on_request(&mut self.store, head)
             .await;
         self.failed |= result.is_err();
-        result.map_err(|e| classify(&self.store, e, false))
+        result
+            .map(Decision::from)
+            .map_err(|e| classify(&self.store, e, false))
     }
 
     /// Calls `on-response` for one backend attempt.
     pub async fn on_response(
         &mut self,
-        attempt: types::Attempt,
+        attempt: Attempt,
         outcome: OutcomeForGuest,
-    ) -> Result<types::ResponseDecision, GuestFailure> {
+    ) -> Result<ResponseDecision, GuestFailure> {
         self.begin_hook();
         let outcome = match outcome {
             OutcomeForGuest::Response(info) => {
@@ -197,17 +202,19 @@ impl GuestSession {
                     .map_err(|e| GuestFailure::Unavailable(e.to_string()))?;
                 types::Outcome::Response(head)
             }
-            OutcomeForGuest::Error(e) => types::Outcome::Error(e),
+            OutcomeForGuest::Error(e) => types::Outcome::Error(e.into()),
         };
         let head = Resource::new_borrow(self.head.rep());
         let _running = self.activity.enter();
         let result = self
             .policy
             .outpost_edge_policy()
-            .call_on_response(&mut self.store, head, &attempt, &outcome)
+            .call_on_response(&mut self.store, head, &attempt.into(), &outcome)
             .await;
         self.failed |= result.is_err();
-        result.map_err(|e| classify(&self.store, e, false))
+        result
+            .map(ResponseDecision::from)
+            .map_err(|e| classify(&self.store, e, false))
     }
 }
 

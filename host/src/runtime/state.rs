@@ -1,23 +1,11 @@
 //! The per-request store data of a guest instance.
 
-use std::sync::Arc;
-
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::env::GuestContext;
 use super::memo::{Field, Reads};
 use crate::config::LimitsConfig;
-use crate::tenant::Tenant;
-
-/// What a guest's host calls may reach: its own tenant and nothing else.
-#[derive(Clone)]
-pub struct GuestContext {
-    pub tenant: Arc<Tenant>,
-    /// The module version running, for log lines.
-    pub version: Arc<str>,
-    /// Smoke calls and previews: no subrequest leaves the node.
-    pub offline: bool,
-}
 
 /// Which limit stopped a guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +32,7 @@ pub struct GuestState {
 
 impl GuestState {
     pub fn new(ctx: GuestContext) -> GuestState {
-        let mut limits = ctx.tenant.limits;
+        let mut limits = ctx.env.limits();
         if ctx.offline {
             limits.max_subrequests = 0;
         }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use http::HeaderName;
 
-use crate::runtime::heads::RequestInfo;
+use crate::http::RequestInfo;
 use crate::runtime::PolicyModule;
 
 /// Which version served a request.

@@ -6,8 +6,12 @@
 
 mod canary;
 mod deployments;
+mod env;
+mod offline;
 mod recent;
+mod table;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -15,12 +19,25 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 
 pub use canary::{Arm, AutoRollback, Canary, Sticky};
 pub use deployments::Deployments;
+pub use offline::decide_offline;
 pub use recent::RecentRequests;
+pub use table::TenantTable;
 
 use crate::cache::TenantStore;
-use crate::config::{Config, LimitsConfig, PolicySource, TenantConfig};
+use crate::config::{Config, FieldError, LimitsConfig, PolicySource, TenantConfig};
 use crate::origin::Backend;
 use crate::runtime::{GuestSession, PolicyModule, Runtime};
+
+/// Why a version cannot be made active.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VersionError {
+    #[error("version {0} is not deployed")]
+    NotDeployed(String),
+    #[error("no previous version to roll back to")]
+    NoPrevious,
+    #[error("version {0} is no longer kept")]
+    NoLongerKept(String),
+}
 
 pub struct Tenant {
     pub id: Arc<str>,
@@ -84,18 +101,18 @@ impl Tenant {
         runtime: &Runtime,
         config: &Config,
         cache_quota_bytes: u64,
-    ) -> Result<Tenant, (String, String)> {
-        let base_dir = &config.base_dir;
+    ) -> Result<Tenant, FieldError> {
         let keep_versions = config.runtime.keep_versions;
-        let source =
-            PolicySource::parse(&tc.policy, base_dir).map_err(|m| ("policy".to_string(), m))?;
-        let wasm = source.read().map_err(|m| ("policy".to_string(), m))?;
-        let module = runtime.load(&wasm).map_err(|m| ("policy".to_string(), m))?;
-        let mut backends = HashMap::new();
-        for (name, bc) in &tc.backends {
-            let backend = Backend::new(name, bc).map_err(|m| (format!("backends.{name}"), m))?;
-            backends.insert(name.clone(), Arc::new(backend));
-        }
+        let policy_error = |m: String| FieldError::new("policy", m);
+        let wasm = read_policy(&tc.policy.resolved(&config.base_dir)).map_err(policy_error)?;
+        let module = runtime
+            .load(&wasm)
+            .map_err(|e| policy_error(e.to_string()))?;
+        let backends = tc
+            .backends
+            .iter()
+            .map(|(name, bc)| (name.clone(), Arc::new(Backend::new(name, bc))))
+            .collect();
         Ok(Tenant {
             id: tc.id.as_str().into(),
             limits: tc.limits,
@@ -120,10 +137,7 @@ impl Tenant {
 
     /// The module a request runs: the canary's candidate for its share of
     /// requests, else the active one.
-    pub fn module_for(
-        &self,
-        request: &crate::runtime::heads::RequestInfo,
-    ) -> (Arc<PolicyModule>, Arm) {
+    pub fn module_for(&self, request: &crate::http::RequestInfo) -> (Arc<PolicyModule>, Arm) {
         if let Some(canary) = &*self.canary.load() {
             if canary.selects(request) {
                 return (canary.module.clone(), Arm::Candidate);
@@ -134,11 +148,11 @@ impl Tenant {
 
     /// Makes a deployed version the active one. Requests already running
     /// keep the module they started with.
-    pub fn activate(&self, version: &str) -> Result<(), String> {
+    pub fn activate(&self, version: &str) -> Result<(), VersionError> {
         let mut d = self.deployments.lock().unwrap_or_else(|p| p.into_inner());
         let module = d
             .find(version)
-            .ok_or_else(|| format!("version {version} is not deployed"))?;
+            .ok_or_else(|| VersionError::NotDeployed(version.to_string()))?;
         let previous = self.policy.swap(module);
         if *previous.version != *version {
             d.history.push(previous.version.clone());
@@ -155,114 +169,34 @@ impl Tenant {
     }
 
     /// Re-activates the version that was active before the current one.
-    pub fn rollback(&self) -> Result<Arc<str>, String> {
+    pub fn rollback(&self) -> Result<Arc<str>, VersionError> {
         let mut d = self.deployments.lock().unwrap_or_else(|p| p.into_inner());
-        let previous = d
-            .history
-            .pop()
-            .ok_or("no previous version to roll back to")?;
+        let previous = d.history.pop().ok_or(VersionError::NoPrevious)?;
         let module = d
             .find(&previous)
-            .ok_or_else(|| format!("version {previous} is no longer kept"))?;
+            .ok_or_else(|| VersionError::NoLongerKept(previous.to_string()))?;
         self.policy.store(module);
         Ok(previous)
     }
+
+    /// A deployed version by its id.
+    pub fn deployed(&self, version: &str) -> Result<Arc<PolicyModule>, VersionError> {
+        self.deployments
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .find(version)
+            .ok_or_else(|| VersionError::NotDeployed(version.to_string()))
+    }
 }
 
-/// Host name -> tenant. Cloned and swapped whole on every change.
-#[derive(Default, Clone)]
-pub struct TenantTable {
-    by_host: HashMap<String, Arc<Tenant>>,
-    /// The tenant listing `*`, for hosts nobody else claims.
-    wildcard: Option<Arc<Tenant>>,
-    by_id: HashMap<String, Arc<Tenant>>,
-}
-
-impl TenantTable {
-    /// Builds every tenant of a config, compiling its policy. The error
-    /// names the field at fault. Tenants of `previous` whose config did not
-    /// change are kept as they are (versions, canary, cache namespace).
-    pub fn build(
-        config: &Config,
-        runtime: &Runtime,
-        previous: Option<&TenantTable>,
-    ) -> Result<TenantTable, (String, String)> {
-        let mut table = TenantTable::default();
-        for (i, tc) in config.tenants.iter().enumerate() {
-            let kept = previous
-                .and_then(|p| p.get(&tc.id))
-                .filter(|t| t.config == *tc)
-                .cloned();
-            let tenant = match kept {
-                Some(t) => t,
-                None => Arc::new(
-                    Tenant::build(tc, runtime, config, config.cache_quota_bytes(tc))
-                        .map_err(|(field, m)| (format!("tenant[{i}].{field}"), m))?,
-                ),
-            };
-            table.insert(tenant)?;
-        }
-        Ok(table)
-    }
-
-    /// Adds (or replaces, by id) a tenant; fails if another tenant already
-    /// serves one of its hosts.
-    pub fn insert(&mut self, tenant: Arc<Tenant>) -> Result<(), (String, String)> {
-        for host in &tenant.config.hosts {
-            let host = host.to_ascii_lowercase();
-            let holder = if host == "*" {
-                self.wildcard.as_ref()
-            } else {
-                self.by_host.get(&host)
-            };
-            if let Some(other) = holder.filter(|o| o.id != tenant.id) {
-                return Err((
-                    "hosts".into(),
-                    format!("host {host:?} is already served by tenant {:?}", &*other.id),
-                ));
-            }
-        }
-        self.remove(&tenant.id);
-        for host in &tenant.config.hosts {
-            let host = host.to_ascii_lowercase();
-            if host == "*" {
-                self.wildcard = Some(tenant.clone());
-            } else {
-                self.by_host.insert(host, tenant.clone());
-            }
-        }
-        self.by_id.insert(tenant.id.to_string(), tenant);
-        Ok(())
-    }
-
-    /// Removes a tenant by id; its hosts then get 404.
-    pub fn remove(&mut self, id: &str) -> Option<Arc<Tenant>> {
-        let tenant = self.by_id.remove(id)?;
-        self.by_host.retain(|_, t| !Arc::ptr_eq(t, &tenant));
-        if self
-            .wildcard
-            .as_ref()
-            .is_some_and(|w| Arc::ptr_eq(w, &tenant))
-        {
-            self.wildcard = None;
-        }
-        Some(tenant)
-    }
-
-    /// The tenant for a host name (lowercase, without port).
-    pub fn find(&self, host: &str) -> Option<&Arc<Tenant>> {
-        self.by_host.get(host).or(self.wildcard.as_ref())
-    }
-
-    /// A tenant by id.
-    pub fn get(&self, id: &str) -> Option<&Arc<Tenant>> {
-        self.by_id.get(id)
-    }
-
-    /// Every tenant, once each, by id.
-    pub fn tenants(&self) -> impl Iterator<Item = &Arc<Tenant>> {
-        let mut all: Vec<&Arc<Tenant>> = self.by_id.values().collect();
-        all.sort_by(|a, b| a.id.cmp(&b.id));
-        all.into_iter()
+/// A policy component's bytes: embedded, or read from its file.
+fn read_policy(source: &PolicySource) -> Result<Cow<'static, [u8]>, String> {
+    match source {
+        PolicySource::Builtin(name) => crate::guests::builtin(name)
+            .map(Cow::Borrowed)
+            .ok_or_else(|| format!("no built-in policy {name:?} in this binary")),
+        PolicySource::File(path) => std::fs::read(path)
+            .map(Cow::Owned)
+            .map_err(|e| format!("cannot read policy {}: {e}", path.display())),
     }
 }

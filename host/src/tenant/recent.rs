@@ -13,10 +13,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use http::Uri;
-
-use crate::proxy::headers::owned_copy;
-use crate::runtime::heads::RequestInfo;
+use crate::http::RequestInfo;
 
 /// Request heads kept per tenant.
 pub const RECENT_CAPACITY: usize = 256;
@@ -50,7 +47,7 @@ impl RecentRequests {
             if ring.len() == RECENT_CAPACITY {
                 ring.pop_front();
             }
-            ring.push_back(Arc::new(compact(request)));
+            ring.push_back(Arc::new(request.owned_copy()));
             if ring.len() == RECENT_CAPACITY {
                 self.full.store(true, Ordering::Relaxed);
             }
@@ -65,18 +62,5 @@ impl RecentRequests {
             .iter()
             .cloned()
             .collect()
-    }
-}
-
-/// A copy of a request head in storage of its own.
-fn compact(request: &RequestInfo) -> RequestInfo {
-    let uri = Uri::try_from(request.uri.to_string()).unwrap_or_else(|_| request.uri.clone());
-    RequestInfo {
-        method: request.method.clone(),
-        uri,
-        headers: owned_copy(&request.headers),
-        scheme: request.scheme,
-        authority: request.authority.clone(),
-        client_ip: request.client_ip,
     }
 }

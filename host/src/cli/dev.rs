@@ -12,8 +12,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::config::Config;
-use crate::node::{Node, RunOptions};
+use super::{announce, quick_config, run as run_node, shutdown_signal, RunOptions};
+use crate::config::{Config, PolicySource};
+use crate::control::{Control, ControlError};
 
 #[derive(clap::Args)]
 pub struct DevArgs {
@@ -52,7 +53,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
     }
     let mut config = match (&args.config, &args.backend) {
         (Some(path), _) => Config::load(path)?,
-        (None, Some(backend)) => crate::cli::quick_config(backend, None)?,
+        (None, Some(backend)) => quick_config(backend, None)?,
         (None, None) => {
             let mut c = Config::embedded_default();
             c.tenants[0].hosts = vec!["*".into()];
@@ -77,7 +78,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
 
     say(&format!("building {}", crate_dir.display()));
     match build(&crate_dir) {
-        Ok(wasm) => config.tenants[index].policy = wasm.display().to_string(),
+        Ok(wasm) => config.tenants[index].policy = PolicySource::File(wasm),
         Err(errors) => {
             eprintln!("{errors}");
             say("build failed: serving the tenant's configured policy until a build succeeds");
@@ -91,17 +92,17 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         config_path: None,
         trace_requests: true,
     };
-    runtime.block_on(crate::node::run(
+    runtime.block_on(run_node(
         config,
         options,
-        crate::cli::shutdown_signal(),
-        |node, addr| {
-            crate::cli::announce(addr);
+        shutdown_signal(),
+        |control, addr| {
+            announce(addr);
             say(&format!(
                 "serving tenant {tenant_id:?}; watching {} for changes",
                 crate_dir.display()
             ));
-            tokio::spawn(watch(node.clone(), tenant_id, crate_dir));
+            tokio::spawn(watch(control.clone(), tenant_id, crate_dir));
         },
     ))
 }
@@ -112,7 +113,7 @@ fn say(message: &str) {
 }
 
 /// Rebuilds and hot-swaps whenever the crate's sources change.
-async fn watch(node: Arc<Node>, tenant_id: String, crate_dir: PathBuf) {
+async fn watch(control: Arc<Control>, tenant_id: String, crate_dir: PathBuf) {
     let mut last = fingerprint(&crate_dir);
     loop {
         tokio::time::sleep(POLL).await;
@@ -136,7 +137,7 @@ async fn watch(node: Arc<Node>, tenant_id: String, crate_dir: PathBuf) {
                 continue;
             }
         };
-        match swap_in(&node, &tenant_id, &wasm).await {
+        match swap_in(&control, &tenant_id, &wasm).await {
             Ok(version) => say(&format!(
                 "reloaded: tenant {tenant_id:?} now runs {version}"
             )),
@@ -145,24 +146,16 @@ async fn watch(node: Arc<Node>, tenant_id: String, crate_dir: PathBuf) {
     }
 }
 
-/// Loads, smoke-tests and activates a freshly built component.
-async fn swap_in(node: &Arc<Node>, tenant_id: &str, wasm: &Path) -> Result<Arc<str>, String> {
-    let bytes = std::fs::read(wasm).map_err(|e| format!("cannot read {}: {e}", wasm.display()))?;
-    let tenant = node
-        .tenants
-        .load()
-        .get(tenant_id)
-        .cloned()
-        .ok_or_else(|| format!("tenant {tenant_id:?} is gone"))?;
-    let runtime = node.runtime.clone();
-    let module = tokio::task::spawn_blocking(move || runtime.load(&bytes))
-        .await
-        .map_err(|e| e.to_string())??;
-    crate::admin::smoke_call(node, &tenant, &module).await?;
-    let version = module.version.clone();
-    tenant.deploy(module);
-    tenant.activate(&version)?;
-    Ok(version)
+/// Deploys and activates a freshly built component (validated and
+/// smoke-called like any deploy).
+async fn swap_in(
+    control: &Control,
+    tenant_id: &str,
+    wasm: &Path,
+) -> Result<Arc<str>, ControlError> {
+    let bytes = std::fs::read(wasm)
+        .map_err(|e| ControlError::Invalid(format!("cannot read {}: {e}", wasm.display())))?;
+    control.deploy(tenant_id, bytes.into(), true).await
 }
 
 /// Builds the crate for wasm32-wasip2; the component's path, or the

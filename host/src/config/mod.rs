@@ -1,38 +1,24 @@
 //! The node's configuration: a TOML file, or the embedded default.
 //!
-//! Every table rejects unknown fields, so a typo is an error that names the
-//! key and its line. Semantic checks (URLs, duplicate hosts, unknown
-//! policies) name the field as a path, e.g. `tenant[1].backends.api.url`.
+//! A typed leaf: the schema here, values with a syntax of their own in
+//! [`values`] (parsed while the file is, so their errors carry a line),
+//! checks across fields in `validate.rs`, and the only file I/O in
+//! `load.rs`. Every table rejects unknown fields, so a typo is an error that
+//! names the key and its line; every error names the field as a path, e.g.
+//! `tenant[1].backends.api.url`.
+
+mod load;
+mod validate;
+mod values;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
-/// The configuration `outpost serve` uses when given no arguments: a demo
-/// tenant running the `cache-key` policy in front of the built-in demo origin.
-pub const DEFAULT_TOML: &str = include_str!("default.toml");
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("invalid config {source_name}: {message}")]
-    Parse {
-        source_name: String,
-        message: String,
-    },
-    #[error("invalid config {source_name}: field `{field}`: {message}")]
-    Field {
-        source_name: String,
-        field: String,
-        message: String,
-    },
-}
+pub use load::{ConfigError, FieldError, DEFAULT_TOML};
+pub use values::{BackendUrl, PolicySource, BUILTIN_POLICIES};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -170,14 +156,16 @@ pub struct DemoOriginConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TenantConfig {
-    /// Unique name; used in logs, metrics and the cache namespace.
+    /// Unique name; used in logs, metrics and the cache namespace. (The
+    /// admin API takes it from the URL when a body leaves it out.)
+    #[serde(default)]
     pub id: String,
     /// Host names (without port) this tenant answers. `*` matches any host
     /// that no other tenant lists.
     pub hosts: Vec<String>,
     /// `builtin:NAME` or a path to a policy component (`.wasm`), relative to
     /// the config file.
-    pub policy: String,
+    pub policy: PolicySource,
     #[serde(default)]
     pub limits: LimitsConfig,
     /// Backends the policy may route to, by name.
@@ -247,7 +235,7 @@ impl Default for LimitsConfig {
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
     /// `http://host:port`, optionally with a path prefix.
-    pub url: String,
+    pub url: BackendUrl,
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
     /// Time allowed for the response head, then between body chunks.
@@ -265,13 +253,29 @@ fn default_response_timeout_ms() -> u64 {
     15_000
 }
 
+fn default_true() -> bool {
+    true
+}
+
+impl BackendConfig {
+    /// A backend at `url` with the default timeouts.
+    pub fn new(url: BackendUrl) -> BackendConfig {
+        BackendConfig {
+            url,
+            connect_timeout_ms: default_connect_timeout_ms(),
+            response_timeout_ms: default_response_timeout_ms(),
+            host_header: None,
+        }
+    }
+}
+
 impl Config {
     /// The byte quota of a tenant's cache store: its own, or an equal share
     /// of what the explicit quotas leave.
     pub fn cache_quota_bytes(&self, tenant: &TenantConfig) -> u64 {
         const MIB: u64 = 1024 * 1024;
         if let Some(q) = tenant.cache_quota_mb {
-            return q * MIB;
+            return q.saturating_mul(MIB);
         }
         let explicit: u64 = self.tenants.iter().filter_map(|t| t.cache_quota_mb).sum();
         let shared = self
@@ -282,214 +286,11 @@ impl Config {
             .max(1) as u64;
         (self.cache.max_size_mb.saturating_sub(explicit) * MIB / shared).max(MIB)
     }
-
-    /// The embedded default configuration.
-    pub fn embedded_default() -> Config {
-        Config::from_toml(DEFAULT_TOML, "<embedded default>", Path::new("."))
-            .expect("the embedded default config is valid")
-    }
-
-    /// Reads and checks a config file.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Config::from_toml(&text, &path.display().to_string(), &base)
-    }
-
-    /// Parses and checks config text.
-    pub fn from_toml(
-        text: &str,
-        source_name: &str,
-        base_dir: &Path,
-    ) -> Result<Config, ConfigError> {
-        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            source_name: source_name.to_string(),
-            message: e.to_string(),
-        })?;
-        config.base_dir = base_dir.to_path_buf();
-        config
-            .validate()
-            .map_err(|(field, message)| ConfigError::Field {
-                source_name: source_name.to_string(),
-                field,
-                message,
-            })?;
-        Ok(config)
-    }
-
-    /// Checks what serde cannot; the error names the field.
-    pub fn validate(&self) -> Result<(), (String, String)> {
-        if self.server.header_read_timeout_ms == 0 {
-            return Err((
-                "server.header_read_timeout_ms".into(),
-                "must be at least 1".into(),
-            ));
-        }
-        if self.cache.max_size_mb == 0 {
-            return Err(("cache.max_size_mb".into(), "must be at least 1".into()));
-        }
-        if self.runtime.max_instances == 0 {
-            return Err(("runtime.max_instances".into(), "must be at least 1".into()));
-        }
-        if let Some(admin) = &self.admin {
-            match admin.resolved_token() {
-                None => {
-                    return Err((
-                        "admin.token".into(),
-                        format!("required (or set {ADMIN_TOKEN_ENV})"),
-                    ))
-                }
-                Some(t) if t.len() < 16 => {
-                    return Err((
-                        "admin.token".into(),
-                        "must be at least 16 characters".into(),
-                    ))
-                }
-                Some(_) => {}
-            }
-        }
-        let explicit: u64 = self.tenants.iter().filter_map(|t| t.cache_quota_mb).sum();
-        if explicit > self.cache.max_size_mb {
-            return Err((
-                "tenant[].cache_quota_mb".into(),
-                format!(
-                    "the quotas add up to {explicit} MiB, more than cache.max_size_mb ({})",
-                    self.cache.max_size_mb
-                ),
-            ));
-        }
-        let mut ids = std::collections::HashSet::new();
-        let mut hosts = std::collections::HashMap::new();
-        for (i, t) in self.tenants.iter().enumerate() {
-            let at = |field: &str| format!("tenant[{i}].{field}");
-            if t.id.is_empty()
-                || !t
-                    .id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                return Err((
-                    at("id"),
-                    format!("{:?} must be non-empty letters, digits, '-' or '_'", t.id),
-                ));
-            }
-            if !ids.insert(t.id.as_str()) {
-                return Err((at("id"), format!("tenant {:?} is declared twice", t.id)));
-            }
-            if t.hosts.is_empty() {
-                return Err((at("hosts"), "must list at least one host".into()));
-            }
-            for host in &t.hosts {
-                let host = host.to_ascii_lowercase();
-                if let Some(other) = hosts.insert(host.clone(), t.id.as_str()) {
-                    return Err((
-                        at("hosts"),
-                        format!("host {host:?} is already served by tenant {other:?}"),
-                    ));
-                }
-            }
-            PolicySource::parse(&t.policy, &self.base_dir).map_err(|m| (at("policy"), m))?;
-            let limits = &t.limits;
-            if limits.memory_mb == 0 || limits.memory_mb > self.runtime.max_memory_mb {
-                return Err((
-                    at("limits.memory_mb"),
-                    format!(
-                        "must be between 1 and runtime.max_memory_mb ({})",
-                        self.runtime.max_memory_mb
-                    ),
-                ));
-            }
-            if limits.max_concurrent == 0 || limits.max_concurrent > self.runtime.max_instances {
-                return Err((
-                    at("limits.max_concurrent"),
-                    format!(
-                        "must be between 1 and runtime.max_instances ({})",
-                        self.runtime.max_instances
-                    ),
-                ));
-            }
-            if limits.cpu_ms == 0 {
-                return Err((at("limits.cpu_ms"), "must be at least 1".into()));
-            }
-            for (name, b) in &t.backends {
-                crate::origin::BackendUrl::parse(&b.url)
-                    .map_err(|m| (at(&format!("backends.{name}.url")), m))?;
-                if b.connect_timeout_ms == 0 {
-                    return Err((
-                        at(&format!("backends.{name}.connect_timeout_ms")),
-                        "must be at least 1".into(),
-                    ));
-                }
-                if b.response_timeout_ms == 0 {
-                    return Err((
-                        at(&format!("backends.{name}.response_timeout_ms")),
-                        "must be at least 1".into(),
-                    ));
-                }
-                if let Some(h) = &b.host_header {
-                    if http::HeaderValue::from_str(h).is_err() {
-                        return Err((
-                            at(&format!("backends.{name}.host_header")),
-                            "is not a valid header value".into(),
-                        ));
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
 }
-
-/// Where a tenant's policy component comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PolicySource {
-    /// A policy embedded in the binary.
-    Builtin(&'static str),
-    /// A component file.
-    File(PathBuf),
-}
-
-impl PolicySource {
-    pub fn parse(spec: &str, base_dir: &Path) -> Result<PolicySource, String> {
-        if let Some(name) = spec.strip_prefix("builtin:") {
-            let known: Vec<&str> = crate::guests::BUILTIN.iter().map(|(n, _)| *n).collect();
-            return crate::guests::BUILTIN
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(n, _)| PolicySource::Builtin(n))
-                .ok_or_else(|| {
-                    format!("unknown built-in policy {name:?}; built-in policies are {known:?}")
-                });
-        }
-        if spec.is_empty() {
-            return Err("must be `builtin:NAME` or a path to a .wasm component".into());
-        }
-        Ok(PolicySource::File(base_dir.join(spec)))
-    }
-
-    /// The component's bytes.
-    pub fn read(&self) -> Result<std::borrow::Cow<'static, [u8]>, String> {
-        match self {
-            PolicySource::Builtin(name) => Ok(crate::guests::builtin(name)
-                .expect("checked at parse")
-                .into()),
-            PolicySource::File(path) => std::fs::read(path)
-                .map(Into::into)
-                .map_err(|e| format!("cannot read policy {}: {e}", path.display())),
-        }
-    }
-}
-
-fn default_true() -> bool {
-    true
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn embedded_default_is_valid() {
@@ -525,6 +326,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("tenant[0].backends.origin.url"), "{err}");
+        assert!(err.contains("line 7"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_builtin_policy_names_the_field_and_line() {
+        let text = "[[tenant]]\nid = \"a\"\nhosts = [\"a.test\"]\npolicy = \"builtin:nope\"\n";
+        let err = Config::from_toml(text, "t.toml", Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tenant[0].policy"), "{err}");
+        assert!(err.contains("line 4"), "{err}");
+        assert!(err.contains("cache-key"), "{err}");
     }
 
     #[test]

@@ -1,4 +1,7 @@
-//! The `outpost` command line.
+//! The `outpost` command line: `serve`, `check`, `dev`.
+
+mod dev;
+mod serve;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -6,7 +9,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{BackendConfig, Config, LimitsConfig, TenantConfig};
+use crate::config::{BackendConfig, BackendUrl, Config, LimitsConfig, PolicySource, TenantConfig};
+pub use serve::{run, RunOptions};
 
 #[derive(Parser)]
 #[command(
@@ -30,7 +34,7 @@ enum Command {
     },
     /// Develop a policy: build the guest crate, serve it, rebuild and
     /// hot-swap on every change, log each request's decision.
-    Dev(crate::dev::DevArgs),
+    Dev(dev::DevArgs),
 }
 
 #[derive(clap::Args, Default)]
@@ -58,12 +62,12 @@ pub fn main() -> ExitCode {
         Command::Check { config } => Config::load(&config)
             .map_err(anyhow::Error::from)
             .and_then(|c| {
-                crate::node::Node::build(&c, false)
+                crate::control::Control::build(&c, false)
                     .map(|_| ())
                     .map_err(Into::into)
             })
             .map(|()| println!("{}: ok", config.display())),
-        Command::Dev(args) => crate::dev::run(args),
+        Command::Dev(args) => dev::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -74,7 +78,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-pub(crate) fn init_logging() {
+fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colours only on a terminal: log files and pipes get plain text.
@@ -100,28 +104,22 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let options = crate::node::RunOptions {
+    let options = RunOptions {
         config_path: args.config.clone(),
         trace_requests: false,
     };
-    runtime.block_on(crate::node::run(
-        config,
-        options,
-        shutdown_signal(),
-        |_, addr| announce(addr),
-    ))
+    runtime.block_on(run(config, options, shutdown_signal(), |_, addr| {
+        announce(addr)
+    }))
 }
 
 /// Tests and scripts read this line to find the port.
-pub(crate) fn announce(addr: SocketAddr) {
+fn announce(addr: SocketAddr) {
     println!("outpost listening on http://{addr}");
 }
 
 /// A config for `serve --backend URL [--policy FILE]`.
-pub(crate) fn quick_config(
-    backend: &str,
-    policy: Option<&std::path::Path>,
-) -> anyhow::Result<Config> {
+fn quick_config(backend: &str, policy: Option<&std::path::Path>) -> anyhow::Result<Config> {
     let mut config = Config::embedded_default();
     config.demo_origin = None;
     config.base_dir = std::env::current_dir()?;
@@ -129,18 +127,15 @@ pub(crate) fn quick_config(
         id: "default".into(),
         hosts: vec!["*".into()],
         policy: match policy {
-            Some(p) => p.display().to_string(),
-            None => "builtin:default".into(),
+            Some(p) => PolicySource::File(p.to_path_buf()),
+            None => PolicySource::Builtin("default"),
         },
         limits: LimitsConfig::default(),
         backends: [(
             "origin".to_string(),
-            BackendConfig {
-                url: backend.to_string(),
-                connect_timeout_ms: 2_000,
-                response_timeout_ms: 15_000,
-                host_header: None,
-            },
+            BackendConfig::new(
+                BackendUrl::parse(backend).map_err(|m| anyhow::anyhow!("--backend: {m}"))?,
+            ),
         )]
         .into(),
         vars: Default::default(),
@@ -152,12 +147,12 @@ pub(crate) fn quick_config(
     }];
     config
         .validate()
-        .map_err(|(field, message)| anyhow::anyhow!("--backend/--policy: {field}: {message}"))?;
+        .map_err(|e| anyhow::anyhow!("--backend/--policy: {e}"))?;
     Ok(config)
 }
 
 /// Resolves on SIGINT or SIGTERM.
-pub(crate) async fn shutdown_signal() {
+async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -1,0 +1,134 @@
+//! Reading a config: the file, the embedded default, or a tenant sent to
+//! the admin API. The only file I/O of `config`.
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+
+use super::{Config, TenantConfig};
+
+/// The configuration `outpost serve` uses when given no arguments: a demo
+/// tenant running the `cache-key` policy in front of the built-in demo origin.
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// A config that cannot be used. Every variant names where it came from
+/// (a file, the embedded default, an admin request) and, where it can, the
+/// field and line at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Not valid TOML, or a value of the wrong type or syntax; the message
+    /// carries the line.
+    #[error("invalid config {source_name}: {}{message}", field_prefix(field))]
+    Parse {
+        source_name: String,
+        /// The field's path, e.g. `tenant[0].backends.origin.url` (empty
+        /// when the error is not in one field).
+        field: String,
+        message: String,
+    },
+    /// Valid syntax, but a value that does not fit the rest.
+    #[error("invalid config {source_name}: {error}")]
+    Field {
+        source_name: String,
+        error: FieldError,
+    },
+}
+
+fn field_prefix(field: &str) -> String {
+    if field.is_empty() || field == "." {
+        String::new()
+    } else {
+        format!("field `{field}`: ")
+    }
+}
+
+impl ConfigError {
+    /// A field error from `source_name`.
+    pub fn field(source_name: &str, error: FieldError) -> ConfigError {
+        ConfigError::Field {
+            source_name: source_name.to_string(),
+            error,
+        }
+    }
+}
+
+/// A value that does not fit: the field's path and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("field `{field}`: {message}")]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> FieldError {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The same error one level down, e.g. `tenant[2].` + `policy`.
+    pub fn within(self, prefix: &str) -> FieldError {
+        FieldError {
+            field: format!("{prefix}{}", self.field),
+            message: self.message,
+        }
+    }
+}
+
+/// Deserializes TOML text, keeping the path of a field that fails.
+fn parse<T: DeserializeOwned>(text: &str, source_name: &str) -> Result<T, ConfigError> {
+    let deserializer = toml::Deserializer::new(text);
+    serde_path_to_error::deserialize(deserializer).map_err(|e| ConfigError::Parse {
+        source_name: source_name.to_string(),
+        field: e.path().to_string(),
+        message: e.into_inner().to_string(),
+    })
+}
+
+impl Config {
+    /// The embedded default configuration.
+    pub fn embedded_default() -> Config {
+        Config::from_toml(DEFAULT_TOML, "<embedded default>", Path::new("."))
+            .expect("the embedded default config is valid")
+    }
+
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Config::from_toml(&text, &path.display().to_string(), &base)
+    }
+
+    /// Parses and checks config text; relative policy paths are resolved
+    /// against `base_dir`.
+    pub fn from_toml(
+        text: &str,
+        source_name: &str,
+        base_dir: &Path,
+    ) -> Result<Config, ConfigError> {
+        let mut config: Config = parse(text, source_name)?;
+        config.base_dir = base_dir.to_path_buf();
+        config
+            .validate()
+            .map_err(|e| ConfigError::field(source_name, e))?;
+        Ok(config)
+    }
+}
+
+impl TenantConfig {
+    /// Parses one tenant (the fields of a `[[tenant]]` table) and checks
+    /// what can be checked without the rest of the config.
+    pub fn from_toml(text: &str, source_name: &str) -> Result<TenantConfig, ConfigError> {
+        parse(text, source_name)
+    }
+}

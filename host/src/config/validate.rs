@@ -1,0 +1,141 @@
+//! Checks that serde cannot make: ranges, and rules across fields and
+//! tenants. Every error names the field as a path.
+
+use std::collections::{HashMap, HashSet};
+
+use super::{Config, FieldError, RuntimeConfig, TenantConfig, ADMIN_TOKEN_ENV};
+
+/// `Err` naming `field` unless `ok`.
+fn check(ok: bool, field: &str, message: impl FnOnce() -> String) -> Result<(), FieldError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(FieldError::new(field, message()))
+    }
+}
+
+impl Config {
+    /// Checks the whole config; the error names the field.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        check(
+            self.server.header_read_timeout_ms > 0,
+            "server.header_read_timeout_ms",
+            || "must be at least 1".into(),
+        )?;
+        check(self.cache.max_size_mb > 0, "cache.max_size_mb", || {
+            "must be at least 1".into()
+        })?;
+        check(
+            self.runtime.max_instances > 0,
+            "runtime.max_instances",
+            || "must be at least 1".into(),
+        )?;
+        if let Some(admin) = &self.admin {
+            match admin.resolved_token() {
+                None => {
+                    return Err(FieldError::new(
+                        "admin.token",
+                        format!("required (or set {ADMIN_TOKEN_ENV})"),
+                    ))
+                }
+                Some(t) => check(t.len() >= 16, "admin.token", || {
+                    "must be at least 16 characters".into()
+                })?,
+            }
+        }
+        let explicit: u64 = self.tenants.iter().filter_map(|t| t.cache_quota_mb).sum();
+        check(
+            explicit <= self.cache.max_size_mb,
+            "tenant[].cache_quota_mb",
+            || {
+                format!(
+                    "the quotas add up to {explicit} MiB, more than cache.max_size_mb ({})",
+                    self.cache.max_size_mb
+                )
+            },
+        )?;
+        let mut ids = HashSet::new();
+        let mut hosts = HashMap::new();
+        for (i, t) in self.tenants.iter().enumerate() {
+            let prefix = format!("tenant[{i}].");
+            t.validate(&self.runtime).map_err(|e| e.within(&prefix))?;
+            check(ids.insert(t.id.as_str()), &format!("{prefix}id"), || {
+                format!("tenant {:?} is declared twice", t.id)
+            })?;
+            for host in &t.hosts {
+                let host = host.to_ascii_lowercase();
+                if let Some(other) = hosts.insert(host.clone(), t.id.as_str()) {
+                    return Err(FieldError::new(
+                        format!("{prefix}hosts"),
+                        format!("host {host:?} is already served by tenant {other:?}"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl TenantConfig {
+    /// Checks one tenant against the node's runtime settings; the error
+    /// names the field relative to the tenant.
+    pub fn validate(&self, runtime: &RuntimeConfig) -> Result<(), FieldError> {
+        let valid_id = !self.id.is_empty()
+            && self
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        check(valid_id, "id", || {
+            format!(
+                "{:?} must be non-empty letters, digits, '-' or '_'",
+                self.id
+            )
+        })?;
+        check(!self.hosts.is_empty(), "hosts", || {
+            "must list at least one host".into()
+        })?;
+        let limits = &self.limits;
+        check(
+            (1..=runtime.max_memory_mb).contains(&limits.memory_mb),
+            "limits.memory_mb",
+            || {
+                format!(
+                    "must be between 1 and runtime.max_memory_mb ({})",
+                    runtime.max_memory_mb
+                )
+            },
+        )?;
+        check(
+            (1..=runtime.max_instances).contains(&limits.max_concurrent),
+            "limits.max_concurrent",
+            || {
+                format!(
+                    "must be between 1 and runtime.max_instances ({})",
+                    runtime.max_instances
+                )
+            },
+        )?;
+        check(limits.cpu_ms > 0, "limits.cpu_ms", || {
+            "must be at least 1".into()
+        })?;
+        for (name, b) in &self.backends {
+            let at = |field: &str| format!("backends.{name}.{field}");
+            check(b.connect_timeout_ms > 0, &at("connect_timeout_ms"), || {
+                "must be at least 1".into()
+            })?;
+            check(
+                b.response_timeout_ms > 0,
+                &at("response_timeout_ms"),
+                || "must be at least 1".into(),
+            )?;
+            if let Some(h) = &b.host_header {
+                check(
+                    http::HeaderValue::from_str(h).is_ok(),
+                    &at("host_header"),
+                    || "is not a valid header value".into(),
+                )?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,154 @@
+//! The control plane: the node's desired state (the config its tenants come
+//! from, and each tenant's deployed versions), changed only here.
+//!
+//! Every source of desired state (the config file on SIGHUP, the admin API,
+//! and a fleet source next to them) calls these methods; each change is
+//! "validate, then apply", and every read-modify-write holds one async lock,
+//! so two changes never interleave (two concurrent tenant PUTs both land).
+//! Applying builds a new tenant table and swaps it into the data plane's
+//! [`Context`]; the request path never calls this module.
+
+mod deploy;
+mod errors;
+mod preview;
+mod purge;
+pub mod sighup;
+
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, MutexGuard};
+
+pub use deploy::CanaryRequest;
+pub use errors::{ControlError, DeployError};
+pub use preview::PreviewReport;
+pub use purge::{Purge, Purged};
+
+use crate::cache::HttpCache;
+use crate::config::{Config, ConfigError, FieldError, TenantConfig};
+use crate::metrics::Metrics;
+use crate::proxy::Context;
+use crate::runtime::Runtime;
+use crate::tenant::{Tenant, TenantTable};
+
+/// The node's control plane.
+pub struct Control {
+    ctx: Arc<Context>,
+    /// The desired state; held across every read-modify-write.
+    desired: Mutex<Config>,
+}
+
+/// Whether a tenant PUT added a tenant or replaced one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Put {
+    Added,
+    Replaced,
+}
+
+impl Control {
+    /// Builds a node's data plane from a checked config: the runtime, the
+    /// cache and every tenant (compiling its policy).
+    pub fn build(config: &Config, trace_requests: bool) -> Result<Arc<Control>, ConfigError> {
+        let runtime = Runtime::new(&config.runtime)
+            .map_err(|e| ConfigError::field("config", FieldError::new("runtime", e.to_string())))?;
+        let tenants = TenantTable::build(config, &runtime, None)
+            .map_err(|e| ConfigError::field("config", e))?;
+        let ctx = Context {
+            tenants: arc_swap::ArcSwap::from_pointee(tenants),
+            cache: Arc::new(HttpCache::new(&config.cache)),
+            runtime,
+            metrics: Metrics::default(),
+            trace_requests,
+        };
+        Ok(Arc::new(Control {
+            ctx: Arc::new(ctx),
+            desired: Mutex::new(config.clone()),
+        }))
+    }
+
+    /// What the data plane reads.
+    pub fn context(&self) -> &Arc<Context> {
+        &self.ctx
+    }
+
+    /// A tenant of the running table.
+    pub fn tenant(&self, id: &str) -> Result<Arc<Tenant>, ControlError> {
+        self.ctx
+            .tenants
+            .load()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ControlError::UnknownTenant(id.to_string()))
+    }
+
+    /// Replaces the desired config (a reload from `source_name`): added,
+    /// changed and removed tenants take effect at once; unchanged ones keep
+    /// their state. Listener, cache and runtime settings need a restart. On
+    /// error nothing changes.
+    pub async fn reload(&self, config: Config, source_name: &str) -> Result<(), ControlError> {
+        let mut desired = self.desired.lock().await;
+        self.apply(&mut desired, config, source_name, |e| e).await
+    }
+
+    /// Adds or replaces one tenant.
+    pub async fn put_tenant(
+        &self,
+        tenant: TenantConfig,
+        source_name: &str,
+    ) -> Result<Put, ControlError> {
+        let mut desired = self.desired.lock().await;
+        let mut config = desired.clone();
+        let existed = config.tenants.iter().any(|t| t.id == tenant.id);
+        let id = tenant.id.clone();
+        config.tenants.retain(|t| t.id != id);
+        config.tenants.push(tenant);
+        // Errors name the tenant's own fields, not its place in the table.
+        let own = format!("tenant[{}].", config.tenants.len() - 1);
+        let relative = |e: FieldError| match e.field.strip_prefix(&own) {
+            Some(field) => FieldError::new(field, e.message),
+            None => e,
+        };
+        config
+            .validate()
+            .map_err(|e| ConfigError::field(source_name, relative(e)))?;
+        self.apply(&mut desired, config, source_name, relative)
+            .await?;
+        Ok(if existed { Put::Replaced } else { Put::Added })
+    }
+
+    /// Removes a tenant; its hosts get 404 from now on.
+    pub async fn delete_tenant(&self, id: &str) -> Result<(), ControlError> {
+        let mut desired = self.desired.lock().await;
+        let mut config = desired.clone();
+        let before = config.tenants.len();
+        config.tenants.retain(|t| t.id != id);
+        if config.tenants.len() == before {
+            return Err(ControlError::UnknownTenant(id.to_string()));
+        }
+        self.apply(&mut desired, config, "DELETE", |e| e).await
+    }
+
+    /// The shared apply step: builds the tenants of `config` (keeping
+    /// unchanged ones as they are), swaps the table in, records `config` as
+    /// the desired state. The caller holds the lock; `relative` rewrites
+    /// the path of a field error for the source's reader.
+    async fn apply(
+        &self,
+        desired: &mut MutexGuard<'_, Config>,
+        config: Config,
+        source_name: &str,
+        relative: impl Fn(FieldError) -> FieldError,
+    ) -> Result<(), ControlError> {
+        let previous = self.ctx.tenants.load_full();
+        let runtime = self.ctx.runtime.clone();
+        let building = config.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            TenantTable::build(&building, &runtime, Some(&previous))
+        })
+        .await
+        .map_err(|e| ControlError::Internal(e.to_string()))?;
+        let table = built.map_err(|e| ConfigError::field(source_name, relative(e)))?;
+        self.ctx.tenants.store(Arc::new(table));
+        **desired = config;
+        Ok(())
+    }
+}

@@ -1,0 +1,128 @@
+//! The HTTP vocabulary every layer shares: the request and response heads
+//! the host parses once, the body type between client, node and origin, and
+//! the header rules of an intermediary ([`headers`]).
+//!
+//! A leaf: it knows nothing of tenants, policies or the cache.
+
+pub mod headers;
+pub mod range;
+
+use std::net::IpAddr;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Uri};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+
+/// Any error a body or a connection can end with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body type used between client, node and origin.
+pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A body of these bytes.
+pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// An empty body.
+pub fn empty() -> ProxyBody {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+/// Any body as a [`ProxyBody`].
+pub fn boxed<B>(body: B) -> ProxyBody
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()
+}
+
+/// The `http` or `https` scheme a client used to reach the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+/// What the host knows about a client request: its head, parsed once and
+/// shared (behind an `Arc`) with the policy, the cache and the origin path.
+#[derive(Debug)]
+pub struct RequestInfo {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    pub scheme: Scheme,
+    /// Lowercased authority (Host header or `:authority`), port kept.
+    pub authority: String,
+    pub client_ip: IpAddr,
+}
+
+impl RequestInfo {
+    /// A head made by the node itself (smoke calls, URL purges): no fields,
+    /// from the loopback address.
+    pub fn internal(method: Method, uri: Uri, authority: &str) -> RequestInfo {
+        RequestInfo {
+            method,
+            uri,
+            headers: HeaderMap::new(),
+            scheme: Scheme::Http,
+            authority: authority.to_ascii_lowercase(),
+            client_ip: IpAddr::from([127, 0, 0, 1]),
+        }
+    }
+
+    /// Path and query of the request target (`/` if the target has none).
+    pub fn path_and_query(&self) -> &str {
+        self.uri
+            .path_and_query()
+            .map(|pq| pq.as_str())
+            .unwrap_or("/")
+    }
+
+    /// A copy in storage of its own: a parsed head shares its buffer with
+    /// the connection's read buffer, so keeping the head itself would keep
+    /// kilobytes alive per copy (see [`headers::owned_copy`]).
+    pub fn owned_copy(&self) -> RequestInfo {
+        let uri = Uri::try_from(self.uri.to_string()).unwrap_or_else(|_| self.uri.clone());
+        RequestInfo {
+            method: self.method.clone(),
+            uri,
+            headers: headers::owned_copy(&self.headers),
+            scheme: self.scheme,
+            authority: self.authority.clone(),
+            client_ip: self.client_ip,
+        }
+    }
+}
+
+/// What the host knows about a backend response head.
+#[derive(Debug)]
+pub struct ResponseInfo {
+    pub status: u16,
+    pub headers: HeaderMap,
+}
+
+/// An error and its sources on one line.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

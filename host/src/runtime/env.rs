@@ -1,0 +1,46 @@
+//! What a guest's host calls reach: the environment its tenant gives it.
+//!
+//! `runtime` defines the capabilities; the `tenant` layer implements them
+//! over its own backends, cache store and vars. A guest can therefore reach
+//! only what its tenant holds, and the runtime knows nothing of tenants.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+
+use super::policy::{CachedObject, FetchError};
+use crate::config::LimitsConfig;
+
+/// The capabilities behind the `outpost:edge/host` imports, scoped to one
+/// tenant.
+pub trait GuestEnv: Send + Sync {
+    /// The tenant's id, for log lines.
+    fn tenant_id(&self) -> &str;
+    /// The limits every instance of the tenant runs under.
+    fn limits(&self) -> LimitsConfig;
+    /// `config-get`: a value of the tenant's `vars`.
+    fn var(&self, key: &str) -> Option<String>;
+    /// `cache-lookup`: what the tenant's cache holds under a key.
+    fn cache_peek(&self, key: &str) -> Option<CachedObject>;
+    /// `cache-purge`: removes a key of the tenant's cache.
+    fn cache_purge(&self, key: &str) -> bool;
+    /// `fetch`: one complete exchange with a backend the tenant declared.
+    /// The request's URI is the path and query to ask for.
+    fn fetch(
+        &self,
+        backend: &str,
+        request: http::Request<Bytes>,
+    ) -> BoxFuture<'static, Result<http::Response<Bytes>, FetchError>>;
+}
+
+/// What one instance's host calls may reach.
+#[derive(Clone)]
+pub struct GuestContext {
+    pub env: Arc<dyn GuestEnv>,
+    /// The module version running, for log lines.
+    pub version: Arc<str>,
+    /// Smoke calls, previews and key lookups: no subrequest leaves the node
+    /// and the cache is not changed.
+    pub offline: bool,
+}

@@ -1,0 +1,132 @@
+//! The host's own types for what a policy decides and what it is told.
+//!
+//! They mirror the `outpost:edge` WIT records but carry no ABI: the
+//! generated bindings stay inside `runtime` (converted in `convert.rs`), and
+//! the rest of the node compares, clones and prints these.
+
+/// A response built by the policy, sent to the client as is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyntheticResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// An edit of the request the host forwards to a backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderEdit {
+    /// Replace every value of a header with this one.
+    Set(String, String),
+    /// Add a value, keeping existing ones.
+    Append(String, String),
+    /// Remove every value of a header.
+    Remove(String),
+}
+
+/// Where and how the host forwards a request.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Route {
+    /// Names of the tenant's backends, tried in order.
+    pub backends: Vec<String>,
+    /// Edits of the forwarded request's header fields.
+    pub request_headers: Vec<HeaderEdit>,
+}
+
+/// A cache lookup followed, on a miss, by a fetch from the route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lookup {
+    /// The key inside the tenant's own namespace.
+    pub key: String,
+    /// Overrides the freshness lifetime (seconds).
+    pub ttl: Option<u32>,
+    pub route: Route,
+}
+
+/// What the host does with a client request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Respond(SyntheticResponse),
+    Lookup(Lookup),
+    Pass(Route),
+}
+
+impl Decision {
+    /// The decision in a few words, for the dev server's request log.
+    pub fn summary(&self) -> String {
+        match self {
+            Decision::Respond(s) => format!("respond {}", s.status),
+            Decision::Pass(route) => format!("pass backends={}", route.backends.join(",")),
+            Decision::Lookup(l) => {
+                let ttl = l.ttl.map(|t| format!(" ttl={t}")).unwrap_or_default();
+                format!(
+                    "lookup key={:?} backends={}{ttl}",
+                    l.key,
+                    l.route.backends.join(",")
+                )
+            }
+        }
+    }
+}
+
+/// Why a backend gave no response, as the policy is told.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    #[error("connection failed: {0}")]
+    ConnectFailed(String),
+    #[error("timed out")]
+    Timeout,
+    #[error("invalid response: {0}")]
+    InvalidResponse(String),
+    #[error("unknown backend {0:?}")]
+    UnknownBackend(String),
+    #[error("subrequest limit reached")]
+    LimitExceeded,
+}
+
+impl FetchError {
+    /// A short stable name for metrics and logs.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FetchError::ConnectFailed(_) => "connect",
+            FetchError::Timeout => "timeout",
+            FetchError::InvalidResponse(_) => "invalid",
+            FetchError::UnknownBackend(_) => "unknown_backend",
+            FetchError::LimitExceeded => "limit",
+        }
+    }
+}
+
+/// The context of one backend attempt, given to the response hook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub backend: String,
+    pub index: u32,
+    pub remaining: u32,
+    pub stale_available: bool,
+}
+
+/// How the host stores a response, overriding its headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOptions {
+    pub ttl: u32,
+    pub tags: Vec<String>,
+}
+
+/// What the host does with a backend attempt's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponseDecision {
+    Default,
+    Store(StoreOptions),
+    NoStore,
+    TryNext,
+    ServeStale,
+    Respond(SyntheticResponse),
+}
+
+/// What the tenant's cache holds under a key (`cache-lookup`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CachedObject {
+    pub status: u16,
+    pub age: u32,
+    pub fresh: bool,
+}
