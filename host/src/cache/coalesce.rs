@@ -24,7 +24,7 @@ pub enum FillOutcome {
     Abandoned,
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Coalescer {
     fills: Mutex<HashMap<CacheKey, watch::Receiver<Option<FillOutcome>>>>,
 }
@@ -36,6 +36,7 @@ pub enum Role {
 }
 
 /// Held by the request that fetches; finishing or dropping it wakes waiters.
+#[derive(Debug)]
 pub struct FillGuard {
     coalescer: Arc<Coalescer>,
     key: CacheKey,

@@ -35,6 +35,8 @@ pub enum NotStored {
     Unusable,
     /// Larger than the configured maximum object size.
     TooLarge,
+    /// The policy's response hook said `no-store`.
+    Policy,
 }
 
 impl NotStored {
@@ -49,6 +51,7 @@ impl NotStored {
             NotStored::SetCookie => "set-cookie",
             NotStored::Unusable => "no-freshness",
             NotStored::TooLarge => "too-large",
+            NotStored::Policy => "policy",
         }
     }
 }

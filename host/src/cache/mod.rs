@@ -2,15 +2,22 @@
 //! store per tenant so a tenant can neither read nor evict another's
 //! objects, with request coalescing across all of them.
 //!
-//! Freshness and storability follow RFC 9111 for a shared cache
-//! ([`freshness`]); the directive parser is in [`directives`]; bodies are
+//! The RFC 9111 rules for a shared cache live here, one concern a file:
+//! response directives ([`directives`]), storability and freshness
+//! ([`freshness`]), answering a request and coalescing ([`lookup`]), what a
+//! backend's answer becomes (304 merge, stale-if-error, the fill: [`fill`]),
+//! objects in slices ([`slice`]), and `Cache-Status` (RFC 9211). Bodies are
 //! [`SharedBody`]s that readers follow while they fill; the per-tenant
 //! store with its tag index is in [`store`].
 
 pub mod body;
 mod coalesce;
 pub mod directives;
+pub mod fill;
 pub mod freshness;
+pub mod lookup;
+pub mod slice;
+mod status;
 pub mod store;
 mod stored;
 
@@ -18,8 +25,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use body::SharedBody;
-pub use coalesce::{wait as wait_for_fill, FillGuard, FillOutcome, Role};
+pub use coalesce::{FillGuard, FillOutcome, Role};
 pub use freshness::{Assessment, Freshness, NotStored, Override};
+pub use status::{key_param as status_key_param, CacheStatus, Detail, Fwd};
 pub use store::{Selected, TenantStore};
 pub use stored::{vary_values, StoredResponse};
 

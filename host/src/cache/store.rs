@@ -32,9 +32,11 @@ pub enum Selected {
     Miss,
 }
 
-/// tag -> keys carrying it.
+/// tag -> keys carrying it. (A store is cloned as a handle: its parts
+/// are shared.)
 type TagIndex = Arc<Mutex<HashMap<Box<str>, HashSet<Box<str>>>>>;
 
+#[derive(Clone)]
 pub struct TenantStore {
     entries: Cache<Box<str>, Arc<Variants>>,
     tags: TagIndex,

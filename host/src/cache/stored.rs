@@ -4,11 +4,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::header::{HeaderName, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, StatusCode};
 
 use super::body::SharedBody;
 use super::freshness::Freshness;
+use crate::http::headers::{has_cache_targeted, is_hop_by_hop, owned_copy};
 
 /// A stored response: head, body and the facts needed to compute its age
 /// and freshness at any later time.
@@ -34,6 +35,30 @@ pub struct StoredResponse {
 }
 
 impl StoredResponse {
+    /// A response as the cache keeps it, stored now. `headers` are copied
+    /// into storage of their own (see `owned_copy`), so the entry's memory
+    /// is what its weight says.
+    pub fn new(
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: Arc<SharedBody>,
+        freshness: Freshness,
+        vary: Vec<(HeaderName, Option<String>)>,
+        tags: Vec<String>,
+    ) -> StoredResponse {
+        StoredResponse {
+            status,
+            headers: owned_copy(headers),
+            body,
+            stored_at: Instant::now(),
+            freshness,
+            vary,
+            tags,
+            soft_purged: AtomicBool::new(false),
+            targeted: has_cache_targeted(headers),
+        }
+    }
+
     /// `current_age` (RFC 9111 section 4.2.3).
     pub fn age(&self, now: Instant) -> Duration {
         self.freshness.initial_age + now.saturating_duration_since(self.stored_at)
@@ -152,4 +177,116 @@ fn normalised(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
         })
         .collect();
     Some(joined.join(","))
+}
+
+/// Purge tags from `Surrogate-Key` (space-separated) and `Cache-Tag`
+/// (comma-separated).
+pub fn surrogate_keys(headers: &HeaderMap) -> Vec<String> {
+    let values = |name| {
+        headers
+            .get_all(name)
+            .into_iter()
+            .filter_map(|v| v.to_str().ok())
+    };
+    let mut tags: Vec<String> = values("surrogate-key")
+        .flat_map(str::split_whitespace)
+        .map(str::to_owned)
+        .collect();
+    tags.extend(
+        values("cache-tag")
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned),
+    );
+    tags
+}
+
+/// RFC 9111 section 3.2: the stored header fields updated with those of a
+/// 304, except the ones describing the body.
+pub fn merge_not_modified(stale: &StoredResponse, update: &HeaderMap) -> HeaderMap {
+    let mut merged = stale.headers.clone();
+    let mut replaced: Vec<&HeaderName> = Vec::new();
+    for (name, value) in update {
+        if matches!(
+            name.as_str(),
+            "content-length" | "content-encoding" | "transfer-encoding" | "content-range"
+        ) || is_hop_by_hop(name)
+        {
+            continue;
+        }
+        if !replaced.contains(&name) {
+            merged.remove(name);
+            replaced.push(name);
+        }
+        merged.append(name.clone(), value.clone());
+    }
+    // The stored Age no longer applies: the 304 carries the current one.
+    if !update.contains_key(header::AGE) {
+        merged.remove(header::AGE);
+    }
+    merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http::HeaderValue;
+
+    fn headers(fields: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in fields {
+            h.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn surrogate_keys_split_on_spaces_and_cache_tags_on_commas() {
+        let h = headers(&[("surrogate-key", "a  b"), ("cache-tag", "c, ,d")]);
+        assert_eq!(surrogate_keys(&h), ["a", "b", "c", "d"]);
+    }
+
+    #[test]
+    fn a_304_replaces_fields_but_not_those_of_the_body() {
+        let stale = StoredResponse::new(
+            StatusCode::OK,
+            &headers(&[
+                ("etag", "\"1\""),
+                ("content-length", "5"),
+                ("age", "30"),
+                ("x-a", "old"),
+            ]),
+            SharedBody::complete(Bytes::from_static(b"hello")),
+            Freshness {
+                lifetime: Duration::from_secs(1),
+                initial_age: Duration::ZERO,
+                always_revalidate: false,
+                never_stale: false,
+                stale_while_revalidate: Duration::ZERO,
+                stale_if_error: Duration::ZERO,
+            },
+            Vec::new(),
+            Vec::new(),
+        );
+        let merged = merge_not_modified(
+            &stale,
+            &headers(&[
+                ("x-a", "new"),
+                ("content-length", "0"),
+                ("connection", "close"),
+            ]),
+        );
+        assert_eq!(merged["x-a"], "new");
+        assert_eq!(merged["content-length"], "5");
+        assert!(!merged.contains_key("connection"));
+        assert!(
+            !merged.contains_key("age"),
+            "the stored Age no longer applies"
+        );
+    }
 }

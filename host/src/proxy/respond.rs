@@ -1,6 +1,5 @@
 //! Building the responses the client gets.
 
-use std::fmt::Write;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -15,103 +14,10 @@ use http_body_util::StreamBody;
 use hyper::body::Frame;
 
 use super::{conditional, range};
-use crate::cache::{SharedBody, StoredResponse};
+use crate::cache::{CacheStatus, Detail, Fwd, SharedBody, StoredResponse};
 use crate::http::headers::{owned_copy, strip_cache_targeted, strip_hop_by_hop, via_value};
 use crate::http::{empty, full, ProxyBody, RequestInfo};
 use crate::runtime::{FetchError, SyntheticResponse};
-
-/// The `Cache-Status` field value of a response (RFC 9211), with this
-/// node as the cache.
-#[derive(Debug, Clone)]
-pub struct CacheStatus(String);
-
-/// Why a request went forward (RFC 9211 section 2.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fwd {
-    UriMiss,
-    VaryMiss,
-    Stale,
-    /// The policy passed the request (no cache involved).
-    Request,
-}
-
-impl Fwd {
-    fn as_str(self) -> &'static str {
-        match self {
-            Fwd::UriMiss => "uri-miss",
-            Fwd::VaryMiss => "vary-miss",
-            Fwd::Stale => "stale",
-            Fwd::Request => "request",
-        }
-    }
-}
-
-impl CacheStatus {
-    const CACHE: &'static str = "Outpost";
-
-    /// Served from cache, fresh.
-    pub fn hit(stored: &StoredResponse, now: Instant) -> CacheStatus {
-        CacheStatus(format!("{}; hit; ttl={}", Self::CACHE, stored.ttl(now)))
-    }
-
-    /// Served stale while a background refresh runs (RFC 5861 section 3).
-    pub fn stale_while_revalidate(stored: &StoredResponse, now: Instant) -> CacheStatus {
-        CacheStatus(format!(
-            "{}; hit; ttl={}; detail=stale-while-revalidate",
-            Self::CACHE,
-            stored.ttl(now)
-        ))
-    }
-
-    /// Served from a fill that another request led.
-    pub fn collapsed(stored: &StoredResponse) -> CacheStatus {
-        CacheStatus(format!(
-            "{}; fwd=uri-miss; fwd-status={}; collapsed; ttl={}",
-            Self::CACHE,
-            stored.status.as_u16(),
-            stored.ttl(Instant::now())
-        ))
-    }
-
-    /// Forwarded to a backend; `stored_ttl` is set when the response was
-    /// stored, `detail` says why it was not.
-    pub fn forwarded(
-        fwd: Fwd,
-        status: Option<StatusCode>,
-        stored_ttl: Option<i64>,
-        detail: Option<&str>,
-    ) -> CacheStatus {
-        let mut s = format!("{}; fwd={}", Self::CACHE, fwd.as_str());
-        if let Some(status) = status {
-            let _ = write!(s, "; fwd-status={}", status.as_u16());
-        }
-        if let Some(ttl) = stored_ttl {
-            let _ = write!(s, "; stored; ttl={ttl}");
-        }
-        if let Some(detail) = detail {
-            let _ = write!(s, "; detail={detail}");
-        }
-        CacheStatus(s)
-    }
-
-    /// A stale copy served because the backends failed.
-    pub fn served_stale(
-        stored: &StoredResponse,
-        now: Instant,
-        fwd_status: Option<StatusCode>,
-    ) -> CacheStatus {
-        let mut s = format!("{}; fwd=stale", Self::CACHE);
-        if let Some(status) = fwd_status {
-            let _ = write!(s, "; fwd-status={}", status.as_u16());
-        }
-        let _ = write!(s, "; ttl={}; detail=stale-served", stored.ttl(now));
-        CacheStatus(s)
-    }
-
-    fn value(&self) -> HeaderValue {
-        HeaderValue::from_str(&self.0).unwrap_or(HeaderValue::from_static("Outpost"))
-    }
-}
 
 /// A short text response made by the node itself.
 pub fn plain(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> {
@@ -211,19 +117,12 @@ pub fn stored(
 }
 
 /// Appends the `key` parameter (RFC 9211 section 2.7) to Cache-Status.
-pub(super) fn add_cache_status_key(headers: &mut HeaderMap, key: &str) {
+pub(super) fn add_cache_status_key(headers: &mut HeaderMap, key: String) {
     let Some(current) = headers.get("cache-status").and_then(|v| v.to_str().ok()) else {
         return;
     };
-    let escaped: String = key
-        .chars()
-        .filter(|c| c.is_ascii() && !c.is_ascii_control())
-        .flat_map(|c| match c {
-            '"' | '\\' => vec!['\\', c],
-            c => vec![c],
-        })
-        .collect();
-    if let Ok(v) = HeaderValue::from_str(&format!("{current}; key=\"{escaped}\"")) {
+    let param = crate::cache::status_key_param(&key);
+    if let Ok(v) = HeaderValue::from_str(&format!("{current}{param}")) {
         headers.insert("cache-status", v);
     }
 }
@@ -319,11 +218,12 @@ fn finish(headers: &mut HeaderMap, cache: CacheStatus) {
 
 fn add_via_and_status(headers: &mut HeaderMap, cache: CacheStatus) {
     headers.append(header::VIA, via_value(http::Version::HTTP_11));
-    headers.insert("cache-status", cache.value());
+    headers.insert("cache-status", cache.to_header());
 }
 
-/// A backend that could not answer: 504 on timeout, else 502.
-pub fn origin_error(error: &FetchError, backend: &str) -> Response<ProxyBody> {
+/// A backend that could not answer: 504 on timeout, else 502. `fwd` says
+/// why the request had gone forward (RFC 9211 section 2.2).
+pub fn origin_error(error: &FetchError, backend: &str, fwd: Fwd) -> Response<ProxyBody> {
     let (status, what) = match error {
         FetchError::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timed out".to_string()),
         FetchError::ConnectFailed(_) => {
@@ -345,7 +245,7 @@ pub fn origin_error(error: &FetchError, backend: &str) -> Response<ProxyBody> {
     let mut r = plain(status, format!("backend {backend:?} {what}\n"));
     finish(
         r.headers_mut(),
-        CacheStatus::forwarded(Fwd::UriMiss, None, None, Some("origin-error")),
+        CacheStatus::forwarded(fwd, None).detail(Detail::OriginError),
     );
     r
 }

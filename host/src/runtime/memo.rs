@@ -81,6 +81,24 @@ impl Reads {
     }
 }
 
+/// A memoized decision for a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recall {
+    /// Use it without running the guest (until the response hook needs
+    /// an instance).
+    Use(Arc<Decision>),
+    /// Run the guest anyway and compare: this request checks the memo.
+    Verify(Arc<Decision>),
+}
+
+impl Recall {
+    pub fn decision(&self) -> &Arc<Decision> {
+        match self {
+            Recall::Use(d) | Recall::Verify(d) => d,
+        }
+    }
+}
+
 /// The memoized decisions of one policy module version.
 pub struct DecisionMemo {
     shapes: ArcSwap<Vec<Arc<[Field]>>>,
@@ -118,11 +136,7 @@ impl DecisionMemo {
 
     /// The decision an earlier request with the same inputs got, and
     /// whether this request should run the guest anyway to check it.
-    pub fn recall(
-        &self,
-        request: &RequestInfo,
-        vars: &BTreeMap<String, String>,
-    ) -> Option<(Arc<Decision>, bool)> {
+    pub fn recall(&self, request: &RequestInfo, vars: &BTreeMap<String, String>) -> Option<Recall> {
         if !self.is_enabled() {
             return None;
         }
@@ -137,7 +151,11 @@ impl DecisionMemo {
                     n.set(n.get().wrapping_add(1));
                     n.get() % CHECK_EVERY == 0
                 });
-                return Some((decision, check));
+                return Some(if check {
+                    Recall::Verify(decision)
+                } else {
+                    Recall::Use(decision)
+                });
             }
         }
         None
@@ -304,9 +322,9 @@ mod tests {
         memo.remember(reads(&shape), &first, &vars, &lookup("phone/a"));
         // The query was not read: it does not matter.
         let same = request("/a?x=2", Some("phone"));
-        let (recalled, _) = memo.recall(&same, &vars).unwrap();
-        assert_eq!(*recalled, lookup("phone/a"));
-        assert_ne!(*recalled, lookup("desk/a"));
+        let recalled = memo.recall(&same, &vars).unwrap();
+        assert_eq!(**recalled.decision(), lookup("phone/a"));
+        assert_ne!(**recalled.decision(), lookup("desk/a"));
         assert!(memo.recall(&request("/a", Some("desk")), &vars).is_none());
         assert!(memo.recall(&request("/a", None), &vars).is_none());
         assert!(memo.recall(&request("/b", Some("phone")), &vars).is_none());
@@ -356,7 +374,12 @@ mod tests {
             &lookup("x"),
         );
         let checks = (0..CHECK_EVERY * 3)
-            .filter(|_| memo.recall(&request("/", None), &vars).unwrap().1)
+            .filter(|_| {
+                matches!(
+                    memo.recall(&request("/", None), &vars),
+                    Some(Recall::Verify(_))
+                )
+            })
             .count();
         assert_eq!(checks, 3);
     }

@@ -1,0 +1,225 @@
+//! The `Cache-Status` response field (RFC 9211) this node writes, built from
+//! what happened rather than from text: one type, one rendering.
+
+use std::fmt;
+
+use http::HeaderValue;
+
+use super::NotStored;
+
+/// The cache's name in `Cache-Status` (RFC 9211 section 2).
+pub const CACHE_NAME: &str = "Outpost";
+
+/// Why a request went forward (RFC 9211 section 2.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fwd {
+    /// Nothing stored under the key.
+    UriMiss,
+    /// Something stored under the key, for other `Vary` values.
+    VaryMiss,
+    /// A stored response that could not be used as it was.
+    Stale,
+    /// The policy passed the request (no cache involved).
+    Request,
+}
+
+impl Fwd {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fwd::UriMiss => "uri-miss",
+            Fwd::VaryMiss => "vary-miss",
+            Fwd::Stale => "stale",
+            Fwd::Request => "request",
+        }
+    }
+}
+
+/// The `detail` parameter (RFC 9211 section 2.8): what else happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// The response was not stored, and why.
+    NotStored(NotStored),
+    /// Served stale while a background refresh runs (RFC 5861 section 3).
+    StaleWhileRevalidate,
+    /// Served stale because the backends failed (RFC 5861 section 4) or
+    /// the policy chose to.
+    StaleServed,
+    /// A range answered from slices fetched now.
+    Slice,
+    /// A range answered from slices in the cache.
+    SliceHit,
+    /// No backend produced a response.
+    OriginError,
+    /// The node made the response itself.
+    Generated,
+}
+
+impl Detail {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Detail::NotStored(reason) => reason.as_str(),
+            Detail::StaleWhileRevalidate => "stale-while-revalidate",
+            Detail::StaleServed => "stale-served",
+            Detail::Slice => "slice",
+            Detail::SliceHit => "slice-hit",
+            Detail::OriginError => "origin-error",
+            Detail::Generated => "generated",
+        }
+    }
+}
+
+/// One `Cache-Status` entry of this node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CacheStatus {
+    /// Served from the cache without going forward.
+    pub hit: bool,
+    pub fwd: Option<Fwd>,
+    /// The status the next hop answered (`fwd-status`).
+    pub fwd_status: Option<u16>,
+    /// The response was stored (`stored`).
+    pub stored: bool,
+    /// Served from a fill another request led (`collapsed`).
+    pub collapsed: bool,
+    /// Freshness left, in seconds, negative when stale (`ttl`).
+    pub ttl: Option<i64>,
+    pub detail: Option<Detail>,
+}
+
+impl CacheStatus {
+    /// Served from the cache, `ttl` seconds of freshness left.
+    pub fn hit(ttl: i64) -> CacheStatus {
+        CacheStatus {
+            hit: true,
+            ttl: Some(ttl),
+            ..CacheStatus::default()
+        }
+    }
+
+    /// Went forward for this reason.
+    pub fn forwarded(fwd: Fwd, fwd_status: Option<u16>) -> CacheStatus {
+        CacheStatus {
+            fwd: Some(fwd),
+            fwd_status,
+            ..CacheStatus::default()
+        }
+    }
+
+    /// A response the node made itself.
+    pub fn generated() -> CacheStatus {
+        CacheStatus::default().detail(Detail::Generated)
+    }
+
+    /// Marks the response as stored with `ttl` seconds of freshness.
+    pub fn stored(mut self, ttl: i64) -> CacheStatus {
+        self.stored = true;
+        self.ttl = Some(ttl);
+        self
+    }
+
+    pub fn ttl(mut self, ttl: i64) -> CacheStatus {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    pub fn detail(mut self, detail: Detail) -> CacheStatus {
+        self.detail = Some(detail);
+        self
+    }
+
+    /// The field value.
+    pub fn to_header(&self) -> HeaderValue {
+        HeaderValue::from_str(&self.to_string()).unwrap_or(HeaderValue::from_static(CACHE_NAME))
+    }
+}
+
+/// RFC 9211 section 2: the cache name, then its parameters.
+impl fmt::Display for CacheStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(CACHE_NAME)?;
+        if self.hit {
+            f.write_str("; hit")?;
+        }
+        if let Some(fwd) = self.fwd {
+            write!(f, "; fwd={}", fwd.as_str())?;
+        }
+        if let Some(status) = self.fwd_status {
+            write!(f, "; fwd-status={status}")?;
+        }
+        if self.stored {
+            f.write_str("; stored")?;
+        }
+        if self.collapsed {
+            f.write_str("; collapsed")?;
+        }
+        if let Some(ttl) = self.ttl {
+            write!(f, "; ttl={ttl}")?;
+        }
+        if let Some(detail) = self.detail {
+            write!(f, "; detail={}", detail.as_str())?;
+        }
+        Ok(())
+    }
+}
+
+/// `; key="..."` (RFC 9211 section 2.7), the key as an sf-string (RFC 8941
+/// section 3.3.3): printable ASCII, with `"` and `\` escaped; anything else
+/// is dropped.
+pub fn key_param(key: &str) -> String {
+    let mut out = String::with_capacity(key.len() + 8);
+    out.push_str("; key=\"");
+    for c in key
+        .chars()
+        .filter(|c| c.is_ascii() && !c.is_ascii_control())
+    {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_come_in_the_order_the_node_has_always_written_them() {
+        assert_eq!(CacheStatus::hit(58).to_string(), "Outpost; hit; ttl=58");
+        assert_eq!(
+            CacheStatus::forwarded(Fwd::UriMiss, Some(200))
+                .stored(60)
+                .to_string(),
+            "Outpost; fwd=uri-miss; fwd-status=200; stored; ttl=60"
+        );
+        let mut collapsed = CacheStatus::forwarded(Fwd::UriMiss, Some(200)).ttl(3);
+        collapsed.collapsed = true;
+        assert_eq!(
+            collapsed.to_string(),
+            "Outpost; fwd=uri-miss; fwd-status=200; collapsed; ttl=3"
+        );
+        assert_eq!(
+            CacheStatus::forwarded(Fwd::Stale, Some(503))
+                .ttl(-4)
+                .detail(Detail::StaleServed)
+                .to_string(),
+            "Outpost; fwd=stale; fwd-status=503; ttl=-4; detail=stale-served"
+        );
+        assert_eq!(
+            CacheStatus::forwarded(Fwd::Request, Some(200))
+                .detail(Detail::NotStored(NotStored::Private))
+                .to_string(),
+            "Outpost; fwd=request; fwd-status=200; detail=private"
+        );
+        assert_eq!(
+            CacheStatus::generated().to_string(),
+            "Outpost; detail=generated"
+        );
+    }
+
+    #[test]
+    fn the_key_is_an_escaped_sf_string() {
+        assert_eq!(key_param("a\"b\\c\u{7}é"), "; key=\"a\\\"b\\\\c\"");
+    }
+}

@@ -1,0 +1,191 @@
+//! One client request in flight after its tenant was found: its state,
+//! and the guest instance it runs in.
+
+use std::sync::Arc;
+
+use http::{Response, StatusCode};
+use hyper::body::Incoming;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::respond;
+use super::Context;
+use crate::http::{ProxyBody, RequestInfo};
+use crate::runtime::memo::{DecisionMemo, Reads};
+use crate::runtime::{Decision, GuestContext, GuestFailure, GuestSession, PolicyModule};
+use crate::tenant::Tenant;
+
+/// One client request in flight after its tenant was found.
+pub(super) struct Exchange {
+    pub(super) ctx: Arc<Context>,
+    pub(super) tenant: Arc<Tenant>,
+    pub(super) info: Arc<RequestInfo>,
+    /// The module version deciding this request.
+    pub(super) module: Arc<PolicyModule>,
+    /// The request's instance: started before the request hook, or only
+    /// when the response hook needs it if the decision came from the memo.
+    instance: Option<Instance>,
+    /// The client's request body, until a backend attempt takes it.
+    pub(super) body: Option<Incoming>,
+    /// The memo's decision for this request, checked against the guest's
+    /// whenever the guest runs.
+    pub(super) recalled: Option<Arc<Decision>>,
+}
+
+/// A live guest instance and the tenant concurrency slot it holds.
+struct Instance {
+    session: GuestSession,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Drop for Exchange {
+    /// The instance goes back to the tenant's idle pool when it reuses
+    /// instances; otherwise it is dropped (its pool slot returns).
+    fn drop(&mut self) {
+        if let Some(instance) = self.instance.take() {
+            self.tenant.put_idle(instance.session);
+        }
+    }
+}
+
+/// The decision memo a request of `tenant` on `module` uses, if any. Tenants
+/// that reuse instances have none: their decisions may depend on what an
+/// instance kept from earlier requests.
+pub(super) fn memo_of<'a>(tenant: &Tenant, module: &'a PolicyModule) -> Option<&'a DecisionMemo> {
+    let config = &tenant.config;
+    module
+        .memo
+        .as_ref()
+        .filter(|_| config.memoize_decisions && !config.reuse_instances)
+}
+
+impl Exchange {
+    pub(super) fn new(
+        ctx: Arc<Context>,
+        tenant: Arc<Tenant>,
+        info: Arc<RequestInfo>,
+        module: Arc<PolicyModule>,
+        body: Incoming,
+        recalled: Option<Arc<Decision>>,
+    ) -> Exchange {
+        Exchange {
+            ctx,
+            tenant,
+            info,
+            module,
+            instance: None,
+            body: Some(body),
+            recalled,
+        }
+    }
+
+    /// Whether a guest instance serves this request (no: the memo decided
+    /// and no response hook ran yet).
+    pub(super) fn has_instance(&self) -> bool {
+        self.instance.is_some()
+    }
+
+    /// Takes a concurrency slot, starts (or reuses) an instance and runs
+    /// the request hook in it, feeding and checking the decision memo.
+    pub(super) async fn start_instance(&mut self) -> Result<Decision, GuestFailure> {
+        let tenant = &self.tenant;
+        let slot = tenant
+            .instances
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| GuestFailure::ConcurrencyLimit(tenant.limits.max_concurrent))?;
+        let reused = tenant
+            .take_idle(&self.module.version)
+            .and_then(|mut s| s.reuse(self.info.clone()).ok().map(|()| s));
+        let mut session = match reused {
+            Some(s) => s,
+            None => {
+                let ctx = GuestContext {
+                    env: tenant.clone(),
+                    version: self.module.version.clone(),
+                    offline: false,
+                };
+                GuestSession::start(&self.ctx.runtime, &self.module, ctx, self.info.clone()).await?
+            }
+        };
+        let memo = memo_of(tenant, &self.module).filter(|m| m.is_enabled());
+        if memo.is_some() {
+            session.record_reads();
+        }
+        let decision = session.on_request().await;
+        let reads = session.take_reads();
+        // Kept even when the hook failed, so the slot returns on drop.
+        self.instance = Some(Instance {
+            session,
+            _slot: slot,
+        });
+        let decision = decision?;
+        if let Some(memo) = memo {
+            self.check_memo(memo, reads, &decision);
+        }
+        Ok(decision)
+    }
+
+    /// Compares the guest's decision with the memo's, or teaches the memo.
+    fn check_memo(&self, memo: &DecisionMemo, reads: Option<Reads>, decision: &Decision) {
+        match &self.recalled {
+            Some(recalled) if **recalled != *decision => {
+                memo.disable();
+                tracing::warn!(
+                    tenant = &*self.tenant.id,
+                    version = &*self.module.version,
+                    "decision memo disabled for this version: the policy decided \
+                     differently for a request with the same inputs"
+                );
+                self.ctx
+                    .metrics
+                    .count("decision_memo_mismatches", &self.tenant.id, "mismatch");
+            }
+            Some(_) => {}
+            None => {
+                if let Some(reads) = reads {
+                    memo.remember(reads, &self.info, &self.tenant.vars, decision);
+                }
+            }
+        }
+    }
+
+    /// The request's instance for the response hook. A request decided by
+    /// the memo gets one now, and the request hook runs in it first: the
+    /// response hook always runs in the instance that made the decision.
+    pub(super) async fn session(&mut self) -> Result<&mut GuestSession, GuestFailure> {
+        if self.instance.is_none() {
+            Box::pin(self.start_instance()).await?;
+        }
+        Ok(&mut self
+            .instance
+            .as_mut()
+            .expect("start_instance leaves an instance")
+            .session)
+    }
+
+    /// A guest failed: a 5xx for this request, a log line and a metric.
+    pub(super) fn guest_failed(&self, failure: GuestFailure) -> Response<ProxyBody> {
+        let (tenant, version) = (&*self.tenant.id, &*self.module.version);
+        tracing::warn!(
+            tenant,
+            version,
+            reason = failure.as_str(),
+            "policy failed: {failure}"
+        );
+        self.ctx
+            .metrics
+            .count("guest_failures", tenant, failure.as_str());
+        let status = match failure {
+            GuestFailure::Unavailable(_) | GuestFailure::ConcurrencyLimit(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let mut response = respond::plain(status, format!("policy error: {}\n", failure.as_str()));
+        response.headers_mut().insert(
+            "x-outpost-error",
+            http::HeaderValue::from_static(failure.as_str()),
+        );
+        response
+    }
+}

@@ -1,0 +1,373 @@
+//! The route loop: a route's backends in order, the response hook deciding
+//! after each attempt, and the request each backend is sent.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+
+use super::exchange::Exchange;
+use super::respond;
+use crate::cache::fill::{stale_if_error, stale_status, Fetched, StoreMode};
+use crate::cache::{CacheStatus, Fwd, StoredResponse};
+use crate::http::headers::{strip_hop_by_hop, via_value};
+use crate::http::{boxed, empty, ProxyBody, ResponseInfo};
+use crate::origin::Backend;
+use crate::runtime::{
+    Attempt, FetchError, GuestFailure, HeaderEdit, OutcomeForGuest, ResponseDecision, Route,
+    SyntheticResponse,
+};
+
+/// A stored response's validators, sent to revalidate it (RFC 9111
+/// section 4.3.1).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Validators {
+    pub etag: Option<HeaderValue>,
+    pub last_modified: Option<HeaderValue>,
+}
+
+/// How a request goes to a backend.
+#[derive(Debug, Clone)]
+pub(super) enum Forward {
+    /// For the cache: a GET of the whole representation, or of one slice
+    /// (`range`, inclusive), with a stale copy's validators if there is one.
+    /// HEAD and the client's ranges are answered from what is stored.
+    Lookup {
+        validators: Option<Validators>,
+        range: Option<(u64, u64)>,
+    },
+    /// The client's request as it is, body and all.
+    Pass,
+}
+
+/// What a route produced: a backend's response and how the policy wants it
+/// stored, or why there is none.
+pub(super) type RouteResult = Result<(Fetched, StoreMode), NoResponse>;
+
+/// Why a route ended without a backend response to send.
+pub(super) enum NoResponse {
+    /// The policy chose this stale copy (only ever a usable one), after a
+    /// backend answered with this status, if it answered.
+    ServeStale(Arc<StoredResponse>, Option<StatusCode>),
+    /// The policy answered instead.
+    Synthetic(SyntheticResponse),
+    /// No backend produced a response.
+    Failed {
+        error: FetchError,
+        backend: String,
+    },
+    GuestFailed(GuestFailure),
+}
+
+/// What one attempt produced: the head for the guest (shared, not copied)
+/// and the rest of the response.
+type Attempted = Result<(Arc<ResponseInfo>, Fetched), FetchError>;
+
+impl Exchange {
+    /// Tries the route's backends in order, consulting the response hook
+    /// after each attempt. `stale`: a stored copy the policy may choose to
+    /// serve instead, if the rules allow it to be served stale.
+    pub(super) async fn fetch_route(
+        &mut self,
+        route: &Route,
+        forward: &Forward,
+        stale: Option<&Arc<StoredResponse>>,
+    ) -> RouteResult {
+        let Some(last) = route.backends.len().checked_sub(1) else {
+            return Err(NoResponse::Failed {
+                error: FetchError::UnknownBackend("(none)".into()),
+                backend: "(route without backends)".into(),
+            });
+        };
+        let stale = stale.filter(|s| s.may_serve_stale());
+        for (index, name) in route.backends.iter().enumerate() {
+            let attempt = Attempt {
+                backend: name.clone(),
+                index: index as u32,
+                remaining: (last - index) as u32,
+                stale_available: stale.is_some(),
+            };
+            let outcome = match self.tenant.backends.get(name).cloned() {
+                None => Err(FetchError::UnknownBackend(name.clone())),
+                Some(backend) => self.send(&backend, route, forward).await,
+            };
+            let for_guest = match &outcome {
+                Ok((info, _)) => OutcomeForGuest::Response(info.clone()),
+                Err(e) => OutcomeForGuest::Error(e.clone()),
+            };
+            let decision = match self.session().await {
+                Ok(session) => session.on_response(attempt, for_guest).await,
+                Err(f) => Err(f),
+            };
+            let decision = match decision {
+                Ok(d) => d,
+                Err(f) => return Err(NoResponse::GuestFailed(f)),
+            };
+            // A request body can be sent once: no retry after it is gone.
+            let can_retry = index < last
+                && self
+                    .body
+                    .as_ref()
+                    .is_none_or(http_body::Body::is_end_stream);
+            if let Some(result) = settle(decision, outcome, name, can_retry, stale) {
+                return result;
+            }
+        }
+        unreachable!("the loop returns on its last backend")
+    }
+
+    /// One attempt: build the request, send it, split the response head so
+    /// the guest can read it without a copy.
+    async fn send(
+        &mut self,
+        backend: &Arc<Backend>,
+        route: &Route,
+        forward: &Forward,
+    ) -> Attempted {
+        let (request, revalidating) = self.origin_request(backend, route, forward);
+        let request_time = SystemTime::now();
+        let response = backend.send(request).await.map_err(FetchError::from)?;
+        let (parts, body) = response.into_parts();
+        let info = Arc::new(ResponseInfo {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+        });
+        let fetched = Fetched {
+            status: parts.status,
+            headers: HeaderMap::new(),
+            body: boxed(body),
+            request_time,
+            revalidating,
+            idle_timeout: backend.response_timeout,
+        };
+        Ok((info, fetched))
+    }
+
+    /// The request sent to a backend: the client's, minus hop-by-hop fields,
+    /// plus Via and X-Forwarded-For, with the policy's edits (RFC 9110
+    /// section 7.6). Returns whether it carries validators.
+    fn origin_request(
+        &mut self,
+        backend: &Backend,
+        route: &Route,
+        forward: &Forward,
+    ) -> (Request<ProxyBody>, bool) {
+        let info = &self.info;
+        let mut headers = info.headers.clone();
+        strip_hop_by_hop(&mut headers);
+        let (method, revalidating) = match forward {
+            Forward::Lookup { validators, range } => {
+                (Method::GET, for_lookup(&mut headers, validators, *range))
+            }
+            Forward::Pass => (info.method.clone(), false),
+        };
+        let host = backend
+            .host_header
+            .clone()
+            .or_else(|| HeaderValue::from_str(&info.authority).ok());
+        if let Some(host) = host {
+            headers.insert(header::HOST, host);
+        }
+        headers.append(header::VIA, via_value(http::Version::HTTP_11));
+        let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(previous) => format!("{previous}, {}", info.client_ip),
+            None => info.client_ip.to_string(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+            headers.insert("x-forwarded-for", v);
+        }
+        headers.insert(
+            "x-forwarded-proto",
+            HeaderValue::from_static(info.scheme.as_str()),
+        );
+        apply_edits(&mut headers, &route.request_headers);
+        let body = match forward {
+            Forward::Pass => self.body.take().map_or_else(empty, boxed),
+            Forward::Lookup { .. } => empty(),
+        };
+        let mut request = Request::new(body);
+        *request.method_mut() = method;
+        *request.uri_mut() = backend.url.uri_for(info.path_and_query());
+        *request.headers_mut() = headers;
+        (request, revalidating)
+    }
+
+    /// Forwards without caching; after a successful unsafe request, what is
+    /// stored under `invalidate` (and the target's other URIs) is dropped
+    /// (RFC 9111 section 4.4).
+    pub(super) async fn pass(
+        mut self,
+        route: Route,
+        invalidate: Option<String>,
+    ) -> Response<ProxyBody> {
+        let origin = match self.fetch_route(&route, &Forward::Pass, None).await {
+            Ok((origin, _)) => origin,
+            Err(reason) => return self.without_response(reason, None, Fwd::Request),
+        };
+        let status = origin.status;
+        if status.is_success() || status.is_redirection() {
+            if let Some(key) = invalidate {
+                self.tenant.store.remove(&key);
+            }
+        }
+        let runtime = &self.ctx.runtime;
+        super::invalidate::after_unsafe(runtime, &self.tenant, &self.info, status, &origin.headers)
+            .await;
+        let cache_status = CacheStatus::forwarded(Fwd::Request, Some(status.as_u16()));
+        respond::streamed(status, origin.headers, origin.body, cache_status)
+    }
+
+    /// A route that ended without a response to send. A backend failure
+    /// is answered with `stale` if `stale-if-error` allows (RFC 5861
+    /// section 4), else with a 502 or 504.
+    pub(super) fn without_response(
+        &self,
+        reason: NoResponse,
+        stale: Option<&Arc<StoredResponse>>,
+        fwd: Fwd,
+    ) -> Response<ProxyBody> {
+        let now = Instant::now();
+        match reason {
+            NoResponse::Synthetic(s) => respond::synthetic(s),
+            NoResponse::GuestFailed(f) => self.guest_failed(f),
+            NoResponse::ServeStale(stale, status) => {
+                respond::stored(&self.info, &stale, stale_status(&stale, now, status))
+            }
+            NoResponse::Failed { error, backend } => match stale_if_error(stale, now) {
+                Some(s) => {
+                    self.count_origin_error(&error);
+                    respond::stored(&self.info, s, stale_status(s, now, None))
+                }
+                None => self.origin_failed(&error, &backend, fwd),
+            },
+        }
+    }
+
+    fn count_origin_error(&self, error: &FetchError) {
+        self.ctx
+            .metrics
+            .count("origin_errors", &self.tenant.id, error.as_str());
+    }
+
+    /// A route that produced no response: counted, then 502 or 504.
+    pub(super) fn origin_failed(
+        &self,
+        error: &FetchError,
+        backend: &str,
+        fwd: Fwd,
+    ) -> Response<ProxyBody> {
+        self.count_origin_error(error);
+        respond::origin_error(error, backend, fwd)
+    }
+}
+
+/// The fields of a cache fill's request: the client's own conditions and
+/// ranges are answered from the cache, so they go; a slice's range and the
+/// stale copy's validators come. Returns whether it revalidates.
+fn for_lookup(
+    headers: &mut HeaderMap,
+    validators: &Option<Validators>,
+    range: Option<(u64, u64)>,
+) -> bool {
+    for name in [
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::IF_RANGE,
+        header::RANGE,
+    ] {
+        headers.remove(name);
+    }
+    if let Some((first, last)) = range {
+        headers.insert(
+            header::RANGE,
+            respond::value(&format!("bytes={first}-{last}")),
+        );
+    }
+    let mut revalidating = false;
+    if let Some(v) = validators {
+        if let Some(etag) = &v.etag {
+            headers.insert(header::IF_NONE_MATCH, etag.clone());
+            revalidating = true;
+        }
+        if let Some(modified) = &v.last_modified {
+            headers.insert(header::IF_MODIFIED_SINCE, modified.clone());
+            revalidating = true;
+        }
+    }
+    revalidating
+}
+
+/// What the response hook's decision makes of an attempt: the route's
+/// result, or `None` to try the next backend.
+fn settle(
+    decision: ResponseDecision,
+    outcome: Attempted,
+    backend: &str,
+    can_retry: bool,
+    stale: Option<&Arc<StoredResponse>>,
+) -> Option<RouteResult> {
+    let status = outcome
+        .as_ref()
+        .ok()
+        .map(|(info, _)| StatusCode::from_u16(info.status).unwrap_or(StatusCode::BAD_GATEWAY));
+    match decision {
+        ResponseDecision::Respond(s) => return Some(Err(NoResponse::Synthetic(s))),
+        ResponseDecision::TryNext if can_retry => return None,
+        ResponseDecision::ServeStale if stale.is_some() => {
+            let stale = stale.expect("checked").clone();
+            return Some(Err(NoResponse::ServeStale(stale, status)));
+        }
+        ResponseDecision::Default | ResponseDecision::TryNext | ResponseDecision::ServeStale
+            if outcome.is_err() && can_retry =>
+        {
+            return None
+        }
+        _ => {}
+    }
+    Some(match outcome {
+        Err(error) => Err(NoResponse::Failed {
+            error,
+            backend: backend.to_string(),
+        }),
+        Ok((info, mut fetched)) => {
+            fetched.headers = Arc::try_unwrap(info)
+                .map(|i| i.headers)
+                .unwrap_or_else(|shared| shared.headers.clone());
+            let mode = match decision {
+                ResponseDecision::Store(o) => StoreMode::Force {
+                    ttl: o.ttl,
+                    tags: o.tags,
+                },
+                ResponseDecision::NoStore => StoreMode::NoStore,
+                _ => StoreMode::Rfc { ttl: None },
+            };
+            Ok((fetched, mode))
+        }
+    })
+}
+
+/// Applies a policy's header edits; invalid names or values are skipped.
+fn apply_edits(headers: &mut HeaderMap, edits: &[HeaderEdit]) {
+    for edit in edits {
+        let (name, value) = match edit {
+            HeaderEdit::Set(n, v) | HeaderEdit::Append(n, v) => (n, Some(v)),
+            HeaderEdit::Remove(n) => (n, None),
+        };
+        let Ok(name) = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) else {
+            continue;
+        };
+        match (edit, value.map(|v| HeaderValue::from_str(v))) {
+            (HeaderEdit::Set(..), Some(Ok(v))) => {
+                headers.insert(name, v);
+            }
+            (HeaderEdit::Append(..), Some(Ok(v))) => {
+                headers.append(name, v);
+            }
+            (HeaderEdit::Remove(_), _) => {
+                headers.remove(name);
+            }
+            _ => tracing::debug!("policy header edit for {name} has an invalid value; skipped"),
+        }
+    }
+}
