@@ -591,3 +591,55 @@ async fn small_stored_objects_do_not_keep_the_origin_connection_buffers() {
     );
     assert_eq!(origin.total(), 4500);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_range_to_the_largest_u64_on_a_miss_gets_the_rest_of_the_object() {
+    let (origin, node, client) = setup().await;
+    let (reply, _) = Reply::ok()
+        .header("etag", "\"v1\"")
+        .generated(3000, Duration::ZERO);
+    origin.reply("/tail", reply);
+    let r = client
+        .get_with(
+            &node,
+            "t.test",
+            "/tail",
+            &[("range", "bytes=1000-18446744073709551615")],
+        )
+        .await;
+    assert_eq!(r.status, 206);
+    assert_eq!(r.header("content-range"), Some("bytes 1000-2999/3000"));
+    assert_eq!(r.header("content-length"), Some("2000"));
+    assert_eq!(r.body.len(), 2000);
+    assert!(r
+        .body
+        .iter()
+        .enumerate()
+        .all(|(i, b)| *b == generated_byte(1000 + i as u64)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_origin_age_of_two_to_the_sixty_four_is_stale_not_a_crash() {
+    let (origin, node, client) = setup().await;
+    origin.reply(
+        "/old",
+        Reply::ok()
+            .header("age", "18446744073709551615")
+            .body("ancient"),
+    );
+    let first = client.get(&node, "t.test", "/old").await;
+    assert_eq!(
+        (first.status.as_u16(), first.text().as_str()),
+        (200, "ancient")
+    );
+    // RFC 9111 section 1.2.2: the Age counts as 2^31 s, so the 60 s of
+    // max-age are long gone: the next request goes to the origin again.
+    let second = client.get(&node, "t.test", "/old").await;
+    assert_eq!(second.status, 200);
+    assert!(
+        !second.cache_status().contains("; hit"),
+        "{}",
+        second.cache_status()
+    );
+    assert_eq!(origin.hits("/old"), 2);
+}

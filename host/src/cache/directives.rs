@@ -5,7 +5,7 @@ use http::header::GetAll;
 use http::HeaderValue;
 
 /// Largest delta-seconds value honoured (RFC 9111 section 1.2.2: 2^31).
-const DELTA_SECONDS_MAX: u64 = 1 << 31;
+pub const DELTA_SECONDS_MAX: u64 = 1 << 31;
 
 /// The directives that matter to a shared cache.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -78,16 +78,24 @@ impl Directives {
     }
 }
 
-/// delta-seconds (RFC 9111 section 1.2.2): digits only, saturating at 2^31;
-/// anything else is invalid and counts as 0.
+/// delta-seconds (RFC 9111 section 1.2.2) in a directive: invalid counts
+/// as 0.
 fn parse_delta(text: &str) -> u64 {
+    delta_seconds(text).unwrap_or(0)
+}
+
+/// delta-seconds (RFC 9111 section 1.2.2): digits only, saturating at 2^31;
+/// `None` for anything else.
+pub fn delta_seconds(text: &str) -> Option<u64> {
     let text = text.trim();
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return 0;
+        return None;
     }
-    text.parse::<u64>()
-        .unwrap_or(DELTA_SECONDS_MAX)
-        .min(DELTA_SECONDS_MAX)
+    Some(
+        text.parse::<u64>()
+            .unwrap_or(DELTA_SECONDS_MAX)
+            .min(DELTA_SECONDS_MAX),
+    )
 }
 
 /// Splits `a, b=1, c="x, y"` into (name, argument) pairs, honouring quoted
@@ -181,5 +189,26 @@ mod tests {
             Some(DELTA_SECONDS_MAX)
         );
         assert_eq!(parse("max-age=\"30\"").max_age, Some(30));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2048))]
+
+        /// Any Cache-Control a client or origin sends parses, and every
+        /// delta-seconds stays within 2^31.
+        #[test]
+        fn any_field_value_parses_with_bounded_deltas(
+            value in crate::http::arbitrary::any_value(),
+        ) {
+            let mut h = HeaderMap::new();
+            h.insert("cache-control", value);
+            let d = Directives::parse(h.get_all("cache-control"));
+            for delta in [d.max_age, d.s_maxage, d.stale_if_error, d.stale_while_revalidate, d.min_fresh]
+                .into_iter()
+                .flatten()
+            {
+                proptest::prop_assert!(delta <= DELTA_SECONDS_MAX);
+            }
+        }
     }
 }

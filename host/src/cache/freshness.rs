@@ -5,7 +5,12 @@ use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, Method, StatusCode};
 
-use super::directives::Directives;
+use super::directives::{delta_seconds, Directives, DELTA_SECONDS_MAX};
+
+/// The longest lifetime or age the cache computes with (RFC 9111 section
+/// 1.2.2: 2^31 seconds); larger values, wherever they come from, count as
+/// this, so no time arithmetic can overflow.
+pub const MAX_DELTA: Duration = Duration::from_secs(DELTA_SECONDS_MAX);
 
 /// Heuristic freshness is this fraction of the time since Last-Modified
 /// (RFC 9111 section 4.2.2 suggests 10%) ...
@@ -229,7 +234,8 @@ impl Assessment<'_> {
                 .and_then(|s| httpdate::parse_http_date(s.trim()).ok());
             return expires
                 .and_then(|e| e.duration_since(date).ok())
-                .unwrap_or(Duration::ZERO);
+                .unwrap_or(Duration::ZERO)
+                .min(MAX_DELTA);
         }
         // Section 4.2.2: heuristic freshness from Last-Modified.
         if heuristically_cacheable(self.status) || cc.public {
@@ -249,18 +255,20 @@ impl Assessment<'_> {
         let apparent_age = date
             .and_then(|d| self.response_time.duration_since(d).ok())
             .unwrap_or(Duration::ZERO);
+        // Section 5.1: delta-seconds; an invalid Age is ignored, a huge one
+        // counts as 2^31 (section 1.2.2).
         let age_value = self
             .response_headers
             .get(http::header::AGE)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
+            .and_then(delta_seconds)
             .unwrap_or(0);
         let response_delay = self
             .response_time
             .duration_since(self.request_time)
             .unwrap_or(Duration::ZERO);
-        let corrected_age_value = Duration::from_secs(age_value) + response_delay;
-        apparent_age.max(corrected_age_value)
+        let corrected_age_value = Duration::from_secs(age_value).saturating_add(response_delay);
+        apparent_age.max(corrected_age_value).min(MAX_DELTA)
     }
 }
 
@@ -402,5 +410,96 @@ mod tests {
     fn age_header_counts_into_initial_age() {
         let f = assess(200, &[("cache-control", "max-age=60"), ("age", "25")], &[]).unwrap();
         assert_eq!(f.initial_age, Duration::from_secs(25));
+    }
+
+    #[test]
+    fn an_age_of_two_to_the_sixty_four_counts_as_two_to_the_thirty_one() {
+        let f = assess(
+            200,
+            &[
+                ("cache-control", "max-age=60"),
+                ("age", "18446744073709551615"),
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(f.initial_age, MAX_DELTA);
+        let f = assess(
+            200,
+            &[
+                ("cache-control", "max-age=60"),
+                ("age", "99999999999999999999999"),
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(f.initial_age, MAX_DELTA);
+        let mut stored = crate::cache::test_response(
+            StatusCode::OK,
+            HeaderMap::new(),
+            b"",
+            Duration::from_secs(60),
+        );
+        stored.freshness = f;
+        assert!(!stored.is_fresh(std::time::Instant::now()));
+        assert!(stored.ttl(std::time::Instant::now()) < 0);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2048))]
+
+        /// Any Cache-Control, Age, Date, Expires and Last-Modified from an
+        /// origin, with any request Cache-Control: assessing never panics,
+        /// and neither does any question asked of what would be stored.
+        #[test]
+        fn any_response_fields_assess_and_age_without_panic(
+            cc in crate::http::arbitrary::any_value(),
+            age in crate::http::arbitrary::any_value(),
+            date in crate::http::arbitrary::any_value(),
+            expires in crate::http::arbitrary::any_value(),
+            modified in crate::http::arbitrary::any_value(),
+            request_cc in crate::http::arbitrary::any_value(),
+            status in 100u16..600,
+            max_stale in proptest::prelude::any::<u64>(),
+        ) {
+            let mut response = HeaderMap::new();
+            response.insert("cache-control", cc);
+            response.insert("age", age);
+            response.insert("date", date);
+            response.insert("expires", expires);
+            response.insert("last-modified", modified);
+            let mut request = HeaderMap::new();
+            request.insert("cache-control", request_cc);
+            let now = SystemTime::now();
+            let status = StatusCode::from_u16(status).unwrap();
+            let assessed = Assessment {
+                method: &Method::GET,
+                request_headers: &request,
+                status,
+                response_headers: &response,
+                request_time: now,
+                response_time: now,
+                policy: Override::None,
+            }
+            .assess();
+            if let Ok(freshness) = assessed {
+                proptest::prop_assert!(freshness.lifetime <= MAX_DELTA);
+                proptest::prop_assert!(freshness.initial_age <= MAX_DELTA);
+                let mut stored = crate::cache::test_response(
+                    status,
+                    response,
+                    b"",
+                    freshness.lifetime,
+                );
+                stored.freshness = freshness;
+                let later = std::time::Instant::now() + Duration::from_secs(1 << 32);
+                for at in [std::time::Instant::now(), later] {
+                    let _ = (stored.ttl(at), stored.is_fresh(at), stored.age(at));
+                    let _ = stored.within_stale_if_error(at);
+                    let _ = stored.within_stale_while_revalidate(at);
+                    let _ = stored.may_serve_stale_for(at, max_stale);
+                }
+            }
+        }
     }
 }

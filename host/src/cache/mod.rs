@@ -29,6 +29,8 @@ pub use coalesce::{FillGuard, FillOutcome, Role};
 pub use freshness::{Assessment, Freshness, NotStored, Override};
 pub use status::{key_param as status_key_param, CacheStatus, Detail, Fwd};
 pub use store::{Selected, TenantStore};
+#[cfg(test)]
+pub(crate) use stored::test_response;
 pub use stored::{vary_values, StoredResponse};
 
 use crate::config::CacheConfig;

@@ -51,7 +51,10 @@ impl Retention {
     fn of(&self, value: &StoredResponse) -> Duration {
         let f = &value.freshness;
         let remaining = f.lifetime.saturating_sub(f.initial_age);
-        remaining + self.0.max(f.stale_while_revalidate).max(f.stale_if_error)
+        // Bounded: moka adds this to an `Instant`.
+        remaining
+            .saturating_add(self.0.max(f.stale_while_revalidate).max(f.stale_if_error))
+            .min(super::freshness::MAX_DELTA.saturating_mul(2))
     }
 }
 

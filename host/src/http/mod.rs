@@ -126,3 +126,43 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// Strategies for property tests: what a client or an origin can put on
+/// the wire.
+#[cfg(test)]
+pub(crate) mod arbitrary {
+    use proptest::prelude::*;
+
+    /// Any field value hyper accepts from the wire: visible ASCII, space,
+    /// tab and obs-text (RFC 9110 section 5.5), up to 96 bytes.
+    pub fn field_value() -> impl Strategy<Value = http::HeaderValue> {
+        let byte = prop_oneof![8 => 0x20u8..0x7f, 1 => 0x80u8..=0xff, 1 => Just(b'\t')];
+        prop::collection::vec(byte, 0..96).prop_filter_map("a valid field value", |bytes| {
+            http::HeaderValue::from_bytes(&bytes).ok()
+        })
+    }
+
+    /// Field values more likely to reach the parsers' corners: digits,
+    /// separators, quotes and the words the parsers look for.
+    pub fn structured_value() -> impl Strategy<Value = http::HeaderValue> {
+        let token = prop_oneof![
+            Just("max-age".to_string()),
+            Just("s-maxage".to_string()),
+            Just("no-cache".to_string()),
+            Just("bytes".to_string()),
+            Just("W/".to_string()),
+            Just("*".to_string()),
+            "[0-9]{1,25}",
+            "[ ,;=\"\\\\-]{1,3}",
+            "[a-zA-Z]{1,8}",
+        ];
+        prop::collection::vec(token, 0..12).prop_filter_map("a valid field value", |parts| {
+            http::HeaderValue::from_str(&parts.concat()).ok()
+        })
+    }
+
+    /// One of the two.
+    pub fn any_value() -> impl Strategy<Value = http::HeaderValue> {
+        prop_oneof![field_value(), structured_value()]
+    }
+}

@@ -87,4 +87,36 @@ mod tests {
         assert!(!none_match_fails(&HeaderValue::from_static("\"x\""), &etag));
         assert!(none_match_fails(&HeaderValue::from_static("*"), &etag));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2048))]
+
+        /// RFC 9110 section 13.1: any If-None-Match or If-Modified-Since
+        /// against any stored ETag and Last-Modified.
+        #[test]
+        fn any_conditions_evaluate_without_panic(
+            inm in crate::http::arbitrary::any_value(),
+            ims in crate::http::arbitrary::any_value(),
+            etag in crate::http::arbitrary::any_value(),
+            modified in crate::http::arbitrary::any_value(),
+            use_inm in proptest::prelude::any::<bool>(),
+        ) {
+            let mut stored = HeaderMap::new();
+            stored.insert(header::ETAG, etag);
+            stored.insert(header::LAST_MODIFIED, modified);
+            let stored = crate::cache::test_response(
+                http::StatusCode::OK,
+                stored,
+                b"x",
+                std::time::Duration::from_secs(60),
+            );
+            let mut request = HeaderMap::new();
+            if use_inm {
+                request.insert(header::IF_NONE_MATCH, inm);
+            }
+            request.insert(header::IF_MODIFIED_SINCE, ims);
+            let _ = not_modified(&request, &stored);
+            let _ = not_modified_headers(&stored.headers);
+        }
+    }
 }

@@ -85,7 +85,7 @@ async fn handle_tenant(
         );
         return r;
     }
-    let authority = match authority_of(&request) {
+    let authority = match authority_of(request.uri(), request.headers()) {
         Ok(a) => a,
         Err(message) => return respond::plain(StatusCode::BAD_REQUEST, message),
     };
@@ -157,11 +157,11 @@ fn record_canary(ctx: &Context, tenant: &Tenant, arm: Arm, failed: bool) {
 /// The authority the client asked for (RFC 9112 section 3.2, RFC 9113
 /// section 8.3.1): the request target's authority if it has one, else the
 /// single Host header. Lowercased.
-fn authority_of(request: &Request<Incoming>) -> Result<String, &'static str> {
-    if let Some(authority) = request.uri().authority() {
+fn authority_of(uri: &http::Uri, headers: &http::HeaderMap) -> Result<String, &'static str> {
+    if let Some(authority) = uri.authority() {
         return Ok(authority.as_str().to_ascii_lowercase());
     }
-    let mut hosts = request.headers().get_all(http::header::HOST).iter();
+    let mut hosts = headers.get_all(http::header::HOST).iter();
     match (hosts.next(), hosts.next()) {
         (Some(host), None) => match host.to_str() {
             Ok(h) if !h.is_empty() && h.parse::<http::uri::Authority>().is_ok() => {
@@ -171,5 +171,64 @@ fn authority_of(request: &Request<Incoming>) -> Result<String, &'static str> {
         },
         (Some(_), Some(_)) => Err("more than one Host header\n"),
         (None, _) => Err("missing Host header\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        /// RFC 9112 section 3.2 and RFC 9110 section 7.2: any request
+        /// target and Host a client sends give an authority or a 400, and
+        /// everything the request path then derives from them (the host to
+        /// look up, the target sent to origins, the copy kept for previews,
+        /// a backend URI) is computed without panic.
+        #[test]
+        fn any_target_and_host_are_handled_without_panic(
+            target in "[a-zA-Z0-9:/\\[\\]@.%?#&=*+~-]{0,48}",
+            host in crate::http::arbitrary::any_value(),
+            second_host in proptest::option::of(crate::http::arbitrary::any_value()),
+        ) {
+            let Ok(uri) = target.parse::<http::Uri>() else {
+                return Ok(());
+            };
+            let mut headers = http::HeaderMap::new();
+            headers.append(http::header::HOST, host);
+            if let Some(h) = second_host {
+                headers.append(http::header::HOST, h);
+            }
+            if let Ok(authority) = authority_of(&uri, &headers) {
+                let _ = headers::host_of(&authority);
+                let info = RequestInfo {
+                    method: Method::GET,
+                    uri,
+                    headers,
+                    scheme: Scheme::Http,
+                    authority,
+                    client_ip: IpAddr::from([127, 0, 0, 1]),
+                };
+                let copy = info.owned_copy();
+                prop_assert_eq!(copy.path_and_query(), info.path_and_query());
+                let backend = crate::config::BackendUrl::parse("http://127.0.0.1:9/p").unwrap();
+                let _ = backend.uri_for(info.path_and_query());
+            }
+        }
+    }
+
+    #[test]
+    fn hosts_are_required_once_and_valid() {
+        let uri: http::Uri = "/".parse().unwrap();
+        let mut headers = http::HeaderMap::new();
+        assert!(authority_of(&uri, &headers).is_err());
+        headers.append(http::header::HOST, "A.test:8080".parse().unwrap());
+        assert_eq!(authority_of(&uri, &headers).unwrap(), "a.test:8080");
+        headers.append(http::header::HOST, "b.test".parse().unwrap());
+        assert!(authority_of(&uri, &headers).is_err());
+        let absolute: http::Uri = "http://C.test/x".parse().unwrap();
+        assert_eq!(authority_of(&absolute, &headers).unwrap(), "c.test");
     }
 }

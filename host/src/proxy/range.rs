@@ -36,3 +36,40 @@ fn if_range_holds(request: &HeaderMap, stored: &StoredResponse) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        /// RFC 9110 sections 13.1.5 and 14.2: any Range with any If-Range,
+        /// against any stored validators and length: parts stay inside.
+        #[test]
+        fn any_range_and_if_range_evaluate_inside_the_body(
+            range in crate::http::arbitrary::any_value(),
+            if_range in crate::http::arbitrary::any_value(),
+            etag in crate::http::arbitrary::any_value(),
+            len in any::<u64>(),
+        ) {
+            let mut stored = HeaderMap::new();
+            stored.insert(header::ETAG, etag);
+            let stored = crate::cache::test_response(
+                http::StatusCode::OK,
+                stored,
+                b"x",
+                std::time::Duration::from_secs(60),
+            );
+            let mut request = HeaderMap::new();
+            request.insert(header::RANGE, range);
+            request.insert(header::IF_RANGE, if_range);
+            if let Ranges::Parts(parts) = evaluate(&request, &stored, len) {
+                for (start, end) in parts {
+                    prop_assert!(start < end && end <= len);
+                }
+            }
+        }
+    }
+}
