@@ -1,7 +1,7 @@
 //! Conversions between the SDK's types and the WIT bindings.
 
 use crate::bindings::outpost::edge::types as wit;
-use crate::types::HeaderEdit;
+use crate::types::{HeaderEdit, ResponseSource};
 use crate::{Attempt, Decision, FetchError, OriginResponse, Outcome, Response, ResponseDecision, Route};
 
 impl From<Response> for wit::SyntheticResponse {
@@ -63,7 +63,9 @@ impl From<wit::FetchError> for FetchError {
 impl From<wit::Outcome> for Outcome {
     fn from(o: wit::Outcome) -> Self {
         match o {
-            wit::Outcome::Response(head) => Outcome::Response(OriginResponse { head }),
+            wit::Outcome::Response(head) => {
+                Outcome::Response(OriginResponse { head: ResponseSource::Host(head) })
+            }
             wit::Outcome::Error(e) => Outcome::Error(e.into()),
         }
     }

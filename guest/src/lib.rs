@@ -28,6 +28,10 @@
 //! `#![no_std]` too, with the `no-std` feature, compiles to a
 //! component with no WASI imports at all, which makes every per-request
 //! instantiation cheaper still; the examples do this.
+//!
+//! Policies are unit-tested with plain `cargo test` on the host target:
+//! [`testing`] builds requests and backend responses from parts and stands
+//! in for the node's capabilities.
 
 #![no_std]
 
@@ -99,6 +103,7 @@ pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
 }
 mod convert;
 pub mod host;
+pub mod testing;
 mod types;
 
 pub use types::{

@@ -8,30 +8,53 @@ use alloc::vec::Vec;
 
 use crate::bindings::outpost::edge::types as wit;
 
-/// The head of the client's request. Every getter asks the host, so read a
-/// field once and keep it if you need it several times.
+/// The head of the client's request. In a policy every getter asks the
+/// host, so read a field once and keep it if you need it several times. In
+/// a unit test, build one with [`crate::testing::TestRequest`].
 pub struct Request<'a> {
-    head: &'a wit::RequestHead,
+    head: RequestSource<'a>,
+}
+
+/// Where a request head's fields come from.
+#[derive(Clone, Copy)]
+enum RequestSource<'a> {
+    /// The host, through the `request-head` resource.
+    Host(&'a wit::RequestHead),
+    /// Parts given by a test.
+    Parts(&'a crate::testing::TestRequest),
 }
 
 impl<'a> Request<'a> {
     pub(crate) fn new(head: &'a wit::RequestHead) -> Self {
-        Request { head }
+        Request { head: RequestSource::Host(head) }
+    }
+
+    pub(crate) fn from_parts(parts: &'a crate::testing::TestRequest) -> Self {
+        Request { head: RequestSource::Parts(parts) }
     }
 
     /// The method, e.g. `GET`.
     pub fn method(&self) -> String {
-        self.head.method()
+        match self.head {
+            RequestSource::Host(h) => h.method(),
+            RequestSource::Parts(p) => p.method.clone(),
+        }
     }
 
     /// `http` or `https`.
     pub fn scheme(&self) -> String {
-        self.head.scheme()
+        match self.head {
+            RequestSource::Host(h) => h.scheme(),
+            RequestSource::Parts(p) => p.scheme.clone(),
+        }
     }
 
     /// The authority as the client sent it (lowercase, port kept).
     pub fn authority(&self) -> String {
-        self.head.authority()
+        match self.head {
+            RequestSource::Host(h) => h.authority(),
+            RequestSource::Parts(p) => p.authority.clone(),
+        }
     }
 
     /// The host name: the authority without its port.
@@ -42,12 +65,18 @@ impl<'a> Request<'a> {
 
     /// The path without the query, e.g. `/a/b`.
     pub fn path(&self) -> String {
-        self.head.path()
+        match self.head {
+            RequestSource::Host(h) => h.path(),
+            RequestSource::Parts(p) => p.path.clone(),
+        }
     }
 
     /// The query without the `?`, if the target has one.
     pub fn query(&self) -> Option<String> {
-        self.head.query()
+        match self.head {
+            RequestSource::Host(h) => h.query(),
+            RequestSource::Parts(p) => p.query.clone(),
+        }
     }
 
     /// Path and query as in the request line, e.g. `/a?b=1`.
@@ -60,23 +89,37 @@ impl<'a> Request<'a> {
 
     /// The first value of a header (case-insensitive), if it is UTF-8.
     pub fn header(&self, name: &str) -> Option<String> {
-        self.head.header(name)
+        match self.head {
+            RequestSource::Host(h) => h.header(name),
+            RequestSource::Parts(p) => {
+                p.values(name).next().and_then(|v| String::from_utf8(v.to_vec()).ok())
+            }
+        }
     }
 
     /// Every value of a header, as raw bytes.
     pub fn header_values(&self, name: &str) -> Vec<Vec<u8>> {
-        self.head.header_values(name)
+        match self.head {
+            RequestSource::Host(h) => h.header_values(name),
+            RequestSource::Parts(p) => p.values(name).map(<[u8]>::to_vec).collect(),
+        }
     }
 
     /// All header fields (lowercase names). Copies every field: prefer
     /// [`Request::header`].
     pub fn headers(&self) -> Vec<(String, Vec<u8>)> {
-        self.head.headers()
+        match self.head {
+            RequestSource::Host(h) => h.headers(),
+            RequestSource::Parts(p) => p.headers.clone(),
+        }
     }
 
     /// The client's IP address as text.
     pub fn client_addr(&self) -> String {
-        self.head.client_addr()
+        match self.head {
+            RequestSource::Host(h) => h.client_addr(),
+            RequestSource::Parts(p) => p.client_addr.clone(),
+        }
     }
 }
 
@@ -230,25 +273,41 @@ pub enum FetchError {
     LimitExceeded,
 }
 
-/// The head of a backend's response.
+/// The head of a backend's response. In a unit test, build one with
+/// [`crate::testing::TestResponse`].
 pub struct OriginResponse {
-    pub(crate) head: wit::ResponseHead,
+    pub(crate) head: ResponseSource,
+}
+
+/// Where a response head's fields come from.
+pub(crate) enum ResponseSource {
+    Host(wit::ResponseHead),
+    Parts(crate::testing::TestResponse),
 }
 
 impl OriginResponse {
     /// The status code.
     pub fn status(&self) -> u16 {
-        self.head.status()
+        match &self.head {
+            ResponseSource::Host(h) => h.status(),
+            ResponseSource::Parts(p) => p.status,
+        }
     }
 
     /// The first value of a header (case-insensitive), if it is UTF-8.
     pub fn header(&self, name: &str) -> Option<String> {
-        self.head.header(name)
+        match &self.head {
+            ResponseSource::Host(h) => h.header(name),
+            ResponseSource::Parts(p) => p.get_header(name),
+        }
     }
 
     /// All header fields.
     pub fn headers(&self) -> Vec<(String, Vec<u8>)> {
-        self.head.headers()
+        match &self.head {
+            ResponseSource::Host(h) => h.headers(),
+            ResponseSource::Parts(p) => p.headers.clone(),
+        }
     }
 }
 

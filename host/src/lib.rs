@@ -14,17 +14,17 @@
 //!   its sources, the config file and [`admin`];
 //! - entry: [`cli`].
 
-pub mod admin;
-pub mod cache;
+pub(crate) mod admin;
+pub(crate) mod cache;
 pub mod cli;
 pub mod config;
-pub mod control;
-pub mod demo_origin;
+pub(crate) mod control;
+pub(crate) mod demo_origin;
 pub mod guests;
 pub mod http;
-pub mod metrics;
-pub mod origin;
-pub mod proxy;
+pub(crate) mod metrics;
+pub(crate) mod origin;
+pub(crate) mod proxy;
 pub mod runtime;
-pub mod server;
+pub(crate) mod server;
 pub mod tenant;

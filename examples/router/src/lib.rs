@@ -3,7 +3,7 @@
 //!
 //! Backends used: `billing`, `search`, `static`, and `web` (the default).
 
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 
 extern crate alloc;
 
@@ -50,3 +50,32 @@ impl Policy for Router {
 }
 
 export_policy!(Router);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use outpost_guest::testing::TestRequest;
+
+    #[test]
+    fn the_service_header_wins_over_the_path() {
+        let req = TestRequest::get("/search/q").authority("api.test").header("X-Service-Name", " Billing ");
+        assert_eq!(
+            Router::on_request(&req.as_request()),
+            Decision::lookup("billing|api.test/search/q", Route::to("billing").set_header("x-service-name", "billing"))
+        );
+    }
+
+    #[test]
+    fn paths_pick_backends_and_unknown_services_get_404() {
+        let req = TestRequest::get("/static/app.js").authority("api.test");
+        assert_eq!(
+            Router::on_request(&req.as_request()),
+            Decision::lookup("static|api.test/static/app.js", Route::to("static").set_header("x-service-name", "static"))
+        );
+        let req = TestRequest::get("/").header("x-service-name", "nope");
+        match Router::on_request(&req.as_request()) {
+            Decision::Respond(r) => assert_eq!(r.status, 404),
+            other => panic!("{other:?}"),
+        }
+    }
+}

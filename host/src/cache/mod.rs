@@ -26,9 +26,9 @@ use std::time::Duration;
 
 pub use body::SharedBody;
 pub use coalesce::{FillGuard, FillOutcome, Role};
-pub use freshness::{Assessment, Freshness, NotStored, Override};
+pub use freshness::NotStored;
 pub use status::{key_param as status_key_param, CacheStatus, Detail, Fwd};
-pub use store::{Selected, TenantStore};
+pub use store::TenantStore;
 #[cfg(test)]
 pub(crate) use stored::test_response;
 pub use stored::{vary_values, StoredResponse};

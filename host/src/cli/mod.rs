@@ -1,6 +1,7 @@
-//! The `outpost` command line: `serve`, `check`, `dev`.
+//! The `outpost` command line: `serve`, `check`, `dev`, `new`.
 
 mod dev;
+mod new;
 mod serve;
 
 use std::net::SocketAddr;
@@ -35,6 +36,9 @@ enum Command {
     /// Develop a policy: build the guest crate, serve it, rebuild and
     /// hot-swap on every change, log each request's decision.
     Dev(dev::DevArgs),
+    /// Create a new policy crate: a `no_std` skeleton on the guest SDK with
+    /// a native unit test, ready for `cargo test` and `outpost dev NAME`.
+    New(new::NewArgs),
 }
 
 #[derive(clap::Args, Default)]
@@ -68,6 +72,7 @@ pub fn main() -> ExitCode {
             })
             .map(|()| println!("{}: ok", config.display())),
         Command::Dev(args) => dev::run(args),
+        Command::New(args) => new::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

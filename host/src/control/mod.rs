@@ -20,7 +20,6 @@ use tokio::sync::{Mutex, MutexGuard};
 
 pub use deploy::CanaryRequest;
 pub use errors::{ControlError, DeployError};
-pub use preview::PreviewReport;
 pub use purge::{Purge, Purged};
 
 use crate::cache::HttpCache;
