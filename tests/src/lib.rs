@@ -768,3 +768,27 @@ pub fn tenant_with(
     }
     out
 }
+
+/// The most common set-up: an admin listener ([`ADMIN_TOKEN`]) and one
+/// tenant `t` answering `t.test` with the built-in default policy in front
+/// of `origin` (its only backend, `origin`).
+pub fn one_tenant(origin: &Origin) -> String {
+    format!(
+        "{}{}",
+        admin_section(),
+        tenant(
+            "t",
+            &["t.test"],
+            "builtin:default",
+            &[("origin", &origin.url())]
+        )
+    )
+}
+
+/// A scripted origin, a node running [`one_tenant`] in front of it, and a
+/// client.
+pub async fn start_one_tenant() -> (Origin, Node, Client) {
+    let origin = Origin::start("origin").await;
+    let node = Node::start(&one_tenant(&origin));
+    (origin, node, Client::new())
+}

@@ -6,21 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::Method;
-use outpost_e2e::{
-    admin_section, example_wasm as wasm, json, tenant, Client, Node, Origin, ADMIN_TOKEN as TOKEN,
-};
+use outpost_e2e::{example_wasm as wasm, json, tenant, Client, Node, Origin, ADMIN_TOKEN as TOKEN};
 
 fn admin_config(origin: &Origin) -> String {
-    format!(
-        "{}{}",
-        admin_section(),
-        tenant(
-            "t",
-            &["t.test"],
-            "builtin:default",
-            &[("origin", &origin.url())]
-        )
-    )
+    outpost_e2e::one_tenant(origin)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -9,14 +9,7 @@ use outpost_e2e::{tenant, tenant_with, Client, Node, Origin, Reply};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn setup() -> (Origin, Node, Client) {
-    let origin = Origin::start("origin").await;
-    let node = Node::start(&tenant(
-        "t",
-        &["t.test"],
-        "builtin:default",
-        &[("origin", &origin.url())],
-    ));
-    (origin, node, Client::new())
+    outpost_e2e::start_one_tenant().await
 }
 
 async fn twice(client: &Client, node: &Node, path: &str) -> (outpost_e2e::Resp, outpost_e2e::Resp) {

@@ -509,3 +509,24 @@ fn the_example_multi_tenant_config_is_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_policy_that_cannot_be_read_is_named_with_its_file_field_and_line() {
+    let dir = outpost_e2e::scratch_dir();
+    let path = dir.join("missing.toml");
+    std::fs::write(
+        &path,
+        "# a comment\n[[tenant]]\nid = \"t\"\nhosts = [\"t.test\"]\npolicy = \"nowhere.wasm\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(outpost_e2e::outpost_bin())
+        .args(["serve", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("missing.toml"), "{err}");
+    assert!(err.contains("line 5"), "{err}");
+    assert!(err.contains("tenant[0].policy"), "{err}");
+    assert!(err.contains("nowhere.wasm"), "{err}");
+}

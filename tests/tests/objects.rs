@@ -9,23 +9,11 @@ use futures::StreamExt;
 use http::Method;
 use http_body_util::BodyExt;
 use outpost_e2e::{
-    admin_section, generated_byte, tenant, tenant_with, Client, Node, Origin, Reply,
-    ADMIN_TOKEN as TOKEN,
+    generated_byte, tenant, tenant_with, Client, Node, Origin, Reply, ADMIN_TOKEN as TOKEN,
 };
 
 async fn setup() -> (Origin, Node, Client) {
-    let origin = Origin::start("origin").await;
-    let config = format!(
-        "{}{}",
-        admin_section(),
-        tenant(
-            "t",
-            &["t.test"],
-            "builtin:default",
-            &[("origin", &origin.url())]
-        )
-    );
-    (origin, Node::start(&config), Client::new())
+    outpost_e2e::start_one_tenant().await
 }
 
 async fn cached(client: &Client, node: &Node, path: &str) {

@@ -88,3 +88,60 @@ pub async fn wait(mut rx: watch::Receiver<Option<FillOutcome>>) -> FillOutcome {
         Err(_) => FillOutcome::Abandoned,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn key(k: &str) -> CacheKey {
+        CacheKey::new(&Arc::from("t"), k)
+    }
+
+    fn stored() -> Arc<StoredResponse> {
+        Arc::new(crate::cache::test_response(
+            http::StatusCode::OK,
+            http::HeaderMap::new(),
+            b"x",
+            Duration::from_secs(60),
+        ))
+    }
+
+    #[tokio::test]
+    async fn the_first_request_leads_and_the_others_get_its_stored_response() {
+        let coalescer = Arc::new(Coalescer::default());
+        let Role::Leader(guard) = coalescer.join(&key("a")) else {
+            panic!("the first request leads");
+        };
+        let Role::Waiter(rx) = coalescer.join(&key("a")) else {
+            panic!("the second request waits");
+        };
+        assert!(
+            matches!(coalescer.join(&key("b")), Role::Leader(_)),
+            "keys are apart"
+        );
+        let response = stored();
+        guard.finish(FillOutcome::Stored(response.clone()));
+        match wait(rx).await {
+            FillOutcome::Stored(got) => assert!(Arc::ptr_eq(&got, &response)),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            matches!(coalescer.join(&key("a")), Role::Leader(_)),
+            "the fill is over"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_leader_that_goes_away_wakes_its_waiters_with_abandoned() {
+        let coalescer = Arc::new(Coalescer::default());
+        let Role::Leader(guard) = coalescer.join(&key("a")) else {
+            panic!("the first request leads");
+        };
+        let Role::Waiter(rx) = coalescer.join(&key("a")) else {
+            panic!("the second request waits");
+        };
+        drop(guard);
+        assert!(matches!(wait(rx).await, FillOutcome::Abandoned));
+    }
+}

@@ -155,37 +155,9 @@ impl Assessment<'_> {
             });
         }
 
-        let request_cc =
-            Directives::parse(self.request_headers.get_all(http::header::CACHE_CONTROL));
-        if cc.no_store || request_cc.no_store {
-            return Err(NotStored::NoStore);
+        if let Some(reason) = self.refusal(&cc) {
+            return Err(reason);
         }
-        if cc.private {
-            return Err(NotStored::Private);
-        }
-        if self
-            .request_headers
-            .contains_key(http::header::AUTHORIZATION)
-            && !(cc.must_revalidate || cc.public || cc.s_maxage.is_some())
-        {
-            return Err(NotStored::Authorization);
-        }
-        if headers.get_all(http::header::VARY).iter().any(|v| {
-            v.to_str()
-                .is_ok_and(|v| v.split(',').any(|f| f.trim() == "*"))
-        }) {
-            return Err(NotStored::VaryStar);
-        }
-        if headers.contains_key(http::header::SET_COOKIE) {
-            return Err(NotStored::SetCookie);
-        }
-        if self.status.is_informational()
-            || self.status == StatusCode::PARTIAL_CONTENT
-            || self.status == StatusCode::NOT_MODIFIED
-        {
-            return Err(NotStored::Status);
-        }
-
         let expires = if targeted {
             None
         } else {
@@ -217,6 +189,39 @@ impl Assessment<'_> {
             stale_while_revalidate: secs(cc.stale_while_revalidate),
             stale_if_error: secs(cc.stale_if_error),
         })
+    }
+
+    /// Why a shared cache must not store the response, if it must not
+    /// (RFC 9111 section 3, sections 3.5 and 4.1, and the Set-Cookie rule).
+    fn refusal(&self, cc: &Directives) -> Option<NotStored> {
+        let headers = self.response_headers;
+        let request_cc =
+            Directives::parse(self.request_headers.get_all(http::header::CACHE_CONTROL));
+        let vary_star = headers.get_all(http::header::VARY).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|f| f.trim() == "*"))
+        });
+        let authorized = self
+            .request_headers
+            .contains_key(http::header::AUTHORIZATION);
+        if cc.no_store || request_cc.no_store {
+            Some(NotStored::NoStore)
+        } else if cc.private {
+            Some(NotStored::Private)
+        } else if authorized && !(cc.must_revalidate || cc.public || cc.s_maxage.is_some()) {
+            Some(NotStored::Authorization)
+        } else if vary_star {
+            Some(NotStored::VaryStar)
+        } else if headers.contains_key(http::header::SET_COOKIE) {
+            Some(NotStored::SetCookie)
+        } else if self.status.is_informational()
+            || self.status == StatusCode::PARTIAL_CONTENT
+            || self.status == StatusCode::NOT_MODIFIED
+        {
+            Some(NotStored::Status)
+        } else {
+            None
+        }
     }
 
     /// Section 4.2.1: s-maxage, max-age, Expires - Date, then heuristics.

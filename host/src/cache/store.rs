@@ -251,3 +251,117 @@ fn unindex(index: &TagIndex, key: &str, value: &Variants) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderMap, HeaderValue, StatusCode};
+
+    fn store() -> TenantStore {
+        TenantStore::new(1 << 20, Duration::from_secs(60), Duration::from_secs(10))
+    }
+
+    fn response(vary: &[(&str, Option<&str>)], tags: &[&str]) -> Arc<StoredResponse> {
+        let mut r = crate::cache::test_response(
+            StatusCode::OK,
+            HeaderMap::new(),
+            b"body",
+            Duration::from_secs(60),
+        );
+        r.vary = vary
+            .iter()
+            .map(|(n, v)| {
+                (
+                    http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                    v.map(str::to_owned),
+                )
+            })
+            .collect();
+        r.tags = tags.iter().map(|t| t.to_string()).collect();
+        Arc::new(r)
+    }
+
+    fn request(accept_encoding: Option<&'static str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(v) = accept_encoding {
+            h.insert("accept-encoding", HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn variants_are_selected_by_the_fields_they_vary_on() {
+        let store = store();
+        store.insert("k", response(&[("accept-encoding", Some("gzip"))], &[]));
+        store.insert("k", response(&[("accept-encoding", None)], &[]));
+        assert!(matches!(
+            store.select("k", &request(Some("gzip"))),
+            Selected::Found(_)
+        ));
+        assert!(matches!(
+            store.select("k", &request(None)),
+            Selected::Found(_)
+        ));
+        assert!(matches!(
+            store.select("k", &request(Some("br"))),
+            Selected::VaryMiss
+        ));
+        assert!(matches!(
+            store.select("other", &request(None)),
+            Selected::Miss
+        ));
+    }
+
+    #[test]
+    fn a_tag_purge_removes_or_expires_every_key_carrying_it() {
+        let store = store();
+        store.insert("a", response(&[], &["product-1"]));
+        store.insert("b", response(&[], &["product-1", "list"]));
+        store.insert("c", response(&[], &["list"]));
+        assert_eq!(store.purge_tag("list", true), 2);
+        let now = Instant::now();
+        assert!(!store.peek("c").unwrap().is_fresh(now), "soft: kept, stale");
+        assert_eq!(store.purge_tag("product-1", false), 2);
+        assert!(store.peek("a").is_none() && store.peek("b").is_none());
+        assert!(store.peek("c").is_some());
+    }
+
+    #[test]
+    fn a_failed_fill_removes_only_its_own_variant() {
+        let store = store();
+        let failed = response(&[("accept-encoding", Some("gzip"))], &[]);
+        store.insert("k", response(&[("accept-encoding", None)], &[]));
+        store.insert("k", failed.clone());
+        store.remove_variant("k", &failed);
+        assert!(matches!(
+            store.select("k", &request(Some("gzip"))),
+            Selected::VaryMiss
+        ));
+        assert!(matches!(
+            store.select("k", &request(None)),
+            Selected::Found(_)
+        ));
+    }
+
+    #[test]
+    fn storing_a_key_clears_its_hit_for_miss_mark() {
+        let store = store();
+        store.mark_uncacheable("k");
+        assert!(store.is_uncacheable("k"));
+        store.insert("k", response(&[], &[]));
+        assert!(!store.is_uncacheable("k"));
+    }
+
+    #[test]
+    fn the_store_stays_within_its_quota() {
+        let store = TenantStore::new(64 * 1024, Duration::from_secs(60), Duration::from_secs(1));
+        for i in 0..1000 {
+            store.insert(&format!("k{i}"), response(&[], &[]));
+        }
+        assert!(
+            store.weighted_size() <= 64 * 1024,
+            "{}",
+            store.weighted_size()
+        );
+    }
+}

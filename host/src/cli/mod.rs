@@ -128,6 +128,8 @@ fn quick_config(backend: &str, policy: Option<&std::path::Path>) -> anyhow::Resu
     let mut config = Config::embedded_default();
     config.demo_origin = None;
     config.base_dir = std::env::current_dir()?;
+    config.source_name = "--backend/--policy".into();
+    config.detach_source();
     config.tenants = vec![TenantConfig {
         id: "default".into(),
         hosts: vec!["*".into()],

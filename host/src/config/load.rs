@@ -31,12 +31,19 @@ pub enum ConfigError {
         field: String,
         message: String,
     },
-    /// Valid syntax, but a value that does not fit the rest.
-    #[error("invalid config {source_name}: {error}")]
+    /// Valid syntax, but a value that does not fit the rest, or one the
+    /// node could not use (a policy that does not load).
+    #[error("invalid config {source_name}{}: {error}", line_suffix(*line))]
     Field {
         source_name: String,
         error: FieldError,
+        /// The field's line, when the config came from text that has it.
+        line: Option<usize>,
     },
+}
+
+fn line_suffix(line: Option<usize>) -> String {
+    line.map(|l| format!(", line {l}")).unwrap_or_default()
 }
 
 fn field_prefix(field: &str) -> String {
@@ -48,11 +55,12 @@ fn field_prefix(field: &str) -> String {
 }
 
 impl ConfigError {
-    /// A field error from `source_name`.
+    /// A field error from `source_name`, with no line to name.
     pub fn field(source_name: &str, error: FieldError) -> ConfigError {
         ConfigError::Field {
             source_name: source_name.to_string(),
             error,
+            line: None,
         }
     }
 }
@@ -118,10 +126,32 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let mut config: Config = parse(text, source_name)?;
         config.base_dir = base_dir.to_path_buf();
+        config.source_text = Some(text.into());
+        config.source_name = source_name.to_string();
         config
             .validate()
-            .map_err(|e| ConfigError::field(source_name, e))?;
+            .map_err(|e| config.field_error(source_name, e))?;
         Ok(config)
+    }
+
+    /// A field error in this config, with the field's line when the config
+    /// still is the text it was read from.
+    pub fn field_error(&self, source_name: &str, error: FieldError) -> ConfigError {
+        let line = self
+            .source_text
+            .as_deref()
+            .and_then(|text| super::locate::line_of(text, &error.field));
+        ConfigError::Field {
+            source_name: source_name.to_string(),
+            error,
+            line,
+        }
+    }
+
+    /// Forgets the text the config was read from: after an edit (a tenant
+    /// added or removed through the admin API) its lines no longer match.
+    pub fn detach_source(&mut self) {
+        self.source_text = None;
     }
 }
 

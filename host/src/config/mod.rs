@@ -8,6 +8,7 @@
 //! `tenant[1].backends.api.url`.
 
 mod load;
+mod locate;
 mod validate;
 mod values;
 
@@ -38,6 +39,13 @@ pub struct Config {
     /// The directory relative policy paths are resolved against.
     #[serde(skip)]
     pub base_dir: PathBuf,
+    /// Where the config came from (its file), for error messages.
+    #[serde(skip)]
+    pub source_name: String,
+    /// The text the config was read from, to name the line of a field
+    /// error found after parsing; `None` once edited.
+    #[serde(skip)]
+    pub source_text: Option<std::sync::Arc<str>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -45,12 +45,15 @@ pub enum Put {
 
 impl Control {
     /// Builds a node's data plane from a checked config: the runtime, the
-    /// cache and every tenant (compiling its policy).
+    /// cache and every tenant (compiling its policy). Errors name the
+    /// config's source and, where it has one, the field's line.
     pub fn build(config: &Config, trace_requests: bool) -> Result<Arc<Control>, ConfigError> {
-        let runtime = Runtime::new(&config.runtime)
-            .map_err(|e| ConfigError::field("config", FieldError::new("runtime", e.to_string())))?;
+        let source_name = &config.source_name;
+        let runtime = Runtime::new(&config.runtime).map_err(|e| {
+            ConfigError::field(source_name, FieldError::new("runtime", e.to_string()))
+        })?;
         let tenants = TenantTable::build(config, &runtime, None)
-            .map_err(|e| ConfigError::field("config", e))?;
+            .map_err(|e| config.field_error(source_name, e))?;
         let ctx = Context {
             tenants: arc_swap::ArcSwap::from_pointee(tenants),
             cache: Arc::new(HttpCache::new(&config.cache)),
@@ -96,6 +99,7 @@ impl Control {
     ) -> Result<Put, ControlError> {
         let mut desired = self.desired.lock().await;
         let mut config = desired.clone();
+        config.detach_source();
         let existed = config.tenants.iter().any(|t| t.id == tenant.id);
         let id = tenant.id.clone();
         config.tenants.retain(|t| t.id != id);
@@ -118,6 +122,7 @@ impl Control {
     pub async fn delete_tenant(&self, id: &str) -> Result<(), ControlError> {
         let mut desired = self.desired.lock().await;
         let mut config = desired.clone();
+        config.detach_source();
         let before = config.tenants.len();
         config.tenants.retain(|t| t.id != id);
         if config.tenants.len() == before {
@@ -145,7 +150,7 @@ impl Control {
         })
         .await
         .map_err(|e| ControlError::Internal(e.to_string()))?;
-        let table = built.map_err(|e| ConfigError::field(source_name, relative(e)))?;
+        let table = built.map_err(|e| config.field_error(source_name, relative(e)))?;
         self.ctx.tenants.store(Arc::new(table));
         **desired = config;
         Ok(())

@@ -8,7 +8,7 @@ use http::{Method, Response, StatusCode};
 
 use super::exchange::Exchange;
 use super::respond;
-use super::route::{Forward, Validators};
+use super::route::{Answer, Forward, Validators};
 use super::slice::SliceStart;
 use crate::cache::fill::{Fill, Filled, StoreMode};
 use crate::cache::lookup::{lookup, Lookup as Found};
@@ -106,8 +106,12 @@ impl Exchange {
         let result = self
             .fetch_route(&decision.route, &forward, stale.as_ref())
             .await;
-        let (fetched, mut mode) = match result {
-            Ok(response) => response,
+        let Answer {
+            fetched,
+            mut mode,
+            backend,
+        } = match result {
+            Ok(answer) => answer,
             Err(reason) => {
                 if let Some(lead) = lead {
                     lead.finish(FillOutcome::NotStored);
@@ -146,8 +150,7 @@ impl Exchange {
                 cache_status,
             } => respond::streamed(status, headers, body, cache_status),
             Filled::Failed(error) => {
-                let backend = decision.route.backends.first().map_or("", String::as_str);
-                self.origin_failed(&FetchError::InvalidResponse(error), backend, fwd)
+                self.origin_failed(&FetchError::InvalidResponse(error), &backend, fwd)
             }
         }
     }

@@ -41,9 +41,16 @@ pub(super) enum Forward {
     Pass,
 }
 
-/// What a route produced: a backend's response and how the policy wants it
-/// stored, or why there is none.
-pub(super) type RouteResult = Result<(Fetched, StoreMode), NoResponse>;
+/// What a route produced: a backend's answer, or why there is none.
+pub(super) type RouteResult = Result<Answer, NoResponse>;
+
+/// A backend's response, how the policy wants it stored, and which backend
+/// it came from.
+pub(super) struct Answer {
+    pub fetched: Fetched,
+    pub mode: StoreMode,
+    pub backend: String,
+}
 
 /// Why a route ended without a backend response to send.
 pub(super) enum NoResponse {
@@ -202,7 +209,7 @@ impl Exchange {
         invalidate: Option<String>,
     ) -> Response<ProxyBody> {
         let origin = match self.fetch_route(&route, &Forward::Pass, None).await {
-            Ok((origin, _)) => origin,
+            Ok(answer) => answer.fetched,
             Err(reason) => return self.without_response(reason, None, Fwd::Request),
         };
         let status = origin.status;
@@ -342,7 +349,11 @@ fn settle(
                 ResponseDecision::NoStore => StoreMode::NoStore,
                 _ => StoreMode::Rfc { ttl: None },
             };
-            Ok((fetched, mode))
+            Ok(Answer {
+                fetched,
+                mode,
+                backend: backend.to_string(),
+            })
         }
     })
 }

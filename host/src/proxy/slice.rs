@@ -165,8 +165,8 @@ impl Exchange {
             validators: None,
             range: Some(slice::bounds(n, size)),
         };
-        let (fetched, _) = match self.fetch_route(&lookup.route, &forward, None).await {
-            Ok(response) => response,
+        let fetched = match self.fetch_route(&lookup.route, &forward, None).await {
+            Ok(answer) => answer.fetched,
             Err(super::route::NoResponse::Failed { error, backend }) => {
                 return Err(SliceError(format!("backend {backend:?} failed: {error}")))
             }

@@ -234,3 +234,19 @@ fn check_wit_version(engine: &Engine, component: &Component) -> Result<(), LoadE
 fn is_core_module(wasm: &[u8]) -> bool {
     wasm.len() >= 8 && wasm[0..4] == *b"\0asm" && wasm[4..8] == [1, 0, 0, 0]
 }
+
+/// A runtime shared by the unit tests of the modules above, and a built-in
+/// policy compiled in it.
+#[cfg(test)]
+pub(crate) fn test_module(builtin: &str) -> Arc<PolicyModule> {
+    static RUNTIME: std::sync::OnceLock<Arc<Runtime>> = std::sync::OnceLock::new();
+    let runtime = RUNTIME.get_or_init(|| {
+        Runtime::new(&RuntimeConfig {
+            max_instances: 8,
+            ..RuntimeConfig::default()
+        })
+        .expect("a runtime")
+    });
+    let wasm = crate::guests::builtin(builtin).expect("a built-in policy");
+    runtime.load(wasm).expect("the built-in policy loads")
+}

@@ -126,3 +126,75 @@ impl Canary {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::Scheme;
+
+    fn request(ip: [u8; 4], user: Option<&'static str>) -> RequestInfo {
+        let mut headers = http::HeaderMap::new();
+        if let Some(u) = user {
+            headers.insert("x-user", http::HeaderValue::from_static(u));
+        }
+        RequestInfo {
+            method: http::Method::GET,
+            uri: http::Uri::from_static("/"),
+            headers,
+            scheme: Scheme::Http,
+            authority: "t.test".into(),
+            client_ip: std::net::IpAddr::from(ip),
+        }
+    }
+
+    fn canary(percent: u32, sticky: Sticky, rule: Option<AutoRollback>) -> Canary {
+        Canary::new(crate::runtime::test_module("router"), percent, sticky, rule)
+    }
+
+    #[test]
+    fn the_share_is_sticky_and_close_to_the_percentage() {
+        let c = canary(30, Sticky::ClientAddr, None);
+        let chosen = (0..=255u8)
+            .flat_map(|a| (0..40u8).map(move |b| [10, a, b, 1]))
+            .filter(|ip| c.selects(&request(*ip, None)))
+            .count();
+        let share = chosen as f64 / (256.0 * 40.0);
+        assert!((0.25..0.35).contains(&share), "{share}");
+        let ip = [10, 1, 2, 3];
+        let first = c.selects(&request(ip, None));
+        assert!((0..20).all(|_| c.selects(&request(ip, None)) == first));
+        assert!(!canary(0, Sticky::ClientAddr, None).selects(&request(ip, None)));
+        assert!(canary(100, Sticky::ClientAddr, None).selects(&request(ip, None)));
+    }
+
+    #[test]
+    fn a_header_keeps_a_user_on_one_side_from_any_address() {
+        let c = canary(50, Sticky::Header(HeaderName::from_static("x-user")), None);
+        let side = c.selects(&request([1, 1, 1, 1], Some("alice")));
+        assert!((0..=255u8).all(|a| c.selects(&request([a, 2, 3, 4], Some("alice"))) == side));
+    }
+
+    #[test]
+    fn a_candidate_failing_more_than_the_margin_is_aborted_once_it_has_enough_requests() {
+        let rule = AutoRollback {
+            margin: 0.1,
+            min_requests: 20,
+        };
+        let c = canary(50, Sticky::ClientAddr, Some(rule));
+        for i in 0..100 {
+            c.record(Arm::Active, i % 50 == 0);
+        }
+        for i in 0..19 {
+            c.record(Arm::Candidate, i % 2 == 0);
+        }
+        assert_eq!(c.abort_reason(), None, "too few candidate requests yet");
+        c.record(Arm::Candidate, true);
+        let reason = c.abort_reason().expect("55% against 2% is past the margin");
+        assert!(reason.contains("11/20"), "{reason}");
+        let healthy = canary(50, Sticky::ClientAddr, Some(rule));
+        for _ in 0..50 {
+            healthy.record(Arm::Candidate, false);
+        }
+        assert_eq!(healthy.abort_reason(), None);
+    }
+}

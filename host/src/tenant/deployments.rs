@@ -58,3 +58,38 @@ impl Deployments {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::test_module;
+
+    #[test]
+    fn old_versions_go_but_the_active_one_and_its_history_stay() {
+        let [a, b, c, d] = ["default", "router", "cache-key", "origin-fallback"].map(test_module);
+        let mut deployments = Deployments::new(a.clone(), 2);
+        deployments.history.push(a.version.clone());
+        deployments.add(b.clone(), &c.version);
+        deployments.add(c.clone(), &c.version);
+        // Kept: c (active) and a (in the history); b is the one to go.
+        assert!(deployments.find(&b.version).is_none());
+        assert!(deployments.find(&a.version).is_some());
+        assert!(deployments.find(&c.version).is_some());
+        deployments.add(d.clone(), &c.version);
+        assert_eq!(deployments.versions.len(), 2, "bounded by keep");
+        assert!(
+            deployments.find(&c.version).is_some(),
+            "the active version is never dropped"
+        );
+        deployments.add(c.clone(), &c.version);
+        assert_eq!(
+            deployments
+                .versions
+                .iter()
+                .filter(|m| m.version == c.version)
+                .count(),
+            1,
+            "a version is kept once"
+        );
+    }
+}
