@@ -110,9 +110,6 @@ impl Control {
             Some(field) => FieldError::new(field, e.message),
             None => e,
         };
-        config
-            .validate()
-            .map_err(|e| ConfigError::field(source_name, relative(e)))?;
         self.apply(&mut desired, config, source_name, relative)
             .await?;
         Ok(if existed { Put::Replaced } else { Put::Added })
@@ -128,13 +125,14 @@ impl Control {
         if config.tenants.len() == before {
             return Err(ControlError::UnknownTenant(id.to_string()));
         }
-        self.apply(&mut desired, config, "DELETE", |e| e).await
+        let source_name = format!("DELETE /tenants/{id}");
+        self.apply(&mut desired, config, &source_name, |e| e).await
     }
 
-    /// The shared apply step: builds the tenants of `config` (keeping
-    /// unchanged ones as they are), swaps the table in, records `config` as
-    /// the desired state. The caller holds the lock; `relative` rewrites
-    /// the path of a field error for the source's reader.
+    /// The step every source shares: validates `config`, builds its tenants
+    /// (keeping unchanged ones as they are), swaps the table in and records
+    /// `config` as the desired state. The caller holds the lock; `relative`
+    /// rewrites the path of a field error for the source's reader.
     async fn apply(
         &self,
         desired: &mut MutexGuard<'_, Config>,
@@ -142,6 +140,9 @@ impl Control {
         source_name: &str,
         relative: impl Fn(FieldError) -> FieldError,
     ) -> Result<(), ControlError> {
+        config
+            .validate()
+            .map_err(|e| config.field_error(source_name, relative(e)))?;
         let previous = self.ctx.tenants.load_full();
         let runtime = self.ctx.runtime.clone();
         let building = config.clone();

@@ -46,17 +46,23 @@ fn is_safe(method: &Method) -> bool {
 }
 
 /// After a non-error response to an unsafe request, drops what is stored
-/// for the target URI and for the Location and Content-Location URIs when
-/// they are on the same host (RFC 9111 section 4.4).
+/// under `key` (the key the policy gave the request itself, if it gave one)
+/// and under the keys of the target URI and of the Location and
+/// Content-Location URIs when they are on the same host (RFC 9111 section
+/// 4.4). Every invalidation of the request path is here.
 pub async fn after_unsafe(
     runtime: &Runtime,
     tenant: &Arc<Tenant>,
     request: &RequestInfo,
+    key: Option<String>,
     status: StatusCode,
     response_headers: &HeaderMap,
 ) {
     if is_safe(&request.method) || !(status.is_success() || status.is_redirection()) {
         return;
+    }
+    if let Some(key) = key {
+        tenant.store.remove(&key);
     }
     let host = crate::http::headers::host_of(&request.authority).to_string();
     let mut targets = vec![request.path_and_query().to_string()];

@@ -213,13 +213,8 @@ impl Exchange {
             Err(reason) => return self.without_response(reason, None, Fwd::Request),
         };
         let status = origin.status;
-        if status.is_success() || status.is_redirection() {
-            if let Some(key) = invalidate {
-                self.tenant.store.remove(&key);
-            }
-        }
-        let runtime = &self.ctx.runtime;
-        super::invalidate::after_unsafe(runtime, &self.tenant, &self.info, status, &origin.headers)
+        let (runtime, tenant, info) = (&self.ctx.runtime, &self.tenant, &self.info);
+        super::invalidate::after_unsafe(runtime, tenant, info, invalidate, status, &origin.headers)
             .await;
         let cache_status = CacheStatus::forwarded(Fwd::Request, Some(status.as_u16()));
         respond::streamed(status, origin.headers, origin.body, cache_status)
