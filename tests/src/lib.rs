@@ -792,3 +792,17 @@ pub async fn start_one_tenant() -> (Origin, Node, Client) {
     let node = Node::start(&one_tenant(&origin));
     (origin, node, Client::new())
 }
+
+/// Writes `config` to `file` in `dir`, runs `outpost serve` on it, asserts
+/// that the node refuses to start (a non-zero exit) and returns what it
+/// printed on stderr.
+pub fn refused_config(dir: &std::path::Path, file: &str, config: &str) -> String {
+    let path = dir.join(file);
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(outpost_bin())
+        .args(["serve", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the node started on {config}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}

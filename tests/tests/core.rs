@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::Method;
-use outpost_e2e::{closed_port_url, tenant, Client, Node, Origin, Reply};
+use outpost_e2e::{closed_port_url, refused_config, tenant, Client, Node, Origin, Reply};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn second_request_is_a_hit_and_origin_sees_one_request() {
@@ -369,37 +369,21 @@ async fn a_guest_can_fetch_only_backends_its_tenant_declared() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_config_with_an_error_exits_non_zero_naming_the_field() {
     let dir = outpost_e2e::scratch_dir();
-    let path = dir.join("bad.toml");
-    std::fs::write(
-        &path,
+    let err = refused_config(
+        &dir,
+        "bad.toml",
         "[server]\nlisten = \"127.0.0.1:0\"\n[cache]\nmax_size_mib = 5\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(outpost_e2e::outpost_bin())
-        .args(["serve", "--config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    );
     assert!(err.contains("max_size_mib"), "{err}");
     assert!(err.contains("line 4"), "{err}");
 
-    std::fs::write(
-        &path,
-        tenant(
-            "t",
-            &["t.test"],
-            "builtin:default",
-            &[("origin", "gopher://x")],
-        ),
-    )
-    .unwrap();
-    let out = std::process::Command::new(outpost_e2e::outpost_bin())
-        .args(["serve", "--config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let bad_url = tenant(
+        "t",
+        &["t.test"],
+        "builtin:default",
+        &[("origin", "gopher://x")],
+    );
+    let err = refused_config(&dir, "bad.toml", &bad_url);
     assert!(err.contains("tenant[0].backends.origin.url"), "{err}");
 }
 
@@ -413,14 +397,7 @@ async fn a_policy_that_is_not_a_component_is_rejected_at_start() {
         "[[tenant]]\nid = \"t\"\nhosts = [\"t.test\"]\npolicy = {:?}\n",
         wasm.display().to_string()
     );
-    let path = dir.join("c.toml");
-    std::fs::write(&path, config).unwrap();
-    let out = std::process::Command::new(outpost_e2e::outpost_bin())
-        .args(["serve", "--config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_config(&dir, "c.toml", &config);
     assert!(
         err.contains("tenant[0].policy") && err.contains("not a component"),
         "{err}"
@@ -513,18 +490,11 @@ fn the_example_multi_tenant_config_is_valid() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_policy_that_cannot_be_read_is_named_with_its_file_field_and_line() {
     let dir = outpost_e2e::scratch_dir();
-    let path = dir.join("missing.toml");
-    std::fs::write(
-        &path,
+    let err = refused_config(
+        &dir,
+        "missing.toml",
         "# a comment\n[[tenant]]\nid = \"t\"\nhosts = [\"t.test\"]\npolicy = \"nowhere.wasm\"\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(outpost_e2e::outpost_bin())
-        .args(["serve", "--config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    );
     assert!(err.contains("missing.toml"), "{err}");
     assert!(err.contains("line 5"), "{err}");
     assert!(err.contains("tenant[0].policy"), "{err}");

@@ -5,21 +5,12 @@ use std::time::Duration;
 
 use http::Method;
 use outpost_e2e::{
-    admin_section, example_wasm as wasm, json, tenant, tenant_with, Client, Node, Origin, Reply,
+    example_wasm as wasm, json, tenant, tenant_with, Client, Node, Origin, Reply,
     ADMIN_TOKEN as TOKEN,
 };
 
 fn admin_config(origin: &Origin, extra_limits: &str) -> String {
-    let mut config = format!(
-        "{}{}",
-        admin_section(),
-        tenant(
-            "t",
-            &["t.test"],
-            "builtin:default",
-            &[("origin", &origin.url())]
-        )
-    );
+    let mut config = outpost_e2e::one_tenant(origin);
     if !extra_limits.is_empty() {
         config.push_str(&format!("[tenant.limits]\n{extra_limits}\n"));
     }
