@@ -500,3 +500,16 @@ async fn a_policy_that_cannot_be_read_is_named_with_its_file_field_and_line() {
     assert!(err.contains("tenant[0].policy"), "{err}");
     assert!(err.contains("nowhere.wasm"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_target_over_8_kib_gets_414_and_reaches_no_origin() {
+    let (origin, node, client) = outpost_e2e::start_one_tenant().await;
+    let long = format!("/{}", "a".repeat(16 * 1024));
+    let r = client.get(&node, "t.test", &long).await;
+    assert_eq!(r.status, 414, "{}", r.text());
+    assert_eq!(origin.total(), 0);
+    let just_fits = format!("/{}", "b".repeat(8 * 1024 - 1));
+    assert_eq!(client.get(&node, "t.test", &just_fits).await.status, 200);
+    assert_eq!(client.get(&node, "t.test", "/next").await.status, 200);
+    assert_eq!(origin.total(), 2);
+}

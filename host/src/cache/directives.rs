@@ -18,6 +18,8 @@ pub struct Directives {
     pub public: bool,
     pub must_revalidate: bool,
     pub proxy_revalidate: bool,
+    /// `must-understand` (RFC 9111 section 5.2.2.3).
+    pub must_understand: bool,
     pub max_age: Option<u64>,
     pub s_maxage: Option<u64>,
     /// RFC 5861 section 3.
@@ -50,6 +52,7 @@ impl Directives {
                     "public" => d.public = true,
                     "must-revalidate" => d.must_revalidate = true,
                     "proxy-revalidate" => d.proxy_revalidate = true,
+                    "must-understand" => d.must_understand = true,
                     "only-if-cached" => d.only_if_cached = true,
                     "max-age" => d.max_age = d.max_age.or_else(seconds),
                     "s-maxage" => d.s_maxage = d.s_maxage.or_else(seconds),

@@ -100,6 +100,13 @@ pub fn heuristically_cacheable(status: StatusCode) -> bool {
     )
 }
 
+/// The statuses whose caching rules this cache implements, for
+/// `must-understand` (RFC 9111 section 5.2.2.3): those cacheable by default,
+/// and redirects it stores with explicit freshness.
+fn understood_status(status: StatusCode) -> bool {
+    heuristically_cacheable(status) || matches!(status.as_u16(), 302 | 303 | 307)
+}
+
 /// The directives that govern this cache: `CDN-Cache-Control` (RFC 9213),
 /// else `Surrogate-Control`, else `Cache-Control`. Returns whether a
 /// targeted field was used, in which case `Expires` is ignored too.
@@ -204,7 +211,13 @@ impl Assessment<'_> {
         let authorized = self
             .request_headers
             .contains_key(http::header::AUTHORIZATION);
-        if cc.no_store || request_cc.no_store {
+        // Section 5.2.2.3: `must-understand` lets a cache that implements
+        // the status code's caching rules ignore `no-store`, and keeps every
+        // other cache from storing it.
+        let understood = understood_status(self.status);
+        if cc.must_understand && !understood {
+            Some(NotStored::Status)
+        } else if request_cc.no_store || (cc.no_store && !(cc.must_understand && understood)) {
             Some(NotStored::NoStore)
         } else if cc.private {
             Some(NotStored::Private)
@@ -260,13 +273,13 @@ impl Assessment<'_> {
         let apparent_age = date
             .and_then(|d| self.response_time.duration_since(d).ok())
             .unwrap_or(Duration::ZERO);
-        // Section 5.1: delta-seconds; an invalid Age is ignored, a huge one
-        // counts as 2^31 (section 1.2.2).
+        // Section 5.1: delta-seconds, the first member of a list; an invalid
+        // Age is ignored, a huge one counts as 2^31 (section 1.2.2).
         let age_value = self
             .response_headers
             .get(http::header::AGE)
             .and_then(|v| v.to_str().ok())
-            .and_then(delta_seconds)
+            .and_then(|v| delta_seconds(v.split(',').next().unwrap_or("")))
             .unwrap_or(0);
         let response_delay = self
             .response_time
@@ -415,6 +428,36 @@ mod tests {
     fn age_header_counts_into_initial_age() {
         let f = assess(200, &[("cache-control", "max-age=60"), ("age", "25")], &[]).unwrap();
         assert_eq!(f.initial_age, Duration::from_secs(25));
+    }
+
+    #[test]
+    fn a_list_valued_age_uses_its_first_member() {
+        let f = assess(
+            200,
+            &[("cache-control", "max-age=60"), ("age", "25, 40")],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(f.initial_age, Duration::from_secs(25));
+    }
+
+    #[test]
+    fn must_understand_overrides_no_store_for_understood_statuses_only() {
+        let cc = [("cache-control", "must-understand, no-store, max-age=60")];
+        assert_eq!(
+            assess(200, &cc, &[]).unwrap().lifetime,
+            Duration::from_secs(60)
+        );
+        assert_eq!(assess(299, &cc, &[]), Err(NotStored::Status));
+        assert_eq!(
+            assess(200, &[("cache-control", "no-store, max-age=60")], &[]),
+            Err(NotStored::NoStore)
+        );
+        assert_eq!(
+            assess(200, &cc, &[("cache-control", "no-store")]),
+            Err(NotStored::NoStore),
+            "the request's no-store still holds"
+        );
     }
 
     #[test]

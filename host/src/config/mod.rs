@@ -60,6 +60,8 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     /// Concurrent streams per HTTP/2 connection.
     pub max_concurrent_streams: u32,
+    /// Longest request target accepted, in bytes; longer ones get 414.
+    pub max_target_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -69,6 +71,7 @@ impl Default for ServerConfig {
             header_read_timeout_ms: 30_000,
             max_header_bytes: 64 * 1024,
             max_concurrent_streams: 256,
+            max_target_bytes: 8 * 1024,
         }
     }
 }

@@ -22,6 +22,11 @@ impl Config {
             "server.header_read_timeout_ms",
             || "must be at least 1".into(),
         )?;
+        check(
+            self.server.max_target_bytes > 0,
+            "server.max_target_bytes",
+            || "must be at least 1".into(),
+        )?;
         check(self.cache.max_size_mb > 0, "cache.max_size_mb", || {
             "must be at least 1".into()
         })?;

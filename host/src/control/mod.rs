@@ -60,6 +60,7 @@ impl Control {
             runtime,
             metrics: Metrics::default(),
             trace_requests,
+            max_target_bytes: config.server.max_target_bytes,
         };
         Ok(Arc::new(Control {
             ctx: Arc::new(ctx),

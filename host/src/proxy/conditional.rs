@@ -15,14 +15,21 @@ pub fn not_modified(request: &HeaderMap, stored: &StoredResponse) -> bool {
         return none_match_fails(inm, etag);
     }
     if let Some(ims) = request.get(header::IF_MODIFIED_SINCE) {
-        let (Some(since), Some(modified)) =
-            (http_date(ims), stored.last_modified().and_then(http_date))
-        else {
+        let (Some(since), Some(modified)) = (http_date(ims), last_modified(stored)) else {
             return false;
         };
         return modified <= since;
     }
     false
+}
+
+/// The date an If-Modified-Since is compared with: the stored
+/// Last-Modified, else the stored Date (RFC 9111 section 4.3.2).
+fn last_modified(stored: &StoredResponse) -> Option<std::time::SystemTime> {
+    stored
+        .last_modified()
+        .and_then(http_date)
+        .or_else(|| stored.headers.get(header::DATE).and_then(http_date))
 }
 
 /// If-None-Match evaluates false when any listed tag weakly matches, or
@@ -72,6 +79,32 @@ pub fn not_modified_headers(stored: &HeaderMap) -> HeaderMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn if_modified_since_falls_back_to_the_stored_date() {
+        let mut stored = HeaderMap::new();
+        stored.insert(
+            header::DATE,
+            HeaderValue::from_static("Tue, 01 Dec 2026 08:00:00 GMT"),
+        );
+        let stored = crate::cache::test_response(
+            http::StatusCode::OK,
+            stored,
+            b"x",
+            std::time::Duration::from_secs(60),
+        );
+        let mut request = HeaderMap::new();
+        request.insert(
+            header::IF_MODIFIED_SINCE,
+            HeaderValue::from_static("Tue, 01 Dec 2026 09:00:00 GMT"),
+        );
+        assert!(not_modified(&request, &stored));
+        request.insert(
+            header::IF_MODIFIED_SINCE,
+            HeaderValue::from_static("Tue, 01 Dec 2026 07:00:00 GMT"),
+        );
+        assert!(!not_modified(&request, &stored));
+    }
 
     #[test]
     fn weak_comparison_matches_across_w_prefix() {

@@ -51,6 +51,8 @@ pub struct Context {
     pub metrics: Metrics,
     /// Log every request with its policy decision (the dev server does).
     pub trace_requests: bool,
+    /// Longest request target accepted (`server.max_target_bytes`).
+    pub max_target_bytes: usize,
 }
 
 /// Serves one client request. Never fails: every problem is a response.
@@ -84,6 +86,10 @@ async fn handle_tenant(
             http::HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"),
         );
         return r;
+    }
+    if target_len(request.uri()) > ctx.max_target_bytes {
+        // RFC 9112 section 3 and RFC 9110 section 15.5.15.
+        return respond::plain(StatusCode::URI_TOO_LONG, "request target too long\n");
     }
     let authority = match authority_of(request.uri(), request.headers()) {
         Ok(a) => a,
@@ -152,6 +158,15 @@ fn record_canary(ctx: &Context, tenant: &Tenant, arm: Arm, failed: bool) {
         ctx.metrics
             .count("canary_aborts", &tenant.id, "auto_rollback");
     }
+}
+
+/// The length of the request target as the client sent it (origin-form
+/// or absolute-form), without formatting it.
+fn target_len(uri: &http::Uri) -> usize {
+    let scheme = uri.scheme_str().map_or(0, |s| s.len() + 3);
+    let authority = uri.authority().map_or(0, |a| a.as_str().len());
+    let path = uri.path_and_query().map_or(1, |pq| pq.as_str().len());
+    scheme + authority + path
 }
 
 /// The authority the client asked for (RFC 9112 section 3.2, RFC 9113
