@@ -48,7 +48,9 @@ pub async fn run(
             path,
         ));
     }
-    let listener = bind(config.server.listen, "server.listen").await?;
+    let listen = config.server.listen;
+    let listener = crate::server::bind(listen, config.server.listen_backlog)
+        .map_err(|e| anyhow::anyhow!("server.listen {listen}: {e}"))?;
     let addr = listener.local_addr()?;
     let ctx = control.context().clone();
     for tenant in ctx.tenants.load().tenants() {

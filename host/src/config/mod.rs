@@ -53,7 +53,9 @@ pub struct Config {
 pub struct ServerConfig {
     /// Address of the HTTP listener (HTTP/1.1 and h2c).
     pub listen: SocketAddr,
-    /// Time a client has to send a complete request head, in milliseconds.
+    /// Time a client has to send a complete request head, in milliseconds;
+    /// also how long a connection may stay open without sending anything,
+    /// and how long an HTTP/1.1 keep-alive connection may idle.
     pub header_read_timeout_ms: u64,
     /// Largest request head accepted, in bytes (HTTP/1.1 buffer, HTTP/2
     /// header list).
@@ -62,16 +64,22 @@ pub struct ServerConfig {
     pub max_concurrent_streams: u32,
     /// Longest request target accepted, in bytes; longer ones get 414.
     pub max_target_bytes: usize,
+    /// Open client connections at most; past it, accepting waits.
+    pub max_connections: u32,
+    /// The listen backlog: connections the kernel queues before accept.
+    pub listen_backlog: u32,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            header_read_timeout_ms: 30_000,
+            header_read_timeout_ms: 10_000,
             max_header_bytes: 64 * 1024,
             max_concurrent_streams: 256,
             max_target_bytes: 8 * 1024,
+            max_connections: 10_000,
+            listen_backlog: 1024,
         }
     }
 }

@@ -27,6 +27,11 @@ impl Config {
             "server.max_target_bytes",
             || "must be at least 1".into(),
         )?;
+        check(
+            self.server.max_connections > 0,
+            "server.max_connections",
+            || "must be at least 1".into(),
+        )?;
         check(self.cache.max_size_mb > 0, "cache.max_size_mb", || {
             "must be at least 1".into()
         })?;

@@ -87,6 +87,11 @@ async fn handle_tenant(
         );
         return r;
     }
+    if unknown_transfer_coding(request.headers()) {
+        // RFC 9112 section 6.1: the only coding this node decodes is
+        // chunked; forwarding the body without the others would corrupt it.
+        return respond::plain(StatusCode::NOT_IMPLEMENTED, "unsupported transfer coding\n");
+    }
     if target_len(request.uri()) > ctx.max_target_bytes {
         // RFC 9112 section 3 and RFC 9110 section 15.5.15.
         return respond::plain(StatusCode::URI_TOO_LONG, "request target too long\n");
@@ -158,6 +163,20 @@ fn record_canary(ctx: &Context, tenant: &Tenant, arm: Arm, failed: bool) {
         ctx.metrics
             .count("canary_aborts", &tenant.id, "auto_rollback");
     }
+}
+
+/// Whether the request names a transfer coding other than `chunked`.
+fn unknown_transfer_coding(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .any(|v| {
+            v.to_str().map_or(true, |v| {
+                v.split(',')
+                    .map(str::trim)
+                    .any(|c| !c.is_empty() && !c.eq_ignore_ascii_case("chunked"))
+            })
+        })
 }
 
 /// The length of the request target as the client sent it (origin-form

@@ -1,0 +1,129 @@
+//! Clients that are slow, broken or malicious, over raw TCP: each gets a
+//! clear answer (or a closed connection), nothing reaches the origin, and
+//! the next request is served.
+
+use std::time::Duration;
+
+use outpost_e2e::{one_tenant, Client, Node, Origin};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Sends raw bytes and reads until the node closes or `limit` passes.
+async fn exchange(node: &Node, bytes: &[u8], limit: Duration) -> String {
+    let mut stream = TcpStream::connect(node.addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    read_all(&mut stream, limit).await
+}
+
+async fn read_all(stream: &mut TcpStream, limit: Duration) -> String {
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(limit, async {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn node_with(origin: &Origin, server: &str) -> Node {
+    Node::start(&format!("[server]\n{server}\n{}", one_tenant(origin)))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_transfer_coding_gets_501_and_reaches_no_origin() {
+    let origin = Origin::start("origin").await;
+    let node = node_with(&origin, "");
+    let reply = exchange(
+        &node,
+        b"POST /upload HTTP/1.1\r\nHost: t.test\r\nTransfer-Encoding: gzip, chunked\r\n\
+          Connection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 501"), "{reply}");
+    assert_eq!(origin.total(), 0);
+    assert_eq!(
+        Client::new().get(&node, "t.test", "/next").await.status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_that_sends_nothing_is_closed_after_the_header_timeout() {
+    let origin = Origin::start("origin").await;
+    let node = node_with(&origin, "header_read_timeout_ms = 300");
+    let mut silent = TcpStream::connect(node.addr).await.unwrap();
+    // A bound, not a timing assertion: without the timeout the connection
+    // stays open for good and this read sees nothing before the limit.
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(20), silent.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "the silent connection was not closed: {read:?}"
+    );
+    assert_eq!(
+        Client::new().get(&node, "t.test", "/next").await.status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slowloris_head_is_cut_at_the_header_timeout() {
+    let origin = Origin::start("origin").await;
+    let node = node_with(&origin, "header_read_timeout_ms = 300");
+    let mut slow = TcpStream::connect(node.addr).await.unwrap();
+    slow.write_all(b"GET /slow HTTP/1.1\r\nHost: t.test\r\n")
+        .await
+        .unwrap();
+    // The head never ends: the node closes the connection.
+    let reply = read_all(&mut slow, Duration::from_secs(20)).await;
+    assert!(!reply.contains("200 OK"), "{reply}");
+    assert_eq!(origin.hits("/slow"), 0);
+    assert_eq!(
+        Client::new().get(&node, "t.test", "/next").await.status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn past_max_connections_a_new_connection_waits_for_a_free_slot() {
+    let origin = Origin::start("origin").await;
+    let node = node_with(&origin, "max_connections = 1");
+    let request = b"GET /a HTTP/1.1\r\nHost: t.test\r\n\r\n";
+    let mut first = TcpStream::connect(node.addr).await.unwrap();
+    first.write_all(request).await.unwrap();
+    let mut buf = [0u8; 4096];
+    let n = first.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // The first connection is kept alive: the second is not served yet.
+    let mut second = TcpStream::connect(node.addr).await.unwrap();
+    second.write_all(request).await.unwrap();
+    let waiting = tokio::time::timeout(Duration::from_millis(500), second.read(&mut buf)).await;
+    assert!(waiting.is_err(), "served past max_connections");
+    drop(first);
+    let reply = read_all(&mut second, Duration::from_secs(5)).await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_head_with_more_than_100_fields_gets_431_and_reaches_no_origin() {
+    let origin = Origin::start("origin").await;
+    let node = node_with(&origin, "");
+    let mut request = String::from("GET /many HTTP/1.1\r\nHost: t.test\r\n");
+    for i in 0..120 {
+        request.push_str(&format!("x-field-{i}: {i}\r\n"));
+    }
+    request.push_str("Connection: close\r\n\r\n");
+    let reply = exchange(&node, request.as_bytes(), Duration::from_secs(10)).await;
+    assert!(reply.starts_with("HTTP/1.1 431"), "{reply}");
+    assert_eq!(origin.total(), 0);
+    assert_eq!(
+        Client::new().get(&node, "t.test", "/next").await.status,
+        200
+    );
+}
