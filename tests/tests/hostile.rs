@@ -127,3 +127,67 @@ async fn a_head_with_more_than_100_fields_gets_431_and_reaches_no_origin() {
         200
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invalid_chunked_body_gets_400_and_is_not_an_origin_error() {
+    let origin = Origin::start("origin").await;
+    let node = node_with(&origin, "");
+    let reply = exchange(
+        &node,
+        b"POST /upload HTTP/1.1\r\nHost: t.test\r\nTransfer-Encoding: chunked\r\n\
+          Connection: close\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    let metrics = Client::new()
+        .admin(
+            &node,
+            http::Method::GET,
+            "/metrics",
+            Some(outpost_e2e::ADMIN_TOKEN),
+            "",
+        )
+        .await
+        .text();
+    assert!(
+        !metrics.contains("outpost_origin_errors_total"),
+        "{metrics}"
+    );
+    assert!(!node.log().contains("origin failed"), "{}", node.log());
+    assert_eq!(
+        Client::new().get(&node, "t.test", "/next").await.status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_origin_that_is_down_is_logged_with_tenant_backend_and_reason() {
+    let node = Node::start(&outpost_e2e::tenant(
+        "t",
+        &["t.test"],
+        "builtin:default",
+        &[("origin", &outpost_e2e::closed_port_url())],
+    ));
+    let r = Client::new().get(&node, "t.test", "/x").await;
+    assert_eq!(r.status, 502);
+    let mut logged = false;
+    for _ in 0..50 {
+        let log = node.log();
+        if log.contains("origin failed") {
+            assert!(
+                log.contains("tenant=\"t\"") || log.contains("tenant=t"),
+                "{log}"
+            );
+            assert!(
+                log.contains("backend=\"origin\"") || log.contains("backend=origin"),
+                "{log}"
+            );
+            assert!(log.contains("connect"), "{log}");
+            logged = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(logged, "no log line: {}", node.log());
+}

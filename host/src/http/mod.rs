@@ -41,6 +41,21 @@ where
     body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()
 }
 
+/// A client's request body on its way to an origin, which sets `failed`
+/// if reading it fails: a malformed chunked body (RFC 9112 section 7.1) or
+/// a client that goes away is the client's error, not the origin's.
+pub fn watched<B>(body: B, failed: std::sync::Arc<std::sync::atomic::AtomicBool>) -> ProxyBody
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    body.map_err(move |e| {
+        failed.store(true, std::sync::atomic::Ordering::Relaxed);
+        Box::new(e) as BoxError
+    })
+    .boxed_unsync()
+}
+
 /// The `http` or `https` scheme a client used to reach the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {

@@ -1,6 +1,7 @@
 //! One client request in flight after its tenant was found: its state,
 //! and the guest instance it runs in.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use http::{Response, StatusCode};
@@ -26,6 +27,8 @@ pub(super) struct Exchange {
     instance: Option<Instance>,
     /// The client's request body, until a backend attempt takes it.
     pub(super) body: Option<Incoming>,
+    /// Set when reading the client's body failed while it was forwarded.
+    pub(super) body_failed: Arc<AtomicBool>,
     /// The memo's decision for this request, checked against the guest's
     /// whenever the guest runs.
     pub(super) recalled: Option<Arc<Decision>>,
@@ -74,6 +77,7 @@ impl Exchange {
             module,
             instance: None,
             body: Some(body),
+            body_failed: Arc::default(),
             recalled,
         }
     }

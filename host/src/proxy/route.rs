@@ -1,6 +1,7 @@
 //! The route loop: a route's backends in order, the response hook deciding
 //! after each attempt, and the request each backend is sent.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -12,7 +13,7 @@ use super::respond;
 use crate::cache::fill::{stale_if_error, stale_status, Fetched, StoreMode};
 use crate::cache::{CacheStatus, Fwd, StoredResponse};
 use crate::http::headers::{strip_hop_by_hop, via_value};
-use crate::http::{boxed, empty, ProxyBody, ResponseInfo};
+use crate::http::{boxed, empty, watched, ProxyBody, ResponseInfo};
 use crate::origin::Backend;
 use crate::runtime::{
     Attempt, FetchError, GuestFailure, HeaderEdit, OutcomeForGuest, ResponseDecision, Route,
@@ -190,7 +191,10 @@ impl Exchange {
         );
         apply_edits(&mut headers, &route.request_headers);
         let body = match forward {
-            Forward::Pass => self.body.take().map_or_else(empty, boxed),
+            Forward::Pass => match self.body.take() {
+                Some(body) => watched(body, self.body_failed.clone()),
+                None => empty(),
+            },
             Forward::Lookup { .. } => empty(),
         };
         let mut request = Request::new(body);
@@ -236,6 +240,16 @@ impl Exchange {
             NoResponse::ServeStale(stale, status) => {
                 respond::stored(&self.info, &stale, stale_status(&stale, now, status))
             }
+            // RFC 9112 section 7.1: a body the client could not send
+            // (malformed chunked coding, a broken connection) is a 400,
+            // counted against no origin.
+            NoResponse::Failed { error, .. } if self.body_failed.load(Ordering::Relaxed) => {
+                tracing::debug!(
+                    tenant = &*self.tenant.id,
+                    "client request body failed: {error}"
+                );
+                respond::plain(StatusCode::BAD_REQUEST, "invalid request body\n")
+            }
             NoResponse::Failed { error, backend } => match stale_if_error(stale, now) {
                 Some(s) => {
                     self.count_origin_error(&error);
@@ -252,7 +266,7 @@ impl Exchange {
             .count("origin_errors", &self.tenant.id, error.as_str());
     }
 
-    /// A route that produced no response: counted, then 502 or 504.
+    /// A route that produced no response: counted, logged, then 502 or 504.
     pub(super) fn origin_failed(
         &self,
         error: &FetchError,
@@ -260,8 +274,34 @@ impl Exchange {
         fwd: Fwd,
     ) -> Response<ProxyBody> {
         self.count_origin_error(error);
+        if log_budget() {
+            tracing::warn!(
+                tenant = &*self.tenant.id,
+                backend,
+                reason = error.as_str(),
+                "origin failed: {error}"
+            );
+        }
         respond::origin_error(error, backend, fwd)
     }
+}
+
+/// Origin failures logged per second at most, so an outage does not flood
+/// the log (the counter still counts every one).
+const ORIGIN_LOG_LINES_PER_SECOND: u64 = 10;
+
+/// Whether another origin failure may be logged this second.
+fn log_budget() -> bool {
+    use std::sync::atomic::AtomicU64;
+    static WINDOW: AtomicU64 = AtomicU64::new(0);
+    static LOGGED: AtomicU64 = AtomicU64::new(0);
+    let second = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if WINDOW.swap(second, Ordering::Relaxed) != second {
+        LOGGED.store(0, Ordering::Relaxed);
+    }
+    LOGGED.fetch_add(1, Ordering::Relaxed) < ORIGIN_LOG_LINES_PER_SECOND
 }
 
 /// The fields of a cache fill's request: the client's own conditions and
