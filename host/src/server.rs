@@ -76,6 +76,25 @@ async fn sniff(stream: &TcpStream, timeout: Duration) -> Option<Protocol> {
     }
 }
 
+/// The HTTP/1.1 and the HTTP/2 connection builders, with the limits.
+fn builders(config: &ServerConfig) -> (auto::Builder<TokioExecutor>, auto::Builder<TokioExecutor>) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // Also closes a keep-alive connection idle for this long.
+        .header_read_timeout(Duration::from_millis(config.header_read_timeout_ms))
+        .max_buf_size(config.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(H2_PING_INTERVAL)
+        .keep_alive_timeout(H2_PING_TIMEOUT)
+        .max_concurrent_streams(config.max_concurrent_streams)
+        .max_header_list_size(config.max_header_bytes as u32);
+    (builder.clone().http1_only(), builder.http2_only())
+}
+
 /// Accepts connections until `shutdown` resolves, then drains. Each
 /// request goes to `handler` with the client's address; the handler never
 /// fails (every problem is a response). Past `max_connections` open
@@ -90,22 +109,7 @@ pub async fn serve<H, F>(
     F: Future<Output = hyper::Response<ProxyBody>> + Send + 'static,
 {
     let header_timeout = Duration::from_millis(config.header_read_timeout_ms);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // Also closes a keep-alive connection idle for this long.
-        .header_read_timeout(header_timeout)
-        .max_buf_size(config.max_header_bytes.max(8192));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(H2_PING_INTERVAL)
-        .keep_alive_timeout(H2_PING_TIMEOUT)
-        .max_concurrent_streams(config.max_concurrent_streams)
-        .max_header_list_size(config.max_header_bytes as u32);
-    let http1 = builder.clone().http1_only();
-    let http2 = builder.http2_only();
+    let (http1, http2) = builders(config);
     let slots = Arc::new(Semaphore::new(config.max_connections as usize));
 
     let graceful = GracefulShutdown::new();

@@ -20,6 +20,7 @@
 mod conditional;
 mod decide;
 mod exchange;
+mod forward_request;
 mod invalidate;
 mod lookup;
 mod range;

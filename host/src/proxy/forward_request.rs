@@ -1,0 +1,129 @@
+//! The request a backend is sent: the client's, as an intermediary
+//! forwards it (RFC 9110 section 7.6), with the policy's edits; for a cache
+//! fill, a GET with the stale copy's validators (RFC 9111 section 4.3.1).
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request};
+
+use super::exchange::Exchange;
+use super::respond;
+use super::route::{Forward, Validators};
+use crate::http::headers::{strip_hop_by_hop, via_value};
+use crate::http::{empty, watched, ProxyBody};
+use crate::origin::Backend;
+use crate::runtime::{HeaderEdit, Route};
+
+impl Exchange {
+    /// The request sent to a backend: the client's, minus hop-by-hop fields,
+    /// plus Via and X-Forwarded-For, with the policy's edits (RFC 9110
+    /// section 7.6). Returns whether it carries validators.
+    pub(super) fn origin_request(
+        &mut self,
+        backend: &Backend,
+        route: &Route,
+        forward: &Forward,
+    ) -> (Request<ProxyBody>, bool) {
+        let info = &self.info;
+        let mut headers = info.headers.clone();
+        strip_hop_by_hop(&mut headers);
+        let (method, revalidating) = match forward {
+            Forward::Lookup { validators, range } => {
+                (Method::GET, for_lookup(&mut headers, validators, *range))
+            }
+            Forward::Pass => (info.method.clone(), false),
+        };
+        let host = backend
+            .host_header
+            .clone()
+            .or_else(|| HeaderValue::from_str(&info.authority).ok());
+        if let Some(host) = host {
+            headers.insert(header::HOST, host);
+        }
+        headers.append(header::VIA, via_value(http::Version::HTTP_11));
+        let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(previous) => format!("{previous}, {}", info.client_ip),
+            None => info.client_ip.to_string(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+            headers.insert("x-forwarded-for", v);
+        }
+        headers.insert(
+            "x-forwarded-proto",
+            HeaderValue::from_static(info.scheme.as_str()),
+        );
+        apply_edits(&mut headers, &route.request_headers);
+        let body = match forward {
+            Forward::Pass => match self.body.take() {
+                Some(body) => watched(body, self.body_failed.clone()),
+                None => empty(),
+            },
+            Forward::Lookup { .. } => empty(),
+        };
+        let mut request = Request::new(body);
+        *request.method_mut() = method;
+        *request.uri_mut() = backend.url.uri_for(info.path_and_query());
+        *request.headers_mut() = headers;
+        (request, revalidating)
+    }
+}
+
+/// The fields of a cache fill's request: the client's own conditions and
+/// ranges are answered from the cache, so they go; a slice's range and the
+/// stale copy's validators come. Returns whether it revalidates.
+fn for_lookup(
+    headers: &mut HeaderMap,
+    validators: &Option<Validators>,
+    range: Option<(u64, u64)>,
+) -> bool {
+    for name in [
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::IF_RANGE,
+        header::RANGE,
+    ] {
+        headers.remove(name);
+    }
+    if let Some((first, last)) = range {
+        headers.insert(
+            header::RANGE,
+            respond::value(&format!("bytes={first}-{last}")),
+        );
+    }
+    let mut revalidating = false;
+    if let Some(v) = validators {
+        if let Some(etag) = &v.etag {
+            headers.insert(header::IF_NONE_MATCH, etag.clone());
+            revalidating = true;
+        }
+        if let Some(modified) = &v.last_modified {
+            headers.insert(header::IF_MODIFIED_SINCE, modified.clone());
+            revalidating = true;
+        }
+    }
+    revalidating
+}
+
+/// Applies a policy's header edits; invalid names or values are skipped.
+fn apply_edits(headers: &mut HeaderMap, edits: &[HeaderEdit]) {
+    for edit in edits {
+        let (name, value) = match edit {
+            HeaderEdit::Set(n, v) | HeaderEdit::Append(n, v) => (n, Some(v)),
+            HeaderEdit::Remove(n) => (n, None),
+        };
+        let Ok(name) = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) else {
+            continue;
+        };
+        match (edit, value.map(|v| HeaderValue::from_str(v))) {
+            (HeaderEdit::Set(..), Some(Ok(v))) => {
+                headers.insert(name, v);
+            }
+            (HeaderEdit::Append(..), Some(Ok(v))) => {
+                headers.append(name, v);
+            }
+            (HeaderEdit::Remove(_), _) => {
+                headers.remove(name);
+            }
+            _ => tracing::debug!("policy header edit for {name} has an invalid value; skipped"),
+        }
+    }
+}
