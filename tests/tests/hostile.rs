@@ -191,3 +191,64 @@ async fn an_origin_that_is_down_is_logged_with_tenant_backend_and_reason() {
     }
     assert!(logged, "no log line: {}", node.log());
 }
+
+fn small_body_node(origin: &Origin) -> Node {
+    Node::start(&outpost_e2e::tenant_with(
+        "t",
+        &["t.test"],
+        "builtin:default",
+        &[("origin", &origin.url())],
+        "max_body_mb = 1",
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_announced_over_max_body_mb_gets_413_before_the_origin_sees_it() {
+    let origin = Origin::start("origin").await;
+    let node = small_body_node(&origin);
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: t.test\r\nContent-Length: {}\r\n\r\n",
+        2 * 1024 * 1024
+    );
+    let reply = exchange(&node, head.as_bytes(), Duration::from_secs(10)).await;
+    assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
+    assert_eq!(origin.total(), 0);
+    let small = Client::new()
+        .send(
+            &node,
+            http::Method::POST,
+            "t.test",
+            "/upload",
+            &[],
+            bytes::Bytes::from(vec![b'x'; 1000]),
+        )
+        .await;
+    assert_eq!(small.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chunked_body_past_max_body_mb_gets_413() {
+    let origin = Origin::start("origin").await;
+    let node = small_body_node(&origin);
+    let mut stream = TcpStream::connect(node.addr).await.unwrap();
+    stream
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: t.test\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .await
+        .unwrap();
+    let chunk = vec![b'x'; 64 * 1024];
+    for _ in 0..40 {
+        let mut framed = format!("{:x}\r\n", chunk.len()).into_bytes();
+        framed.extend_from_slice(&chunk);
+        framed.extend_from_slice(b"\r\n");
+        if stream.write_all(&framed).await.is_err() {
+            break; // the node stopped reading: it has answered
+        }
+    }
+    let _ = stream.write_all(b"0\r\n\r\n").await;
+    let reply = read_all(&mut stream, Duration::from_secs(10)).await;
+    assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
+    assert_eq!(
+        Client::new().get(&node, "t.test", "/next").await.status,
+        200
+    );
+}

@@ -149,6 +149,7 @@ fn quick_config(backend: &str, policy: Option<&std::path::Path>) -> anyhow::Resu
         cache_quota_mb: None,
         debug_cache_key: false,
         max_object_mb: None,
+        max_body_mb: crate::config::DEFAULT_MAX_BODY_MB,
         reuse_instances: false,
         memoize_decisions: true,
     }];

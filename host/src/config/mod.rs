@@ -217,6 +217,11 @@ pub struct TenantConfig {
     /// with `reuse_instances` are never memoized (instances keep state).
     #[serde(default = "default_true")]
     pub memoize_decisions: bool,
+    /// Largest request body a client may send this tenant, in MiB: past
+    /// it the request gets 413 (before anything is forwarded when
+    /// Content-Length says so).
+    #[serde(default = "default_max_body_mb")]
+    pub max_body_mb: u64,
     /// Largest response this tenant stores, in MiB (default:
     /// `cache.max_object_mb`); larger ones are streamed, not stored.
     pub max_object_mb: Option<u64>,
@@ -270,6 +275,13 @@ fn default_connect_timeout_ms() -> u64 {
 
 fn default_response_timeout_ms() -> u64 {
     15_000
+}
+
+/// `max_body_mb` when a tenant does not set it: 1 GiB.
+pub const DEFAULT_MAX_BODY_MB: u64 = 1024;
+
+fn default_max_body_mb() -> u64 {
+    DEFAULT_MAX_BODY_MB
 }
 
 fn default_true() -> bool {

@@ -41,19 +41,57 @@ where
     body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()
 }
 
-/// A client's request body on its way to an origin, which sets `failed`
-/// if reading it fails: a malformed chunked body (RFC 9112 section 7.1) or
-/// a client that goes away is the client's error, not the origin's.
-pub fn watched<B>(body: B, failed: std::sync::Arc<std::sync::atomic::AtomicBool>) -> ProxyBody
+/// How reading a client's request body on its way to an origin failed, if
+/// it did: the client's error, not the origin's.
+#[derive(Debug, Default)]
+pub struct BodyWatch(std::sync::atomic::AtomicU8);
+
+/// What went wrong with a client's request body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFailure {
+    /// Malformed (a bad chunked coding, RFC 9112 section 7.1) or cut off.
+    Invalid,
+    /// Longer than the tenant allows (RFC 9110 section 15.5.14).
+    TooLarge,
+}
+
+impl BodyWatch {
+    pub fn failure(&self) -> Option<BodyFailure> {
+        match self.0.load(std::sync::atomic::Ordering::Relaxed) {
+            1 => Some(BodyFailure::Invalid),
+            2 => Some(BodyFailure::TooLarge),
+            _ => None,
+        }
+    }
+
+    fn set(&self, failure: BodyFailure) {
+        let code = match failure {
+            BodyFailure::Invalid => 1,
+            BodyFailure::TooLarge => 2,
+        };
+        self.0.store(code, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A client's request body on its way to an origin, cut at `limit` bytes;
+/// `watch` learns why if reading it fails.
+pub fn watched<B>(body: B, watch: std::sync::Arc<BodyWatch>, limit: u64) -> ProxyBody
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    body.map_err(move |e| {
-        failed.store(true, std::sync::atomic::Ordering::Relaxed);
-        Box::new(e) as BoxError
-    })
-    .boxed_unsync()
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    http_body_util::Limited::new(body, limit)
+        .map_err(move |e| {
+            let too_large = e.is::<http_body_util::LengthLimitError>();
+            watch.set(if too_large {
+                BodyFailure::TooLarge
+            } else {
+                BodyFailure::Invalid
+            });
+            e
+        })
+        .boxed_unsync()
 }
 
 /// The `http` or `https` scheme a client used to reach the node.

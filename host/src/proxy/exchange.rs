@@ -1,7 +1,6 @@
 //! One client request in flight after its tenant was found: its state,
 //! and the guest instance it runs in.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use http::{Response, StatusCode};
@@ -10,7 +9,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::respond;
 use super::Context;
-use crate::http::{ProxyBody, RequestInfo};
+use crate::http::{BodyWatch, ProxyBody, RequestInfo};
 use crate::runtime::memo::{DecisionMemo, Reads};
 use crate::runtime::{Decision, GuestContext, GuestFailure, GuestSession, PolicyModule};
 use crate::tenant::Tenant;
@@ -27,8 +26,9 @@ pub(super) struct Exchange {
     instance: Option<Instance>,
     /// The client's request body, until a backend attempt takes it.
     pub(super) body: Option<Incoming>,
-    /// Set when reading the client's body failed while it was forwarded.
-    pub(super) body_failed: Arc<AtomicBool>,
+    /// Why reading the client's body failed while it was forwarded, if it
+    /// did.
+    pub(super) body_watch: Arc<BodyWatch>,
     /// The memo's decision for this request, checked against the guest's
     /// whenever the guest runs.
     pub(super) recalled: Option<Arc<Decision>>,
@@ -77,9 +77,14 @@ impl Exchange {
             module,
             instance: None,
             body: Some(body),
-            body_failed: Arc::default(),
+            body_watch: Arc::default(),
             recalled,
         }
+    }
+
+    /// The longest request body the tenant takes, in bytes.
+    pub(super) fn body_limit(&self) -> u64 {
+        self.tenant.config.max_body_mb.saturating_mul(1024 * 1024)
     }
 
     /// Whether a guest instance serves this request (no: the memo decided

@@ -106,6 +106,10 @@ async fn handle_tenant(
         None => return respond::plain(StatusCode::NOT_FOUND, "unknown host\n"),
     };
 
+    let max_body = tenant.config.max_body_mb.saturating_mul(1024 * 1024);
+    if declared_length(request.headers()).is_some_and(|len| len > max_body) {
+        return respond::body_too_large();
+    }
     let (parts, body) = request.into_parts();
     let info = Arc::new(RequestInfo {
         method: parts.method,
@@ -164,6 +168,18 @@ fn record_canary(ctx: &Context, tenant: &Tenant, arm: Arm, failed: bool) {
         ctx.metrics
             .count("canary_aborts", &tenant.id, "auto_rollback");
     }
+}
+
+/// The body length a request's Content-Length announces (RFC 9112 section
+/// 6.3; hyper has already refused an invalid one).
+fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Whether the request names a transfer coding other than `chunked`.

@@ -32,6 +32,16 @@ pub fn plain(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> 
     r
 }
 
+/// 413 for a request body over the tenant's `max_body_mb` (RFC 9110
+/// section 15.5.14); the connection closes, as the rest of the body is not
+/// read.
+pub fn body_too_large() -> Response<ProxyBody> {
+    let mut r = plain(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
 /// A response a policy built.
 pub fn synthetic(s: SyntheticResponse) -> Response<ProxyBody> {
     let Ok(status) = StatusCode::from_u16(s.status)

@@ -12,7 +12,7 @@ use super::exchange::Exchange;
 use super::respond;
 use crate::cache::fill::{stale_if_error, stale_status, Fetched, StoreMode};
 use crate::cache::{CacheStatus, Fwd, StoredResponse};
-use crate::http::{boxed, ProxyBody, ResponseInfo};
+use crate::http::{boxed, BodyFailure, ProxyBody, ResponseInfo};
 use crate::origin::Backend;
 use crate::runtime::{
     Attempt, FetchError, GuestFailure, OutcomeForGuest, ResponseDecision, Route, SyntheticResponse,
@@ -186,15 +186,19 @@ impl Exchange {
             NoResponse::ServeStale(stale, status) => {
                 respond::stored(&self.info, &stale, stale_status(&stale, now, status))
             }
-            // RFC 9112 section 7.1: a body the client could not send
-            // (malformed chunked coding, a broken connection) is a 400,
-            // counted against no origin.
-            NoResponse::Failed { error, .. } if self.body_failed.load(Ordering::Relaxed) => {
+            // A body the client could not send (malformed chunked coding,
+            // RFC 9112 section 7.1, or a broken connection) is a 400, one
+            // too large a 413 (RFC 9110 section 15.5.14); neither is counted
+            // against the origin.
+            NoResponse::Failed { error, .. } if self.body_watch.failure().is_some() => {
                 tracing::debug!(
                     tenant = &*self.tenant.id,
                     "client request body failed: {error}"
                 );
-                respond::plain(StatusCode::BAD_REQUEST, "invalid request body\n")
+                match self.body_watch.failure() {
+                    Some(BodyFailure::TooLarge) => respond::body_too_large(),
+                    _ => respond::plain(StatusCode::BAD_REQUEST, "invalid request body\n"),
+                }
             }
             NoResponse::Failed { error, backend } => match stale_if_error(stale, now) {
                 Some(s) => {
