@@ -30,7 +30,7 @@ pub use freshness::NotStored;
 pub use status::{key_param as status_key_param, CacheStatus, Detail, Fwd};
 pub use store::TenantStore;
 #[cfg(test)]
-pub(crate) use stored::test_response;
+pub(crate) use stored::{test_ok, test_response};
 pub use stored::{vary_values, StoredResponse};
 
 use crate::config::CacheConfig;

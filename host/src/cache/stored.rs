@@ -257,6 +257,13 @@ pub(crate) fn test_response(
     )
 }
 
+/// A stored 200 with these fields, fresh for a minute: what the rules
+/// answering from the cache are tested against.
+#[cfg(test)]
+pub(crate) fn test_ok(headers: HeaderMap) -> StoredResponse {
+    test_response(StatusCode::OK, headers, b"x", Duration::from_secs(60))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

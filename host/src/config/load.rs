@@ -156,8 +156,8 @@ impl Config {
 }
 
 impl TenantConfig {
-    /// Parses one tenant (the fields of a `[[tenant]]` table) and checks
-    /// what can be checked without the rest of the config.
+    /// Parses one tenant (the fields of a `[[tenant]]` table); the checks
+    /// against the rest of the config come when it is applied.
     pub fn from_toml(text: &str, source_name: &str) -> Result<TenantConfig, ConfigError> {
         parse(text, source_name)
     }

@@ -87,12 +87,7 @@ mod tests {
             header::DATE,
             HeaderValue::from_static("Tue, 01 Dec 2026 08:00:00 GMT"),
         );
-        let stored = crate::cache::test_response(
-            http::StatusCode::OK,
-            stored,
-            b"x",
-            std::time::Duration::from_secs(60),
-        );
+        let stored = crate::cache::test_ok(stored);
         let mut request = HeaderMap::new();
         request.insert(
             header::IF_MODIFIED_SINCE,
@@ -137,12 +132,7 @@ mod tests {
             let mut stored = HeaderMap::new();
             stored.insert(header::ETAG, etag);
             stored.insert(header::LAST_MODIFIED, modified);
-            let stored = crate::cache::test_response(
-                http::StatusCode::OK,
-                stored,
-                b"x",
-                std::time::Duration::from_secs(60),
-            );
+            let stored = crate::cache::test_ok(stored);
             let mut request = HeaderMap::new();
             if use_inm {
                 request.insert(header::IF_NONE_MATCH, inm);

@@ -82,11 +82,6 @@ impl Exchange {
         }
     }
 
-    /// The longest request body the tenant takes, in bytes.
-    pub(super) fn body_limit(&self) -> u64 {
-        self.tenant.config.max_body_mb.saturating_mul(1024 * 1024)
-    }
-
     /// Whether a guest instance serves this request (no: the memo decided
     /// and no response hook ran yet).
     pub(super) fn has_instance(&self) -> bool {

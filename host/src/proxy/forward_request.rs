@@ -54,7 +54,7 @@ impl Exchange {
         apply_edits(&mut headers, &route.request_headers);
         let body = match forward {
             Forward::Pass => match self.body.take() {
-                Some(body) => watched(body, self.body_watch.clone(), self.body_limit()),
+                Some(body) => watched(body, self.body_watch.clone(), self.tenant.max_body_bytes()),
                 None => empty(),
             },
             Forward::Lookup { .. } => empty(),

@@ -106,8 +106,7 @@ async fn handle_tenant(
         None => return respond::plain(StatusCode::NOT_FOUND, "unknown host\n"),
     };
 
-    let max_body = tenant.config.max_body_mb.saturating_mul(1024 * 1024);
-    if declared_length(request.headers()).is_some_and(|len| len > max_body) {
+    if declared_length(request.headers()).is_some_and(|len| len > tenant.max_body_bytes()) {
         return respond::body_too_large();
     }
     let (parts, body) = request.into_parts();

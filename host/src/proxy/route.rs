@@ -190,23 +190,40 @@ impl Exchange {
             // RFC 9112 section 7.1, or a broken connection) is a 400, one
             // too large a 413 (RFC 9110 section 15.5.14); neither is counted
             // against the origin.
-            NoResponse::Failed { error, .. } if self.body_watch.failure().is_some() => {
-                tracing::debug!(
-                    tenant = &*self.tenant.id,
-                    "client request body failed: {error}"
-                );
-                match self.body_watch.failure() {
-                    Some(BodyFailure::TooLarge) => respond::body_too_large(),
-                    _ => respond::plain(StatusCode::BAD_REQUEST, "invalid request body\n"),
+            NoResponse::Failed { error, backend } => match self.body_watch.failure() {
+                Some(failure) => {
+                    tracing::debug!(
+                        tenant = &*self.tenant.id,
+                        "client request body failed: {error}"
+                    );
+                    match failure {
+                        BodyFailure::TooLarge => respond::body_too_large(),
+                        BodyFailure::Invalid => {
+                            respond::plain(StatusCode::BAD_REQUEST, "invalid request body\n")
+                        }
+                    }
                 }
-            }
-            NoResponse::Failed { error, backend } => match stale_if_error(stale, now) {
-                Some(s) => {
-                    self.count_origin_error(&error);
-                    respond::stored(&self.info, s, stale_status(s, now, None))
-                }
-                None => self.origin_failed(&error, &backend, fwd),
+                None => self.origin_failed_or_stale(&error, &backend, stale, fwd),
             },
+        }
+    }
+
+    /// A backend failure: the stale copy if `stale-if-error` allows (RFC
+    /// 5861 section 4), else a 502 or 504.
+    fn origin_failed_or_stale(
+        &self,
+        error: &FetchError,
+        backend: &str,
+        stale: Option<&Arc<StoredResponse>>,
+        fwd: Fwd,
+    ) -> Response<ProxyBody> {
+        let now = Instant::now();
+        match stale_if_error(stale, now) {
+            Some(s) => {
+                self.count_origin_error(error);
+                respond::stored(&self.info, s, stale_status(s, now, None))
+            }
+            None => self.origin_failed(error, backend, fwd),
         }
     }
 

@@ -179,6 +179,11 @@ impl Tenant {
         Ok(previous)
     }
 
+    /// The longest request body a client may send this tenant, in bytes.
+    pub fn max_body_bytes(&self) -> u64 {
+        self.config.max_body_mb.saturating_mul(1024 * 1024)
+    }
+
     /// A deployed version by its id.
     pub fn deployed(&self, version: &str) -> Result<Arc<PolicyModule>, VersionError> {
         self.deployments
