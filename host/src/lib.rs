@@ -6,7 +6,8 @@
 //! - leaves: [`config`] (typed schema and loader), [`http`] (request head,
 //!   body type, header rules), [`metrics`], [`guests`] (built-in policies);
 //! - engines: [`runtime`] (wasmtime, bindings, limits, memo), [`origin`]
-//!   (backends and their errors), [`cache`] (storage and RFC 9111 rules);
+//!   (backends and their errors), [`cache`] (storage and RFC 9111 rules),
+//!   [`tls`] (rustls settings, certificates from files, handshakes);
 //! - [`tenant`]: a tenant's policy, backends, store and canary, and the
 //!   guest environment it gives its instances;
 //! - data plane: [`proxy`] (the request path) and [`server`] (listeners);
@@ -28,3 +29,4 @@ pub(crate) mod proxy;
 pub mod runtime;
 pub(crate) mod server;
 pub mod tenant;
+pub(crate) mod tls;

@@ -1,21 +1,22 @@
-//! The client-facing listener: HTTP/1.1 and HTTP/2 (h2c, prior knowledge)
-//! on one port, with limits on what a client may send, and graceful
+//! The client-facing listeners: plain (HTTP/1.1 and h2c by prior knowledge
+//! on one port) or TLS (HTTP/1.1 and HTTP/2 by ALPN), with limits on what a client may send, and graceful
 //! shutdown that lets requests in flight finish.
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::config::ServerConfig;
-use crate::http::ProxyBody;
+use crate::http::{Connection, ProxyBody};
+use crate::tls::Terminator;
 
 /// How long shutdown waits for requests in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -96,20 +97,24 @@ fn builders(config: &ServerConfig) -> (auto::Builder<TokioExecutor>, auto::Build
 }
 
 /// Accepts connections until `shutdown` resolves, then drains. Each
-/// request goes to `handler` with the client's address; the handler never
-/// fails (every problem is a response). Past `max_connections` open
-/// connections, accepting waits (the backlog holds the rest).
+/// request goes to `handler` with its connection; the handler never fails
+/// (every problem is a response). With `tls`, every connection starts with
+/// a TLS handshake (within the header timeout) and speaks the protocol ALPN
+/// chose; without, HTTP/1.1 and h2c are told apart by their first bytes.
+/// Past `max_connections` open connections, accepting waits (the backlog
+/// holds the rest).
 pub async fn serve<H, F>(
     listener: TcpListener,
+    tls: Option<Terminator>,
     handler: H,
-    config: &ServerConfig,
+    config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) where
-    H: Fn(hyper::Request<hyper::body::Incoming>, IpAddr) -> F + Clone + Send + Sync + 'static,
+    H: Fn(hyper::Request<hyper::body::Incoming>, Connection) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = hyper::Response<ProxyBody>> + Send + 'static,
 {
     let header_timeout = Duration::from_millis(config.header_read_timeout_ms);
-    let (http1, http2) = builders(config);
+    let (http1, http2) = builders(&config);
     let slots = Arc::new(Semaphore::new(config.max_connections as usize));
 
     let graceful = GracefulShutdown::new();
@@ -133,28 +138,34 @@ pub async fn serve<H, F>(
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
-        let service = service_fn(move |request| {
-            // Boxed: hyper moves the request future around while it polls
-            // the connection, and a pointer moves cheaper than the state.
-            let handled = Box::pin(handler(request, peer.ip()));
-            async move { Ok::<_, std::convert::Infallible>(handled.await) }
-        });
         let (http1, http2) = (http1.clone(), http2.clone());
         let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let Some(protocol) = sniff(&stream, header_timeout).await else {
-                tracing::debug!(%peer, "closed a connection that sent nothing");
+            let Some(tls) = tls else {
+                let Some(protocol) = sniff(&stream, header_timeout).await else {
+                    tracing::debug!(%peer, "closed a connection that sent nothing");
+                    return;
+                };
+                let builder = match protocol {
+                    Protocol::Http1 => &http1,
+                    Protocol::Http2 => &http2,
+                };
+                let client = Connection::plain(peer.ip());
+                serve_connection(builder, TokioIo::new(stream), handler, client, watcher).await;
                 return;
             };
-            let builder = match protocol {
-                Protocol::Http1 => &http1,
-                Protocol::Http2 => &http2,
+            let Some(accepted) = tls.handshake(stream, header_timeout).await else {
+                return;
             };
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(connection).await {
-                tracing::debug!(%peer, "connection ended: {e}");
-            }
+            let builder = if accepted.http2 { &http2 } else { &http1 };
+            let client = Connection {
+                client_ip: peer.ip(),
+                tls: Some(Arc::new(accepted.session)),
+            };
+            let io = TokioIo::new(accepted.stream);
+            serve_connection(builder, io, handler, client, watcher).await;
         });
     }
     drop(listener);
@@ -163,5 +174,29 @@ pub async fn serve<H, F>(
         .is_err()
     {
         tracing::warn!("shutdown: requests still running after {DRAIN_TIMEOUT:?}; closing");
+    }
+}
+
+/// Serves one connection's requests with `handler` until it closes.
+async fn serve_connection<I, H, F>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    handler: H,
+    connection: Connection,
+    watcher: Watcher,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    H: Fn(hyper::Request<hyper::body::Incoming>, Connection) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = hyper::Response<ProxyBody>> + Send + 'static,
+{
+    let client_ip = connection.client_ip;
+    let service = service_fn(move |request| {
+        // Boxed: hyper moves the request future around while it polls
+        // the connection, and a pointer moves cheaper than the state.
+        let handled = Box::pin(handler(request, connection.clone()));
+        async move { Ok::<_, std::convert::Infallible>(handled.await) }
+    });
+    if let Err(e) = watcher.watch(builder.serve_connection(io, service)).await {
+        tracing::debug!(%client_ip, "connection ended: {e}");
     }
 }

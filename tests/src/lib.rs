@@ -23,6 +23,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+pub mod tls;
+
 /// The path of an example policy component, as a TOML string literal.
 pub fn example(name: &str) -> String {
     format!(
@@ -396,6 +398,8 @@ pub fn scratch_dir() -> PathBuf {
 /// A node process; killed when dropped.
 pub struct Node {
     pub addr: SocketAddr,
+    /// The TLS listener, when the config has one.
+    pub tls: Option<SocketAddr>,
     /// The admin listener, when the config has one.
     pub admin: Option<SocketAddr>,
     /// Every line the node printed on stdout so far.
@@ -453,21 +457,31 @@ impl Node {
         let lines: Arc<Mutex<Vec<String>>> = Arc::default();
         let seen = lines.clone();
         std::thread::spawn(move || {
-            let mut admin = None;
+            let (mut admin, mut tls) = (None, None);
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { return };
                 seen.lock().unwrap().push(line.clone());
-                if let Some(addr) = line.strip_prefix("outpost admin on http://") {
-                    admin = Some(addr.parse::<SocketAddr>().unwrap());
+                let address = |prefix: &str| {
+                    let addr = line.strip_prefix(prefix)?;
+                    let addr = addr
+                        .strip_prefix("http://")
+                        .or(addr.strip_prefix("https://"))?;
+                    addr.parse::<SocketAddr>().ok()
+                };
+                if let Some(addr) = address("outpost admin on ") {
+                    admin = Some(addr);
                 }
-                if let Some(addr) = line.strip_prefix("outpost listening on http://") {
-                    let _ = tx.send((addr.parse::<SocketAddr>().unwrap(), admin));
+                if let Some(addr) = line.strip_prefix("outpost listening on https://") {
+                    tls = addr.parse::<SocketAddr>().ok();
+                } else if let Some(addr) = line.strip_prefix("outpost listening on http://") {
+                    let _ = tx.send((addr.parse::<SocketAddr>().unwrap(), admin, tls));
                 }
             }
         });
         match rx.recv_timeout(Duration::from_secs(300)) {
-            Ok((addr, admin)) => Node {
+            Ok((addr, admin, tls)) => Node {
                 addr,
+                tls,
                 admin,
                 stdout: lines,
                 child,

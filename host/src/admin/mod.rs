@@ -13,6 +13,7 @@
 //! | `POST /tenants/{id}/canary` | `{"version", "percent", "sticky_header"?, "auto_rollback"?: {"margin", "min_requests"}}` |
 //! | `POST /tenants/{id}/canary/promote`, `.../canary/abort` | end a canary |
 //! | `POST /tenants/{id}/preview` | `{"version"}`: replay recent requests through it, report differences |
+//! | `POST /reload` | re-read the config file (tenants and certificates), as SIGHUP does |
 //! | `PUT /tenants/{id}` | add or replace a tenant (TOML body: the fields of a `[[tenant]]`) |
 //! | `DELETE /tenants/{id}` | remove a tenant |
 //!
@@ -21,7 +22,9 @@
 mod bodies;
 mod describe;
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
@@ -33,30 +36,54 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
 use crate::control::{Control, ControlError, Put};
+use crate::tls::Terminator;
 use bodies::{body_bytes, body_json, CanaryBody, PurgeBody, VersionBody};
 
 /// Largest component accepted by `PUT /tenants/{id}/modules`.
 const MAX_MODULE_BYTES: usize = 64 * 1024 * 1024;
 
-/// Serves the admin API until the process ends.
-pub async fn serve(listener: TcpListener, control: Arc<Control>, token: Arc<str>) {
+/// What the admin API serves with.
+pub struct Admin {
+    pub control: Arc<Control>,
+    pub token: Arc<str>,
+    /// The file `POST /reload` re-reads, when the node runs from one.
+    pub config_path: Option<PathBuf>,
+}
+
+/// How long a client has for the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves the admin API until the process ends, over TLS with `tls`.
+pub async fn serve(listener: TcpListener, admin: Admin, tls: Option<Terminator>) {
+    let admin = Arc::new(admin);
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             // Out of file descriptors and the like: back off, go on.
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
-        let control = control.clone();
-        let token = token.clone();
+        let admin = admin.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let control = control.clone();
-                let token = token.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(&control, &token, req).await) }
+                let admin = admin.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(&admin, req).await) }
             });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let _ = match tls {
+                None => {
+                    builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await
+                }
+                Some(tls) => match tls.handshake(stream, HANDSHAKE_TIMEOUT).await {
+                    Some(accepted) => {
+                        let io = TokioIo::new(accepted.stream);
+                        builder.serve_connection(io, service).await
+                    }
+                    None => Ok(()),
+                },
+            };
         });
     }
 }
@@ -114,8 +141,9 @@ fn answer<T>(result: Result<T, ControlError>, body: impl FnOnce(T) -> Value) -> 
     }
 }
 
-async fn handle(control: &Arc<Control>, token: &str, req: Request<Incoming>) -> AdminResponse {
-    if !authorized(&req, token) {
+async fn handle(admin: &Admin, req: Request<Incoming>) -> AdminResponse {
+    let control = &admin.control;
+    if !authorized(&req, &admin.token) {
         // Read (and drop) a modest body first, so a client still sending
         // gets the 401 instead of a reset; larger bodies are not read.
         let _ = Limited::new(req.into_body(), 1024 * 1024).collect().await;
@@ -149,6 +177,16 @@ async fn handle(control: &Arc<Control>, token: &str, req: Request<Incoming>) -> 
                 .collect();
             reply(StatusCode::OK, json!({ "tenants": tenants }))
         }
+        (Method::POST, ["reload"]) => match &admin.config_path {
+            None => error(
+                StatusCode::CONFLICT,
+                "the node does not run from a config file; nothing to reload",
+            ),
+            Some(path) => answer(
+                control.reload_file(path).await,
+                |()| json!({ "reloaded": path.display().to_string() }),
+            ),
+        },
         (Method::PUT, ["tenants", id]) => put_tenant(control, id, req).await,
         (Method::DELETE, ["tenants", id]) => answer(control.delete_tenant(id).await, |()| {
             tracing::info!(tenant = id, "tenant removed");

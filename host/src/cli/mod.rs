@@ -152,6 +152,8 @@ fn quick_config(backend: &str, policy: Option<&std::path::Path>) -> anyhow::Resu
         max_body_mb: crate::config::DEFAULT_MAX_BODY_MB,
         reuse_instances: false,
         memoize_decisions: true,
+        tls: None,
+        force_https: false,
     }];
     config
         .validate()

@@ -6,15 +6,18 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use futures::FutureExt;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::control::Control;
+use crate::tenant::SniCertificates;
+use crate::tls::{Fixed, Terminator};
 
 /// How `run` was asked to serve.
 #[derive(Default)]
 pub struct RunOptions {
-    /// The file to re-read on SIGHUP.
+    /// The file to re-read on SIGHUP and `POST /reload`.
     pub config_path: Option<PathBuf>,
     /// Log every request's decision.
     pub trace_requests: bool,
@@ -36,11 +39,7 @@ pub async fn run(
         tokio::spawn(crate::demo_origin::serve(listener));
     }
     if let Some(admin) = &config.admin {
-        let listener = bind(admin.listen, "admin.listen").await?;
-        let token: Arc<str> = admin.resolved_token().unwrap_or_default().into();
-        // Tests and scripts read this line to find the admin port.
-        println!("outpost admin on http://{}", listener.local_addr()?);
-        tokio::spawn(crate::admin::serve(listener, control.clone(), token));
+        start_admin(&config, admin, &control, options.config_path.clone()).await?;
     }
     if let Some(path) = options.config_path {
         tokio::spawn(crate::control::sighup::reload_on_sighup(
@@ -48,12 +47,32 @@ pub async fn run(
             path,
         ));
     }
+    let ctx = control.context().clone();
+    let handler = move |request, connection| crate::proxy::handle(ctx.clone(), request, connection);
+    let shutdown = shutdown.shared();
+    let mut tls_listener = None;
+    if let Some(tls) = &config.server.tls {
+        let listener = crate::server::bind(tls.listen, config.server.listen_backlog)
+            .map_err(|e| anyhow::anyhow!("server.tls.listen {}: {e}", tls.listen))?;
+        let addr = listener.local_addr()?;
+        let _ = control.context().https_port.set(addr.port());
+        let certificates = Arc::new(SniCertificates(control.context().tenants.clone()));
+        let terminator = Terminator::new(certificates)?;
+        // Tests and scripts read this line to find the TLS port.
+        println!("outpost listening on https://{addr}");
+        tls_listener = Some(tokio::spawn(crate::server::serve(
+            listener,
+            Some(terminator),
+            handler.clone(),
+            config.server.clone(),
+            shutdown.clone(),
+        )));
+    }
     let listen = config.server.listen;
     let listener = crate::server::bind(listen, config.server.listen_backlog)
         .map_err(|e| anyhow::anyhow!("server.listen {listen}: {e}"))?;
     let addr = listener.local_addr()?;
-    let ctx = control.context().clone();
-    for tenant in ctx.tenants.load().tenants() {
+    for tenant in control.context().tenants.load().tenants() {
         tracing::info!(
             tenant = &*tenant.id,
             version = &*tenant.policy.load().version,
@@ -61,8 +80,40 @@ pub async fn run(
         );
     }
     on_ready(&control, addr);
-    let handler = move |request, client_ip| crate::proxy::handle(ctx.clone(), request, client_ip);
-    crate::server::serve(listener, handler, &config.server, shutdown).await;
+    crate::server::serve(listener, None, handler, config.server.clone(), shutdown).await;
+    if let Some(tls) = tls_listener {
+        let _ = tls.await;
+    }
+    Ok(())
+}
+
+/// Binds the admin listener (over TLS when `[admin.tls]` is set) and
+/// serves it in the background.
+async fn start_admin(
+    config: &Config,
+    admin: &crate::config::AdminConfig,
+    control: &Arc<Control>,
+    config_path: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let tls = match &admin.tls {
+        None => None,
+        Some(files) => {
+            let files = files.resolved(&config.base_dir);
+            let certificate = crate::tls::load_certificate(&files, &[])
+                .map_err(|e| config.field_error(&config.source_name, e.within("admin.tls.")))?;
+            Some(Terminator::new(Arc::new(Fixed(certificate)))?)
+        }
+    };
+    let listener = bind(admin.listen, "admin.listen").await?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    // Tests and scripts read this line to find the admin port.
+    println!("outpost admin on {scheme}://{}", listener.local_addr()?);
+    let admin = crate::admin::Admin {
+        control: control.clone(),
+        token: admin.resolved_token().unwrap_or_default().into(),
+        config_path,
+    };
+    tokio::spawn(crate::admin::serve(listener, admin, tls));
     Ok(())
 }
 

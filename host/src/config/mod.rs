@@ -9,6 +9,7 @@
 
 mod load;
 mod locate;
+mod tls;
 mod validate;
 mod values;
 
@@ -19,6 +20,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 pub use load::{ConfigError, FieldError, DEFAULT_TOML};
+pub use tls::{CertificateFiles, ServerTlsConfig};
 pub use values::{BackendUrl, PolicySource, BUILTIN_POLICIES};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -68,6 +70,8 @@ pub struct ServerConfig {
     pub max_connections: u32,
     /// The listen backlog: connections the kernel queues before accept.
     pub listen_backlog: u32,
+    /// A TLS listener beside the plain one.
+    pub tls: Option<ServerTlsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -80,6 +84,7 @@ impl Default for ServerConfig {
             max_target_bytes: 8 * 1024,
             max_connections: 10_000,
             listen_backlog: 1024,
+            tls: None,
         }
     }
 }
@@ -151,6 +156,8 @@ pub struct AdminConfig {
     /// The bearer token; the `OUTPOST_ADMIN_TOKEN` environment variable
     /// takes precedence. One of the two is required.
     pub token: Option<String>,
+    /// Serve the admin API over TLS with this certificate (read at start).
+    pub tls: Option<CertificateFiles>,
 }
 
 /// Environment variable holding the admin token.
@@ -179,8 +186,10 @@ pub struct TenantConfig {
     /// admin API takes it from the URL when a body leaves it out.)
     #[serde(default)]
     pub id: String,
-    /// Host names (without port) this tenant answers. `*` matches any host
-    /// that no other tenant lists.
+    /// Host names (without port) this tenant answers. `*.example.com`
+    /// matches one label under `example.com` (as a wildcard certificate
+    /// does) unless another tenant lists that host exactly; `*` matches any
+    /// host that no other tenant claims.
     pub hosts: Vec<String>,
     /// `builtin:NAME` or a path to a policy component (`.wasm`), relative to
     /// the config file.
@@ -225,6 +234,14 @@ pub struct TenantConfig {
     /// Largest response this tenant stores, in MiB (default:
     /// `cache.max_object_mb`); larger ones are streamed, not stored.
     pub max_object_mb: Option<u64>,
+    /// This tenant's own certificate on the TLS listener, chosen by SNI for
+    /// its hosts. A connection made with it serves only this tenant (other
+    /// hosts get 421), and a connection made with another certificate never
+    /// reaches this tenant.
+    pub tls: Option<CertificateFiles>,
+    /// Answer plain-HTTP requests with a 308 redirect to the https URL.
+    #[serde(default)]
+    pub force_https: bool,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
@@ -369,6 +386,23 @@ mod tests {
         assert!(err.contains("tenant[0].policy"), "{err}");
         assert!(err.contains("line 4"), "{err}");
         assert!(err.contains("cache-key"), "{err}");
+    }
+
+    #[test]
+    fn a_wildcard_must_be_a_whole_first_label() {
+        let with_host = |host: &str| {
+            let text = format!(
+                "[[tenant]]\nid = \"a\"\nhosts = [{host:?}]\npolicy = \"builtin:default\"\n"
+            );
+            Config::from_toml(&text, "t.toml", Path::new("."))
+        };
+        for good in ["a.test", "*.a.test", "*", "[::1]", "127.0.0.1"] {
+            assert!(with_host(good).is_ok(), "{good}");
+        }
+        for bad in ["a*.test", "*a.test", "x.*.test", "*.", "", "a test"] {
+            let err = with_host(bad).unwrap_err().to_string();
+            assert!(err.contains("tenant[0].hosts"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -40,6 +40,18 @@ impl Config {
             "runtime.max_instances",
             || "must be at least 1".into(),
         )?;
+        if let Some(tls) = &self.server.tls {
+            check(
+                tls.cert.is_some() == tls.key.is_some(),
+                "server.tls.cert",
+                || "cert and key go together: set both or neither".into(),
+            )?;
+            check(
+                tls.ocsp.is_none() || tls.cert.is_some(),
+                "server.tls.ocsp",
+                || "an OCSP response needs the certificate it is for (cert)".into(),
+            )?;
+        }
         if let Some(admin) = &self.admin {
             match admin.resolved_token() {
                 None => {
@@ -69,6 +81,14 @@ impl Config {
         for (i, t) in self.tenants.iter().enumerate() {
             let prefix = format!("tenant[{i}].");
             t.validate(&self.runtime).map_err(|e| e.within(&prefix))?;
+            if self.server.tls.is_none() {
+                check(t.tls.is_none(), &format!("{prefix}tls"), || {
+                    "a tenant certificate needs a TLS listener ([server.tls])".into()
+                })?;
+                check(!t.force_https, &format!("{prefix}force_https"), || {
+                    "redirecting to https needs a TLS listener ([server.tls])".into()
+                })?;
+            }
             check(ids.insert(t.id.as_str()), &format!("{prefix}id"), || {
                 format!("tenant {:?} is declared twice", t.id)
             })?;
@@ -104,6 +124,11 @@ impl TenantConfig {
         check(!self.hosts.is_empty(), "hosts", || {
             "must list at least one host".into()
         })?;
+        for host in &self.hosts {
+            check(valid_host_pattern(host), "hosts", || {
+                format!("{host:?} is not a host name, `*.` and a host name, or `*`")
+            })?;
+        }
         let limits = &self.limits;
         check(
             (1..=runtime.max_memory_mb).contains(&limits.memory_mb),
@@ -148,4 +173,19 @@ impl TenantConfig {
         }
         Ok(())
     }
+}
+
+/// A host a tenant may list: a name, `*.` and a name, or `*`. The name
+/// part is what a Host header or an SNI name can be (RFC 9110 section
+/// 4.2.3: a reg-name; IP literals included).
+fn valid_host_pattern(host: &str) -> bool {
+    let name = match host.strip_prefix("*.") {
+        _ if host == "*" => return true,
+        Some(rest) => rest,
+        None => host,
+    };
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b))
 }

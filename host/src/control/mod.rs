@@ -55,12 +55,13 @@ impl Control {
         let tenants = TenantTable::build(config, &runtime, None)
             .map_err(|e| config.field_error(source_name, e))?;
         let ctx = Context {
-            tenants: arc_swap::ArcSwap::from_pointee(tenants),
+            tenants: Arc::new(arc_swap::ArcSwap::from_pointee(tenants)),
             cache: Arc::new(HttpCache::new(&config.cache)),
             runtime,
             metrics: Metrics::default(),
             trace_requests,
             max_target_bytes: config.server.max_target_bytes,
+            https_port: std::sync::OnceLock::new(),
         };
         Ok(Arc::new(Control {
             ctx: Arc::new(ctx),
@@ -90,6 +91,22 @@ impl Control {
     pub async fn reload(&self, config: Config, source_name: &str) -> Result<(), ControlError> {
         let mut desired = self.desired.lock().await;
         self.apply(&mut desired, config, source_name, |e| e).await
+    }
+
+    /// Re-reads the config file at `path` and reloads it (SIGHUP, `POST
+    /// /reload`); the outcome is logged. Certificate files are read again
+    /// even when the config text did not change.
+    pub async fn reload_file(&self, path: &std::path::Path) -> Result<(), ControlError> {
+        let source_name = path.display().to_string();
+        let result = match Config::load(path) {
+            Ok(config) => self.reload(config, &source_name).await,
+            Err(e) => Err(ControlError::Config(e)),
+        };
+        match &result {
+            Ok(()) => tracing::info!("reloaded {source_name}"),
+            Err(e) => tracing::error!("reload failed, keeping the running tenants: {e}"),
+        }
+        result
     }
 
     /// Adds or replaces one tenant.

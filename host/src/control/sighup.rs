@@ -3,11 +3,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::{Control, ControlError};
-use crate::config::Config;
+use super::Control;
 
 /// Re-reads `path` on every SIGHUP and applies it; a bad file is logged and
-/// the running tenants stay as they are.
+/// the running tenants (and certificates) stay as they are.
 pub async fn reload_on_sighup(control: Arc<Control>, path: PathBuf) {
     #[cfg(unix)]
     {
@@ -15,16 +14,9 @@ pub async fn reload_on_sighup(control: Arc<Control>, path: PathBuf) {
         let Ok(mut hup) = signal(SignalKind::hangup()) else {
             return;
         };
-        let source_name = path.display().to_string();
         while hup.recv().await.is_some() {
-            let result = match Config::load(&path) {
-                Ok(config) => control.reload(config, &source_name).await,
-                Err(e) => Err(ControlError::Config(e)),
-            };
-            match result {
-                Ok(()) => tracing::info!("reloaded {source_name}"),
-                Err(e) => tracing::error!("reload failed, keeping the running tenants: {e}"),
-            }
+            // `reload_file` logs the outcome.
+            let _ = control.reload_file(&path).await;
         }
     }
     #[cfg(not(unix))]

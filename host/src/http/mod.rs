@@ -4,8 +4,11 @@
 //!
 //! A leaf: it knows nothing of tenants, policies or the cache.
 
+mod connection;
 pub mod headers;
 pub mod range;
+
+pub use connection::{CertificateOwner, Connection, TlsSession};
 
 use std::net::IpAddr;
 

@@ -10,6 +10,7 @@ mod env;
 mod offline;
 mod recent;
 mod table;
+mod tls;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -22,6 +23,7 @@ pub use deployments::Deployments;
 pub use offline::decide_offline;
 pub use recent::RecentRequests;
 pub use table::TenantTable;
+pub use tls::SniCertificates;
 
 use crate::cache::TenantStore;
 use crate::config::{Config, FieldError, LimitsConfig, PolicySource, TenantConfig};

@@ -1,26 +1,55 @@
 //! Host name -> tenant: the table the request path reads behind an atomic
-//! pointer, rebuilt and swapped whole by the control plane.
+//! pointer, rebuilt and swapped whole by the control plane. It also holds
+//! the certificates of the TLS listener, so a handshake's certificate and
+//! a request's tenant always come from the same swap.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use rustls::sign::CertifiedKey;
+
 use super::Tenant;
 use crate::config::{Config, FieldError};
+use crate::http::CertificateOwner;
 use crate::runtime::Runtime;
 
-/// Host name -> tenant. Cloned and swapped whole on every change.
+/// Host name -> tenant, and the certificates. Swapped whole on every
+/// change.
 #[derive(Default, Clone)]
 pub struct TenantTable {
     by_host: HashMap<String, Arc<Tenant>>,
+    /// Tenants listing `*.parent`, by `parent`.
+    by_parent: HashMap<String, Arc<Tenant>>,
     /// The tenant listing `*`, for hosts nobody else claims.
-    wildcard: Option<Arc<Tenant>>,
+    catch_all: Option<Arc<Tenant>>,
     by_id: HashMap<String, Arc<Tenant>>,
+    /// Tenants' own certificates, by tenant id.
+    certificates: HashMap<Arc<str>, Arc<CertifiedKey>>,
+    /// `server.tls.cert`: for every other handshake.
+    default_certificate: Option<Arc<CertifiedKey>>,
+}
+
+/// Where a host pattern goes in the table.
+enum Pattern<'a> {
+    Exact(&'a str),
+    Under(&'a str),
+    Any,
+}
+
+fn pattern(host: &str) -> Pattern<'_> {
+    match host.strip_prefix("*.") {
+        _ if host == "*" => Pattern::Any,
+        Some(parent) => Pattern::Under(parent),
+        None => Pattern::Exact(host),
+    }
 }
 
 impl TenantTable {
-    /// Builds every tenant of a config, compiling its policy. The error
-    /// names the field at fault. Tenants of `previous` whose config did not
-    /// change are kept as they are (versions, canary, cache namespace).
+    /// Builds every tenant of a config, compiling its policy, and reads
+    /// every certificate (again: a file replaced on disk is picked up). The
+    /// error names the field at fault. Tenants of `previous` whose config
+    /// did not change are kept as they are (versions, canary, cache
+    /// namespace).
     pub fn build(
         config: &Config,
         runtime: &Runtime,
@@ -40,20 +69,37 @@ impl TenantTable {
                         .map_err(within)?,
                 ),
             };
+            if let Some(files) = &tc.tls {
+                let files = files.resolved(&config.base_dir);
+                let certificate = crate::tls::load_certificate(&files, &tc.hosts)
+                    .map_err(|e| within(e.within("tls.")))?;
+                table.certificates.insert(tenant.id.clone(), certificate);
+            }
             table.insert(tenant).map_err(within)?;
+        }
+        if let Some(files) = config
+            .server
+            .tls
+            .as_ref()
+            .and_then(|t| t.default_certificate())
+        {
+            let files = files.resolved(&config.base_dir);
+            table.default_certificate = Some(
+                crate::tls::load_certificate(&files, &[]).map_err(|e| e.within("server.tls."))?,
+            );
         }
         Ok(table)
     }
 
     /// Adds (or replaces, by id) a tenant; fails if another tenant already
     /// serves one of its hosts.
-    pub fn insert(&mut self, tenant: Arc<Tenant>) -> Result<(), FieldError> {
+    fn insert(&mut self, tenant: Arc<Tenant>) -> Result<(), FieldError> {
         for host in &tenant.config.hosts {
             let host = host.to_ascii_lowercase();
-            let holder = if host == "*" {
-                self.wildcard.as_ref()
-            } else {
-                self.by_host.get(&host)
+            let holder = match pattern(&host) {
+                Pattern::Exact(h) => self.by_host.get(h),
+                Pattern::Under(parent) => self.by_parent.get(parent),
+                Pattern::Any => self.catch_all.as_ref(),
             };
             if let Some(other) = holder.filter(|o| o.id != tenant.id) {
                 return Err(FieldError::new(
@@ -62,36 +108,30 @@ impl TenantTable {
                 ));
             }
         }
-        self.remove(&tenant.id);
         for host in &tenant.config.hosts {
             let host = host.to_ascii_lowercase();
-            if host == "*" {
-                self.wildcard = Some(tenant.clone());
-            } else {
-                self.by_host.insert(host, tenant.clone());
-            }
+            match pattern(&host) {
+                Pattern::Exact(h) => self.by_host.insert(h.to_string(), tenant.clone()),
+                Pattern::Under(parent) => self.by_parent.insert(parent.to_string(), tenant.clone()),
+                Pattern::Any => self.catch_all.replace(tenant.clone()),
+            };
         }
         self.by_id.insert(tenant.id.to_string(), tenant);
         Ok(())
     }
 
-    /// Removes a tenant by id; its hosts then get 404.
-    pub fn remove(&mut self, id: &str) -> Option<Arc<Tenant>> {
-        let tenant = self.by_id.remove(id)?;
-        self.by_host.retain(|_, t| !Arc::ptr_eq(t, &tenant));
-        if self
-            .wildcard
-            .as_ref()
-            .is_some_and(|w| Arc::ptr_eq(w, &tenant))
-        {
-            self.wildcard = None;
-        }
-        Some(tenant)
-    }
-
-    /// The tenant for a host name (lowercase, without port).
+    /// The tenant for a host name (lowercase, without port): the tenant
+    /// listing it, else the one listing `*.` and its parent (one label
+    /// under it, as a wildcard certificate covers), else the one listing
+    /// `*`.
     pub fn find(&self, host: &str) -> Option<&Arc<Tenant>> {
-        self.by_host.get(host).or(self.wildcard.as_ref())
+        self.by_host
+            .get(host)
+            .or_else(|| {
+                let (_, parent) = host.split_once('.')?;
+                self.by_parent.get(parent)
+            })
+            .or(self.catch_all.as_ref())
     }
 
     /// A tenant by id.
@@ -104,5 +144,36 @@ impl TenantTable {
         let mut all: Vec<&Arc<Tenant>> = self.by_id.values().collect();
         all.sort_by(|a, b| a.id.cmp(&b.id));
         all.into_iter()
+    }
+
+    /// The certificate a TLS handshake naming `server_name` (SNI) gets,
+    /// and whose it is: the certificate of the tenant that name routes to,
+    /// as a Host header would, if it has one; else the default one. `None`
+    /// (the handshake fails) when neither exists.
+    pub fn certificate(
+        &self,
+        server_name: Option<&str>,
+    ) -> Option<(CertificateOwner, &Arc<CertifiedKey>)> {
+        let tenant = match server_name {
+            Some(name) => self.find(name),
+            None => self.catch_all.as_ref(),
+        };
+        match tenant.and_then(|t| Some((t, self.certificates.get(&t.id)?))) {
+            Some((t, own)) => Some((CertificateOwner::Tenant(t.id.clone()), own)),
+            None => Some((
+                CertificateOwner::Default,
+                self.default_certificate.as_ref()?,
+            )),
+        }
+    }
+
+    /// Whose certificate a connection must have been made with to serve
+    /// `tenant`: its own, if it has one, else the default one.
+    pub fn certificate_owner(&self, tenant: &Tenant) -> CertificateOwner {
+        if self.certificates.contains_key(&tenant.id) {
+            CertificateOwner::Tenant(tenant.id.clone())
+        } else {
+            CertificateOwner::Default
+        }
     }
 }
