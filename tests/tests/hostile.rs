@@ -241,3 +241,29 @@ async fn a_chunked_body_past_max_body_mb_gets_413() {
     assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
     next_request_is_served(&node).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_body_that_stalls_gets_408_and_the_origin_never_gets_it_whole() {
+    let origin = Origin::start("origin").await;
+    let node = node_with(&origin, "body_read_timeout_ms = 300");
+    let mut stream = TcpStream::connect(node.addr).await.unwrap();
+    stream
+        .write_all(
+            b"POST /upload HTTP/1.1\r\nHost: t.test\r\nContent-Length: 100\r\n\r\n0123456789",
+        )
+        .await
+        .unwrap();
+    // Then nothing: the other 90 bytes never come.
+    let reply = read_all(&mut stream, Duration::from_secs(10)).await;
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert!(
+        reply.to_ascii_lowercase().contains("connection: close"),
+        "{reply}"
+    );
+    assert!(
+        origin.seen().iter().all(|s| s.body_len < 100),
+        "the origin got a whole body"
+    );
+    assert!(!node.log().contains("origin failed"), "{}", node.log());
+    next_request_is_served(&node).await;
+}

@@ -59,6 +59,9 @@ pub struct ServerConfig {
     /// also how long a connection may stay open without sending anything,
     /// and how long an HTTP/1.1 keep-alive connection may idle.
     pub header_read_timeout_ms: u64,
+    /// Longest pause allowed while a client sends a request body, in
+    /// milliseconds; past it the request gets 408.
+    pub body_read_timeout_ms: u64,
     /// Largest request head accepted, in bytes (HTTP/1.1 buffer, HTTP/2
     /// header list).
     pub max_header_bytes: usize,
@@ -79,6 +82,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 30_000,
             max_header_bytes: 64 * 1024,
             max_concurrent_streams: 256,
             max_target_bytes: 8 * 1024,

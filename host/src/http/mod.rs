@@ -4,10 +4,12 @@
 //!
 //! A leaf: it knows nothing of tenants, policies or the cache.
 
+mod client_body;
 mod connection;
 pub mod headers;
 pub mod range;
 
+pub use client_body::{watched, BodyFailure, BodyLimits, BodyWatch};
 pub use connection::{CertificateOwner, Connection, TlsSession};
 
 use std::net::IpAddr;
@@ -42,59 +44,6 @@ where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()
-}
-
-/// How reading a client's request body on its way to an origin failed, if
-/// it did: the client's error, not the origin's.
-#[derive(Debug, Default)]
-pub struct BodyWatch(std::sync::atomic::AtomicU8);
-
-/// What went wrong with a client's request body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyFailure {
-    /// Malformed (a bad chunked coding, RFC 9112 section 7.1) or cut off.
-    Invalid,
-    /// Longer than the tenant allows (RFC 9110 section 15.5.14).
-    TooLarge,
-}
-
-impl BodyWatch {
-    pub fn failure(&self) -> Option<BodyFailure> {
-        match self.0.load(std::sync::atomic::Ordering::Relaxed) {
-            1 => Some(BodyFailure::Invalid),
-            2 => Some(BodyFailure::TooLarge),
-            _ => None,
-        }
-    }
-
-    fn set(&self, failure: BodyFailure) {
-        let code = match failure {
-            BodyFailure::Invalid => 1,
-            BodyFailure::TooLarge => 2,
-        };
-        self.0.store(code, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-/// A client's request body on its way to an origin, cut at `limit` bytes;
-/// `watch` learns why if reading it fails.
-pub fn watched<B>(body: B, watch: std::sync::Arc<BodyWatch>, limit: u64) -> ProxyBody
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: std::error::Error + Send + Sync + 'static,
-{
-    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    http_body_util::Limited::new(body, limit)
-        .map_err(move |e| {
-            let too_large = e.is::<http_body_util::LengthLimitError>();
-            watch.set(if too_large {
-                BodyFailure::TooLarge
-            } else {
-                BodyFailure::Invalid
-            });
-            e
-        })
-        .boxed_unsync()
 }
 
 /// The `http` or `https` scheme a client used to reach the node.

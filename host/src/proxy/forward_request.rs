@@ -9,7 +9,7 @@ use super::exchange::Exchange;
 use super::respond;
 use super::route::{Forward, Validators};
 use crate::http::headers::{strip_hop_by_hop, via_value};
-use crate::http::{empty, watched, ProxyBody};
+use crate::http::{empty, watched, BodyLimits, ProxyBody};
 use crate::origin::Backend;
 use crate::runtime::{HeaderEdit, Route};
 
@@ -54,7 +54,13 @@ impl Exchange {
         apply_edits(&mut headers, &route.request_headers);
         let body = match forward {
             Forward::Pass => match self.body.take() {
-                Some(body) => watched(body, self.body_watch.clone(), self.tenant.max_body_bytes()),
+                Some(body) => {
+                    let limits = BodyLimits {
+                        max_bytes: self.tenant.max_body_bytes(),
+                        read_timeout: self.ctx.body_read_timeout,
+                    };
+                    watched(body, self.body_watch.clone(), limits)
+                }
                 None => empty(),
             },
             Forward::Lookup { .. } => empty(),

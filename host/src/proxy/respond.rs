@@ -36,10 +36,29 @@ pub fn plain(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> 
 /// section 15.5.14); the connection closes, as the rest of the body is not
 /// read.
 pub fn body_too_large() -> Response<ProxyBody> {
-    let mut r = plain(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
-    r.headers_mut()
+    closing(plain(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "request body too large\n",
+    ))
+}
+
+/// 408 for a request body that paused longer than
+/// `server.body_read_timeout_ms` (RFC 9110 section 15.5.9); the connection
+/// closes.
+pub fn body_stalled() -> Response<ProxyBody> {
+    closing(plain(
+        StatusCode::REQUEST_TIMEOUT,
+        "request body not received in time\n",
+    ))
+}
+
+/// `response` with `Connection: close`: what the client still sends of its
+/// body is not read.
+fn closing(mut response: Response<ProxyBody>) -> Response<ProxyBody> {
+    response
+        .headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    r
+    response
 }
 
 /// A response a policy built.

@@ -188,8 +188,8 @@ impl Exchange {
             }
             // A body the client could not send (malformed chunked coding,
             // RFC 9112 section 7.1, or a broken connection) is a 400, one
-            // too large a 413 (RFC 9110 section 15.5.14); neither is counted
-            // against the origin.
+            // too large a 413 (RFC 9110 section 15.5.14), one that stalled a
+            // 408 (section 15.5.9); none is counted against the origin.
             NoResponse::Failed { error, backend } => match self.body_watch.failure() {
                 Some(failure) => {
                     tracing::debug!(
@@ -198,6 +198,7 @@ impl Exchange {
                     );
                     match failure {
                         BodyFailure::TooLarge => respond::body_too_large(),
+                        BodyFailure::Stalled => respond::body_stalled(),
                         BodyFailure::Invalid => {
                             respond::plain(StatusCode::BAD_REQUEST, "invalid request body\n")
                         }
