@@ -76,20 +76,36 @@ async fn authorized_requests_are_stored_only_when_the_response_allows_sharing() 
     assert_eq!(origin.hits("/shared"), 1);
 }
 
+/// RFC 9213: CDN-Cache-Control governs this cache, and goes on to the
+/// client (a child tier) unless the tenant strips it; Surrogate-Control is
+/// this cache's only and never leaves it.
 #[tokio::test(flavor = "multi_thread")]
-async fn cdn_cache_control_wins_over_cache_control_and_is_not_forwarded() {
-    let (origin, node, client) = setup().await;
-    origin.reply(
-        "/x",
-        Reply::ok()
-            .only("cache-control", "no-store")
-            .header("cdn-cache-control", "max-age=120"),
-    );
-    let (a, b) = twice(&client, &node, "/x").await;
-    assert_eq!(origin.hits("/x"), 1);
-    assert!(b.cache_status().contains("hit"), "{}", b.cache_status());
-    assert!(a.header("cdn-cache-control").is_none() && b.header("cdn-cache-control").is_none());
-    assert_eq!(b.header("cache-control"), Some("no-store"));
+async fn cdn_cache_control_wins_over_cache_control_and_is_forwarded_unless_stripped() {
+    let origin = Origin::start("origin").await;
+    let reply = Reply::ok()
+        .only("cache-control", "no-store")
+        .header("cdn-cache-control", "max-age=120")
+        .header("surrogate-control", "max-age=5");
+    origin.reply("/x", reply);
+    let client = Client::new();
+    for strip in [false, true] {
+        let node = Node::start(&tenant_with(
+            "t",
+            &["t.test"],
+            "builtin:default",
+            &[("origin", &origin.url())],
+            &format!("strip_cdn_cache_control = {strip}"),
+        ));
+        let (a, b) = twice(&client, &node, "/x").await;
+        assert!(b.cache_status().contains("hit"), "{}", b.cache_status());
+        assert_eq!(b.header("cache-control"), Some("no-store"));
+        for r in [&a, &b] {
+            let expected = (!strip).then_some("max-age=120");
+            assert_eq!(r.header("cdn-cache-control"), expected, "strip = {strip}");
+            assert_eq!(r.header("surrogate-control"), None);
+        }
+    }
+    assert_eq!(origin.hits("/x"), 2, "one miss per node");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -3,6 +3,7 @@
 
 use http::header::GetAll;
 use http::HeaderValue;
+use sfv::{BareItem, ListEntry};
 
 /// Largest delta-seconds value honoured (RFC 9111 section 1.2.2: 2^31).
 pub const DELTA_SECONDS_MAX: u64 = 1 << 31;
@@ -71,6 +72,58 @@ impl Directives {
             }
         }
         d
+    }
+
+    /// A targeted cache-control field such as `CDN-Cache-Control` (RFC 9213
+    /// section 2.1): an RFC 8941 Dictionary, its lines combined with commas
+    /// (RFC 8941 section 4.2). `None` when the field fails to parse: it is
+    /// then ignored as if absent. A directive whose value has the wrong type
+    /// is not used: the boolean ones need a true Boolean (a bare key), the
+    /// delta-seconds ones a non-negative Integer (`max-age="10"` counts for
+    /// nothing); `no-cache` and `private` may also carry field names (a
+    /// String, Token or Inner List), treated as unqualified, as in
+    /// `Cache-Control`. Integers saturate at 2^31 (RFC 9111 section 1.2.2).
+    pub fn parse_targeted(values: GetAll<'_, HeaderValue>) -> Option<Directives> {
+        let mut combined = Vec::new();
+        for value in values {
+            if !combined.is_empty() {
+                combined.extend_from_slice(b", ");
+            }
+            combined.extend_from_slice(value.as_bytes());
+        }
+        let dictionary = sfv::Parser::parse_dictionary(&combined).ok()?;
+        let mut d = Directives::default();
+        for (key, member) in &dictionary {
+            let item = match member {
+                ListEntry::Item(item) => Some(&item.bare_item),
+                ListEntry::InnerList(_) => None,
+            };
+            let flag = matches!(item, Some(BareItem::Boolean(true)));
+            let with_fields = flag
+                || item.is_none()
+                || matches!(item, Some(BareItem::String(_) | BareItem::Token(_)));
+            let seconds = match item {
+                Some(BareItem::Integer(n)) => {
+                    u64::try_from(*n).ok().map(|n| n.min(DELTA_SECONDS_MAX))
+                }
+                _ => None,
+            };
+            match key.as_str() {
+                "no-store" => d.no_store = flag,
+                "no-cache" => d.no_cache = with_fields,
+                "private" => d.private = with_fields,
+                "public" => d.public = flag,
+                "must-revalidate" => d.must_revalidate = flag,
+                "proxy-revalidate" => d.proxy_revalidate = flag,
+                "must-understand" => d.must_understand = flag,
+                "max-age" => d.max_age = seconds,
+                "s-maxage" => d.s_maxage = seconds,
+                "stale-while-revalidate" => d.stale_while_revalidate = seconds,
+                "stale-if-error" => d.stale_if_error = seconds,
+                _ => {}
+            }
+        }
+        Some(d)
     }
 
     /// Whether any directive is present that a `CDN-Cache-Control` or
@@ -194,8 +247,66 @@ mod tests {
         assert_eq!(parse("max-age=\"30\"").max_age, Some(30));
     }
 
+    fn targeted(lines: &[&str]) -> Option<Directives> {
+        let mut h = HeaderMap::new();
+        for line in lines {
+            h.append("cdn-cache-control", HeaderValue::from_str(line).unwrap());
+        }
+        Directives::parse_targeted(h.get_all("cdn-cache-control"))
+    }
+
+    #[test]
+    fn cdn_cache_control_is_a_dictionary_over_all_its_lines() {
+        let d = targeted(&["max-age=60, must-revalidate", "stale-if-error=30"]).unwrap();
+        assert_eq!((d.max_age, d.stale_if_error), (Some(60), Some(30)));
+        assert!(d.must_revalidate);
+        assert_eq!(
+            targeted(&["max-age=99999999999999"]).unwrap().max_age,
+            Some(DELTA_SECONDS_MAX)
+        );
+    }
+
+    #[test]
+    fn cdn_cache_control_that_is_not_a_dictionary_is_ignored() {
+        for bad in [
+            "max-age=60, (",
+            "max-age=60,,",
+            "Max-Age=60",
+            "max-age=6.0.0",
+            "max-age=60;",
+        ] {
+            assert_eq!(targeted(&[bad]), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn cdn_cache_control_directives_of_the_wrong_type_are_not_used() {
+        let d = targeted(&["max-age=\"10\", s-maxage=-5, no-store=?0, public=1"]).unwrap();
+        assert!(d.is_empty(), "{d:?}");
+        let d = targeted(&["no-store, private=\"set-cookie\", no-cache=(a b)"]).unwrap();
+        assert!(d.no_store && d.private && d.no_cache);
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2048))]
+
+        /// Any CDN-Cache-Control parses or is ignored, without panic, and
+        /// every delta-seconds stays within 2^31.
+        #[test]
+        fn any_cdn_cache_control_parses_or_is_ignored(
+            value in crate::http::arbitrary::any_value(),
+        ) {
+            let mut h = HeaderMap::new();
+            h.insert("cdn-cache-control", value);
+            if let Some(d) = Directives::parse_targeted(h.get_all("cdn-cache-control")) {
+                for delta in [d.max_age, d.s_maxage, d.stale_if_error, d.stale_while_revalidate]
+                    .into_iter()
+                    .flatten()
+                {
+                    proptest::prop_assert!(delta <= DELTA_SECONDS_MAX);
+                }
+            }
+        }
 
         /// Any Cache-Control a client or origin sends parses, and every
         /// delta-seconds stays within 2^31.

@@ -110,12 +110,18 @@ fn understood_status(status: StatusCode) -> bool {
 /// The directives that govern this cache: `CDN-Cache-Control` (RFC 9213),
 /// else `Surrogate-Control`, else `Cache-Control`. Returns whether a
 /// targeted field was used, in which case `Expires` is ignored too.
+///
+/// A targeted field that is absent, fails to parse, or carries no usable
+/// directive is ignored (RFC 9213 section 2.1). `CDN-Cache-Control` is a
+/// Structured Field; `Surrogate-Control` predates them and is read with
+/// the `Cache-Control` syntax.
 pub fn effective_directives(headers: &HeaderMap) -> (Directives, bool) {
-    for targeted in ["cdn-cache-control", "surrogate-control"] {
-        let d = Directives::parse(headers.get_all(targeted));
-        if !d.is_empty() {
-            return (d, true);
-        }
+    let targeted = [
+        Directives::parse_targeted(headers.get_all("cdn-cache-control")),
+        Some(Directives::parse(headers.get_all("surrogate-control"))),
+    ];
+    if let Some(d) = targeted.into_iter().flatten().find(|d| !d.is_empty()) {
+        return (d, true);
     }
     (
         Directives::parse(headers.get_all(http::header::CACHE_CONTROL)),
@@ -346,6 +352,18 @@ mod tests {
         assert_eq!(f.unwrap().lifetime, Duration::from_secs(20));
         let f = assess(200, &[("cache-control", "max-age=10")], &[]);
         assert_eq!(f.unwrap().lifetime, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn an_invalid_or_mistyped_cdn_cache_control_falls_back_to_cache_control() {
+        for cdn in ["max-age=30, (", "max-age=\"30\""] {
+            let f = assess(
+                200,
+                &[("cache-control", "max-age=10"), ("cdn-cache-control", cdn)],
+                &[],
+            );
+            assert_eq!(f.unwrap().lifetime, Duration::from_secs(10), "{cdn}");
+        }
     }
 
     #[test]

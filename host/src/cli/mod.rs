@@ -154,6 +154,7 @@ fn quick_config(backend: &str, policy: Option<&std::path::Path>) -> anyhow::Resu
         memoize_decisions: true,
         tls: None,
         force_https: false,
+        strip_cdn_cache_control: false,
     }];
     config
         .validate()

@@ -246,6 +246,11 @@ pub struct TenantConfig {
     /// Answer plain-HTTP requests with a 308 redirect to the https URL.
     #[serde(default)]
     pub force_https: bool,
+    /// Remove `CDN-Cache-Control` from responses to clients. By default it
+    /// is forwarded (RFC 9213 section 3 allows either), so a CDN tier
+    /// behind this one caches as the origin asked.
+    #[serde(default)]
+    pub strip_cdn_cache_control: bool,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq)]

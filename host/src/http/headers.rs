@@ -38,8 +38,11 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(&name.as_str())
 }
 
-/// Fields addressed to this cache only (RFC 9213 section 2.1 and the
-/// Surrogate-Control convention): consumed here, not sent to clients.
+/// Fields addressed to this cache only (the Surrogate-Control convention,
+/// and purge tags): consumed here, not sent to clients. `CDN-Cache-Control`
+/// is not among them: RFC 9213 section 3 lets a CDN remove it, but a child
+/// tier needs it to cache as the origin asked, so it goes on unless the
+/// tenant strips it.
 pub fn strip_cache_targeted(headers: &mut HeaderMap) {
     for name in CACHE_TARGETED {
         headers.remove(name);
@@ -47,12 +50,7 @@ pub fn strip_cache_targeted(headers: &mut HeaderMap) {
 }
 
 /// Fields for this cache only; purge tags are for its index, not clients.
-const CACHE_TARGETED: [&str; 4] = [
-    "cdn-cache-control",
-    "surrogate-control",
-    "surrogate-key",
-    "cache-tag",
-];
+const CACHE_TARGETED: [&str; 3] = ["surrogate-control", "surrogate-key", "cache-tag"];
 
 /// Whether any field for this cache only is present: a stored response
 /// without any is sent without looking for them on every hit.

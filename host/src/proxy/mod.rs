@@ -99,8 +99,11 @@ async fn handle_tenant(
     tenant.recent.record(&info);
     let (module, arm) = tenant.module_for(&info);
     let trace = ctx.trace_requests.then(|| info.clone());
-    let (response, summary) =
+    let (mut response, summary) =
         decide::run_policy(ctx.clone(), tenant.clone(), module, info, body).await;
+    if tenant.config.strip_cdn_cache_control {
+        response.headers_mut().remove("cdn-cache-control");
+    }
     record_canary(&ctx, &tenant, arm, response.status().is_server_error());
     if let Some(info) = trace {
         let cache = response
