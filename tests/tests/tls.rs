@@ -263,27 +263,42 @@ async fn tls_1_2_and_1_3_are_served_and_a_second_connection_resumes() {
     }
 }
 
+#[tokio::test]
+async fn an_ocsp_response_from_a_file_is_stapled() {
+    let origin = Origin::start("origin").await;
+    let pki = Pki::new();
+    let dir = scratch_dir();
+    let a = pki.issue(&dir, "a", &["a.test"]);
+    let ocsp = b"an OCSP response, as the CA sent it".to_vec();
+    std::fs::write(dir.join("a.ocsp"), &ocsp).unwrap();
+    let ocsp_file = dir.join("a.ocsp").display().to_string();
+    let tls = format!("{}ocsp = {ocsp_file:?}\n", a.toml());
+    let node = Node::start(&tls_tenant(&tls, &[("origin", &origin.url())]));
+    let (client, stapled) = pki.client_recording_ocsp();
+    let mut conn = TlsConnection::open(node.tls.unwrap(), "a.test", client)
+        .await
+        .unwrap();
+    assert_eq!(*stapled.lock().unwrap(), ocsp);
+    assert_eq!(status(&mut conn, "a.test", "/").await, StatusCode::OK);
+}
+
 fn refused(dir: &Path, name: &str, config: &str) -> String {
     refused_config(dir, name, config)
+}
+
+/// A TLS listener without a default certificate and tenant `a` (`a.test`)
+/// with this `[tenant.tls]` table.
+fn tls_tenant(tls: &str, backends: &[(&str, &str)]) -> String {
+    let fields = format!("[tenant.tls]\n{tls}");
+    let tenant = tenant_with("a", &["a.test"], "builtin:default", backends, &fields);
+    format!("{}{tenant}", server_tls(None))
 }
 
 #[tokio::test]
 async fn bad_certificates_are_refused_at_load_naming_the_field_and_file() {
     let pki = Pki::new();
     let dir = scratch_dir();
-    let tenant = |tls: &str| {
-        format!(
-            "{}{}",
-            server_tls(None),
-            tenant_with(
-                "a",
-                &["a.test"],
-                "builtin:default",
-                &[],
-                &format!("[tenant.tls]\n{tls}")
-            )
-        )
-    };
+    let tenant = |tls: &str| tls_tenant(tls, &[]);
     let expired = pki.issue_with(&dir, "expired", &["a.test"], |p| {
         p.not_before = rcgen::date_time_ymd(2020, 1, 1);
         p.not_after = rcgen::date_time_ymd(2021, 1, 1);

@@ -55,10 +55,14 @@ pub struct Config {
 pub struct ServerConfig {
     /// Address of the HTTP listener (HTTP/1.1 and h2c).
     pub listen: SocketAddr,
-    /// Time a client has to send a complete request head, in milliseconds;
-    /// also how long a connection may stay open without sending anything,
-    /// and how long an HTTP/1.1 keep-alive connection may idle.
+    /// Time a client has to send a complete request head, in milliseconds
+    /// (from its first byte); also how long a new connection may stay open
+    /// without sending anything, and the time for a TLS handshake.
     pub header_read_timeout_ms: u64,
+    /// How long a keep-alive connection may stay idle between requests, in
+    /// milliseconds; an HTTP/2 connection gets a GOAWAY after this long
+    /// with no stream open.
+    pub idle_timeout_ms: u64,
     /// Longest pause allowed while a client sends a request body, in
     /// milliseconds; past it the request gets 408.
     pub body_read_timeout_ms: u64,
@@ -82,6 +86,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
             body_read_timeout_ms: 30_000,
             max_header_bytes: 64 * 1024,
             max_concurrent_streams: 256,

@@ -23,6 +23,11 @@ impl Config {
             || "must be at least 1".into(),
         )?;
         check(
+            self.server.idle_timeout_ms > 0,
+            "server.idle_timeout_ms",
+            || "must be at least 1".into(),
+        )?;
+        check(
             self.server.body_read_timeout_ms > 0,
             "server.body_read_timeout_ms",
             || "must be at least 1".into(),

@@ -1,18 +1,23 @@
 //! The client-facing listeners: plain (HTTP/1.1 and h2c by prior knowledge
-//! on one port) or TLS (HTTP/1.1 and HTTP/2 by ALPN), with limits on what a client may send, and graceful
-//! shutdown that lets requests in flight finish.
+//! on one port) or TLS (HTTP/1.1 and HTTP/2 by ALPN), with limits on what
+//! a client may send, and graceful shutdown that lets requests in flight
+//! finish. One connection's life is in `connection.rs`.
+
+mod activity;
+mod connection;
+mod rewind;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
+
+use connection::{serve_http1, serve_http2, Serving};
 
 use crate::config::ServerConfig;
 use crate::http::{Connection, ProxyBody};
@@ -78,22 +83,18 @@ async fn sniff(stream: &TcpStream, timeout: Duration) -> Option<Protocol> {
 }
 
 /// The HTTP/1.1 and the HTTP/2 connection builders, with the limits.
-fn builders(config: &ServerConfig) -> (auto::Builder<TokioExecutor>, auto::Builder<TokioExecutor>) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // Also closes a keep-alive connection idle for this long.
+fn builders(config: &ServerConfig) -> (http1::Builder, http2::Builder<TokioExecutor>) {
+    let mut h1 = http1::Builder::new();
+    h1.timer(TokioTimer::new())
         .header_read_timeout(Duration::from_millis(config.header_read_timeout_ms))
         .max_buf_size(config.max_header_bytes.max(8192));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
         .keep_alive_interval(H2_PING_INTERVAL)
         .keep_alive_timeout(H2_PING_TIMEOUT)
         .max_concurrent_streams(config.max_concurrent_streams)
         .max_header_list_size(config.max_header_bytes as u32);
-    (builder.clone().http1_only(), builder.http2_only())
+    (h1, h2)
 }
 
 /// Accepts connections until `shutdown` resolves, then drains. Each
@@ -110,14 +111,19 @@ pub async fn serve<H, F>(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) where
-    H: Fn(hyper::Request<hyper::body::Incoming>, Connection) -> F + Clone + Send + Sync + 'static,
+    H: Fn(hyper::Request<hyper::body::Incoming>, Connection) -> F
+        + Clone
+        + Send
+        + Sync
+        + Unpin
+        + 'static,
     F: Future<Output = hyper::Response<ProxyBody>> + Send + 'static,
 {
     let header_timeout = Duration::from_millis(config.header_read_timeout_ms);
-    let (http1, http2) = builders(&config);
+    let idle_timeout = Duration::from_millis(config.idle_timeout_ms);
+    let builders = Arc::new(builders(&config));
     let slots = Arc::new(Semaphore::new(config.max_connections as usize));
-
-    let graceful = GracefulShutdown::new();
+    let (stopping, stop) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let slot = tokio::select! {
@@ -137,66 +143,52 @@ pub async fn serve<H, F>(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
-        let (http1, http2) = (http1.clone(), http2.clone());
-        let watcher = graceful.watcher();
-        let tls = tls.clone();
+        let serving = Serving {
+            handler: handler.clone(),
+            client: Connection::plain(peer.ip()),
+            idle_timeout,
+            shutdown: stop.clone(),
+        };
+        let (builders, tls) = (builders.clone(), tls.clone());
+        // Each stage is boxed: a task is as large as its largest state, and
+        // an idle HTTP/1.1 connection should not keep room for an HTTP/2
+        // connection or a TLS handshake.
         tokio::spawn(async move {
             let _slot = slot;
+            let (h1, h2) = &*builders;
             let Some(tls) = tls else {
-                let Some(protocol) = sniff(&stream, header_timeout).await else {
-                    tracing::debug!(%peer, "closed a connection that sent nothing");
-                    return;
-                };
-                let builder = match protocol {
-                    Protocol::Http1 => &http1,
-                    Protocol::Http2 => &http2,
-                };
-                let client = Connection::plain(peer.ip());
-                serve_connection(builder, TokioIo::new(stream), handler, client, watcher).await;
+                match sniff(&stream, header_timeout).await {
+                    None => tracing::debug!(%peer, "closed a connection that sent nothing"),
+                    Some(Protocol::Http1) => Box::pin(serve_http1(h1, stream, serving)).await,
+                    Some(Protocol::Http2) => Box::pin(serve_http2(h2, stream, serving)).await,
+                }
                 return;
             };
-            let Some(accepted) = tls.handshake(stream, header_timeout).await else {
+            let Some(accepted) = Box::pin(tls.handshake(stream, header_timeout)).await else {
                 return;
             };
-            let builder = if accepted.http2 { &http2 } else { &http1 };
-            let client = Connection {
-                client_ip: peer.ip(),
-                tls: Some(Arc::new(accepted.session)),
+            let serving = Serving {
+                client: Connection {
+                    client_ip: peer.ip(),
+                    tls: Some(Arc::new(accepted.session)),
+                },
+                ..serving
             };
-            let io = TokioIo::new(accepted.stream);
-            serve_connection(builder, io, handler, client, watcher).await;
+            if accepted.http2 {
+                Box::pin(serve_http2(h2, accepted.stream, serving)).await;
+            } else {
+                Box::pin(serve_http1(h1, accepted.stream, serving)).await;
+            }
         });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+    let _ = stopping.send(true);
+    // Every connection holds a slot until it is done.
+    let all = config.max_connections;
+    if tokio::time::timeout(DRAIN_TIMEOUT, slots.acquire_many(all))
         .await
         .is_err()
     {
         tracing::warn!("shutdown: requests still running after {DRAIN_TIMEOUT:?}; closing");
-    }
-}
-
-/// Serves one connection's requests with `handler` until it closes.
-async fn serve_connection<I, H, F>(
-    builder: &auto::Builder<TokioExecutor>,
-    io: I,
-    handler: H,
-    connection: Connection,
-    watcher: Watcher,
-) where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    H: Fn(hyper::Request<hyper::body::Incoming>, Connection) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = hyper::Response<ProxyBody>> + Send + 'static,
-{
-    let client_ip = connection.client_ip;
-    let service = service_fn(move |request| {
-        // Boxed: hyper moves the request future around while it polls
-        // the connection, and a pointer moves cheaper than the state.
-        let handled = Box::pin(handler(request, connection.clone()));
-        async move { Ok::<_, std::convert::Infallible>(handled.await) }
-    });
-    if let Err(e) = watcher.watch(builder.serve_connection(io, service)).await {
-        tracing::debug!(%client_ip, "connection ended: {e}");
     }
 }
