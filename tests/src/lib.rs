@@ -205,12 +205,24 @@ struct OriginState {
 /// `etag`.
 pub struct Origin {
     pub addr: SocketAddr,
+    /// Serves over TLS.
+    tls: bool,
     state: Arc<OriginState>,
     accept: JoinHandle<()>,
 }
 
 impl Origin {
     pub async fn start(name: &str) -> Origin {
+        Origin::start_with(name, None).await
+    }
+
+    /// An origin that serves over TLS with `tls` (see `tls::Pki::acceptor`).
+    pub async fn start_tls(name: &str, tls: tokio_rustls::TlsAcceptor) -> Origin {
+        Origin::start_with(name, Some(tls)).await
+    }
+
+    async fn start_with(name: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> Origin {
+        let with_tls = tls.is_some();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(OriginState {
@@ -228,27 +240,44 @@ impl Origin {
                     continue;
                 };
                 let state = accept_state.clone();
+                let tls = tls.clone();
                 let conn = tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         let state = state.clone();
                         async move { Ok::<_, std::convert::Infallible>(answer(&state, req).await) }
                     });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let _ = match tls {
+                        None => {
+                            builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await
+                        }
+                        Some(tls) => match tls.accept(stream).await {
+                            Ok(stream) => {
+                                builder
+                                    .serve_connection(TokioIo::new(stream), service)
+                                    .await
+                            }
+                            Err(_) => return,
+                        },
+                    };
                 });
                 accept_state.connections.lock().unwrap().push(conn);
             }
         });
         Origin {
             addr,
+            tls: with_tls,
             state,
             accept,
         }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Scripts the answer for a request target (path and query).

@@ -16,6 +16,7 @@ use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::net::TcpStream;
 
@@ -116,6 +117,40 @@ impl Pki {
 }
 
 impl Pki {
+    /// A TLS acceptor for a test origin presenting `issued`; with
+    /// `client_auth`, it requires a client certificate from this authority.
+    pub fn acceptor(&self, issued: &Issued, client_auth: bool) -> tokio_rustls::TlsAcceptor {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap();
+        let builder = if client_auth {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(self.ca.der().clone()).unwrap();
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_file(&issued.key).unwrap();
+        let config = builder
+            .with_single_cert(vec![issued.der.clone()], key)
+            .unwrap();
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    }
+
+    /// The CA certificate as a PEM file in `dir`.
+    pub fn ca_file(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("ca.pem");
+        std::fs::write(&path, self.ca.pem()).unwrap();
+        path
+    }
+
     /// A client trusting this authority that records the OCSP response
     /// stapled to each certificate it is shown.
     pub fn client_recording_ocsp(&self) -> (Arc<ClientConfig>, Arc<Mutex<Vec<u8>>>) {

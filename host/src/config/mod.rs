@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 pub use load::{ConfigError, FieldError, DEFAULT_TOML};
-pub use tls::{CertificateFiles, ServerTlsConfig};
+pub use tls::{BackendTlsConfig, CertificateFiles, ServerTlsConfig};
 pub use values::{BackendUrl, PolicySource, BUILTIN_POLICIES};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -289,7 +289,8 @@ impl Default for LimitsConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
-    /// `http://host:port`, optionally with a path prefix.
+    /// `http://host:port` or `https://host[:port]`, optionally with a path
+    /// prefix.
     pub url: BackendUrl,
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
@@ -298,6 +299,9 @@ pub struct BackendConfig {
     pub response_timeout_ms: u64,
     /// Host header sent to this backend; by default the client's is kept.
     pub host_header: Option<String>,
+    /// For an https backend: the CAs to trust, a client certificate, the
+    /// server name to check.
+    pub tls: Option<BackendTlsConfig>,
 }
 
 fn default_connect_timeout_ms() -> u64 {
@@ -327,6 +331,7 @@ impl BackendConfig {
             connect_timeout_ms: default_connect_timeout_ms(),
             response_timeout_ms: default_response_timeout_ms(),
             host_header: None,
+            tls: None,
         }
     }
 }

@@ -57,3 +57,20 @@ impl CertificateFiles {
         }
     }
 }
+
+/// `[tenant.backends.NAME.tls]`: how an https backend is verified and
+/// what it is shown.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BackendTlsConfig {
+    /// Trust only the CAs in this PEM file (default: the Mozilla roots).
+    pub ca: Option<PathBuf>,
+    /// A client certificate chain (PEM) for origins that ask for one
+    /// (mTLS). Goes with `key`.
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    pub key: Option<PathBuf>,
+    /// The name sent as SNI and checked against the origin's certificate
+    /// (default: the URL's host).
+    pub server_name: Option<String>,
+}

@@ -173,6 +173,23 @@ impl TenantConfig {
                 &at("response_timeout_ms"),
                 || "must be at least 1".into(),
             )?;
+            if let Some(tls) = &b.tls {
+                check(b.url.is_https(), &at("tls"), || {
+                    "TLS settings need an https:// url".into()
+                })?;
+                check(
+                    tls.cert.is_some() == tls.key.is_some(),
+                    &at("tls.cert"),
+                    || "cert and key go together: set both or neither".into(),
+                )?;
+                if let Some(name) = &tls.server_name {
+                    check(
+                        rustls_pki_types::ServerName::try_from(name.as_str()).is_ok(),
+                        &at("tls.server_name"),
+                        || format!("{name:?} is not a DNS name or IP address"),
+                    )?;
+                }
+            }
             if let Some(h) = &b.host_header {
                 check(
                     http::HeaderValue::from_str(h).is_ok(),

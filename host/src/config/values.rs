@@ -12,7 +12,7 @@ use serde::Deserialize;
 /// components (`guests::builtin`).
 pub const BUILTIN_POLICIES: [&str; 4] = ["default", "router", "cache-key", "origin-fallback"];
 
-/// A backend's base URL: `http://host:port[/prefix]`.
+/// A backend's base URL: `http://host:port[/prefix]` or `https://...`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub struct BackendUrl {
@@ -35,15 +35,11 @@ impl BackendUrl {
         let uri: Uri = url
             .parse()
             .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(format!(
-                    "{url:?}: https backends are not supported yet; use http://"
-                ))
-            }
-            _ => return Err(format!("{url:?} must start with http://")),
-        }
+        let scheme = match uri.scheme_str() {
+            Some("http") => Scheme::HTTP,
+            Some("https") => Scheme::HTTPS,
+            _ => return Err(format!("{url:?} must start with http:// or https://")),
+        };
         let authority = uri
             .authority()
             .cloned()
@@ -58,10 +54,23 @@ impl BackendUrl {
         }
         let prefix = uri.path().trim_end_matches('/').to_string();
         Ok(BackendUrl {
-            scheme: Scheme::HTTP,
+            scheme,
             authority,
             prefix,
         })
+    }
+
+    /// Whether requests go over TLS.
+    pub fn is_https(&self) -> bool {
+        self.scheme == Scheme::HTTPS
+    }
+
+    /// The host name (or IP literal, without brackets) of the URL.
+    pub fn host(&self) -> &str {
+        let host = self.authority.host();
+        host.strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host)
     }
 
     /// The URI of `path_and_query` on this backend.

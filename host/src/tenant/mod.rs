@@ -113,8 +113,12 @@ impl Tenant {
         let backends = tc
             .backends
             .iter()
-            .map(|(name, bc)| (name.clone(), Arc::new(Backend::new(name, bc))))
-            .collect();
+            .map(|(name, bc)| {
+                let backend = Backend::new(name, bc, &config.base_dir)
+                    .map_err(|e| e.within(&format!("backends.{name}.")))?;
+                Ok((name.clone(), Arc::new(backend)))
+            })
+            .collect::<Result<_, FieldError>>()?;
         Ok(Tenant {
             id: tc.id.as_str().into(),
             limits: tc.limits,

@@ -1,13 +1,15 @@
-//! TLS termination with rustls: the server settings every TLS listener
+//! TLS with rustls. Termination: the server settings every TLS listener
 //! shares (TLS 1.2 and 1.3 only, ALPN `h2` and `http/1.1`, session
 //! resumption by rotated tickets and a session cache), certificates read
-//! and checked from PEM files, and the handshake of one connection.
+//! and checked from PEM files, and the handshake of one connection. Towards
+//! origins: the client settings of an https backend (`client.rs`).
 //!
 //! Which certificate a handshake gets is not decided here: a listener is
 //! given a [`Certificates`] (the tenant table for the client listener, one
 //! fixed certificate for the admin listener).
 
 mod certificate;
+mod client;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +20,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
 pub use certificate::load as load_certificate;
+pub use client::{client_config, handshake_failure};
 
 use crate::http::{CertificateOwner, TlsSession};
 
