@@ -333,3 +333,25 @@ async fn a_keep_alive_connection_serves_again_after_idling_and_closes_after_the_
     );
     next_request_is_served(&node).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_response_slower_than_the_park_time_keeps_the_connection_alive() {
+    let origin = Origin::start("origin").await;
+    origin.reply(
+        "/slow",
+        outpost_e2e::Reply::ok().delay(Duration::from_millis(1500)),
+    );
+    let node = node_with(&origin, "");
+    let mut stream = TcpStream::connect(node.addr).await.unwrap();
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: t.test\r\n\r\n");
+    stream.write_all(get("/slow").as_bytes()).await.unwrap();
+    let slow = read_response(&mut stream).await;
+    assert!(slow.starts_with("HTTP/1.1 200"), "{slow}");
+    assert!(
+        !slow.to_ascii_lowercase().contains("connection: close"),
+        "{slow}"
+    );
+    stream.write_all(get("/after").as_bytes()).await.unwrap();
+    let after = read_response(&mut stream).await;
+    assert!(after.ends_with("origin /after"), "{after}");
+}

@@ -16,8 +16,8 @@ use crate::http::{BoxError, ProxyBody};
 
 /// Requests in flight on one connection, and the end of the last.
 pub(super) struct Activity {
-    /// Responses so far.
-    responses: AtomicUsize,
+    /// Requests so far.
+    requests: AtomicUsize,
     in_flight: AtomicUsize,
     last_end: Mutex<Instant>,
 }
@@ -25,25 +25,23 @@ pub(super) struct Activity {
 impl Activity {
     pub(super) fn new() -> Arc<Activity> {
         Arc::new(Activity {
-            responses: AtomicUsize::new(0),
+            requests: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             last_end: Mutex::new(Instant::now()),
         })
     }
 
-    /// Counts a request until its response body is sent (or dropped).
-    pub(super) fn track(self: &Arc<Self>, body: ProxyBody) -> Tracked {
+    /// Counts a request from its head until its response body is sent, or
+    /// until the returned guard is dropped (the connection went away).
+    pub(super) fn start(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.responses.fetch_add(1, Ordering::Relaxed);
-        Tracked {
-            body,
-            activity: self.clone(),
-        }
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
     }
 
-    /// Responses made so far.
-    pub(super) fn responses(&self) -> usize {
-        self.responses.load(Ordering::Relaxed)
+    /// Requests started so far.
+    pub(super) fn requests(&self) -> usize {
+        self.requests.load(Ordering::Relaxed)
     }
 
     /// Resolves once no request has been in flight for `quiet`.
@@ -59,21 +57,30 @@ impl Activity {
     }
 }
 
-/// A response body that tells its connection's [`Activity`] when it ends.
-pub(super) struct Tracked {
-    body: ProxyBody,
-    activity: Arc<Activity>,
+/// One request in flight; its end is recorded when this is dropped.
+pub(super) struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    /// The response body, which holds this until it is sent.
+    pub(super) fn track(self, body: ProxyBody) -> Tracked {
+        Tracked {
+            body,
+            _in_flight: self,
+        }
+    }
 }
 
-impl Drop for Tracked {
+impl Drop for InFlight {
     fn drop(&mut self) {
-        *self
-            .activity
-            .last_end
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Instant::now();
-        self.activity.in_flight.fetch_sub(1, Ordering::Relaxed);
+        *self.0.last_end.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// A response body that keeps its request counted until it ends.
+pub(super) struct Tracked {
+    body: ProxyBody,
+    _in_flight: InFlight,
 }
 
 impl Body for Tracked {

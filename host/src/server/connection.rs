@@ -47,8 +47,8 @@ type BoxedResponse = std::pin::Pin<
 >;
 
 /// The hyper service of one connection: each request goes to the handler
-/// with the client's details, and is counted in `activity` until its
-/// response is sent.
+/// with the client's details, and is counted in `activity` from its head
+/// until its response is sent.
 fn service<H, F>(
     handler: &H,
     client: &Connection,
@@ -65,13 +65,15 @@ where
 {
     let (handler, client, activity) = (handler.clone(), client.clone(), activity.clone());
     service_fn(move |request| {
+        // Counted from the head on: a slow origin or a long upload is not
+        // an idle connection.
+        let in_flight = activity.start();
         let handled = handler(request, client.clone());
-        let activity = activity.clone();
         // Boxed: hyper moves the request future around while it polls the
         // connection, and a pointer moves cheaper than the state.
         Box::pin(async move {
             let response = handled.await;
-            Ok::<_, std::convert::Infallible>(response.map(|body| activity.track(body)))
+            Ok::<_, std::convert::Infallible>(response.map(|body| in_flight.track(body)))
         }) as BoxedResponse
     })
 }
@@ -93,7 +95,7 @@ where
         // Boxed, so a parked connection's task does not keep room for it.
         let mut conn =
             Box::new(builder.serve_connection(TokioIo::new(Rewind::new(prefix, io)), service));
-        // The responses made when hyper was asked to let the connection go.
+        // The requests started when hyper was asked to let the connection go.
         let mut parked_at = None;
         let ended = loop {
             tokio::select! {
@@ -101,7 +103,7 @@ where
                 () = activity.quiet_for(PARK_AFTER), if parked_at.is_none() => {
                     // Lets an idle connection go at once; one that started a
                     // request meanwhile answers it with Connection: close.
-                    parked_at = Some(activity.responses());
+                    parked_at = Some(activity.requests());
                     std::pin::Pin::new(&mut *conn).graceful_shutdown();
                 }
                 _ = serving.shutdown.changed(), if parked_at.is_none() => {
@@ -114,7 +116,7 @@ where
             tracing::debug!(%client_ip, "connection ended: {e}");
             return;
         }
-        if parked_at != Some(activity.responses()) {
+        if parked_at != Some(activity.requests()) {
             // hyper ended it (the client closed or asked to, a response said
             // Connection: close, or the node shuts down): so do we.
             return;
