@@ -355,3 +355,31 @@ async fn a_response_slower_than_the_park_time_keeps_the_connection_alive() {
     let after = read_response(&mut stream).await;
     assert!(after.ends_with("origin /after"), "{after}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_100_kib_target_gets_414_and_a_head_over_64_kib_gets_431() {
+    let origin = Origin::start("origin").await;
+    let node = node_with(&origin, "");
+    let long_target = format!(
+        "GET /{} HTTP/1.1\r\nHost: t.test\r\nConnection: close\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
+    let reply = exchange(&node, long_target.as_bytes(), Duration::from_secs(10)).await;
+    assert!(
+        reply.starts_with("HTTP/1.1 414"),
+        "{}",
+        &reply[..reply.len().min(200)]
+    );
+    let large_head = format!(
+        "GET /big HTTP/1.1\r\nHost: t.test\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        "b".repeat(80 * 1024)
+    );
+    let reply = exchange(&node, large_head.as_bytes(), Duration::from_secs(10)).await;
+    assert!(
+        reply.starts_with("HTTP/1.1 431"),
+        "{}",
+        &reply[..reply.len().min(200)]
+    );
+    assert_eq!(origin.total(), 0);
+    next_request_is_served(&node).await;
+}

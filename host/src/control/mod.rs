@@ -61,6 +61,7 @@ impl Control {
             metrics: Metrics::default(),
             trace_requests,
             max_target_bytes: config.server.max_target_bytes,
+            max_header_bytes: config.server.max_header_bytes,
             body_read_timeout: std::time::Duration::from_millis(config.server.body_read_timeout_ms),
             https_port: std::sync::OnceLock::new(),
         };

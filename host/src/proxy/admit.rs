@@ -21,6 +21,8 @@ pub(super) enum Refusal {
     TransferCoding,
     /// RFC 9112 section 3, RFC 9110 section 15.5.15.
     TargetTooLong,
+    /// RFC 6585 section 5: the head is over `server.max_header_bytes`.
+    HeadTooLarge,
     /// No usable Host (RFC 9112 section 3.2): why.
     Authority(&'static str),
     UnknownHost,
@@ -54,8 +56,12 @@ pub(super) fn admit(
     if unknown_transfer_coding(request.headers()) {
         return Err(Refusal::TransferCoding);
     }
-    if target_len(request.uri()) > ctx.max_target_bytes {
+    let target = target_len(request.uri());
+    if target > ctx.max_target_bytes {
         return Err(Refusal::TargetTooLong);
+    }
+    if target + fields_len(request.headers()) > ctx.max_header_bytes {
+        return Err(Refusal::HeadTooLarge);
     }
     let authority = authority_of(request.uri(), request.headers()).map_err(Refusal::Authority)?;
     let table = ctx.tenants.load();
@@ -99,6 +105,10 @@ impl Refusal {
             Refusal::TargetTooLong => {
                 respond::plain(StatusCode::URI_TOO_LONG, "request target too long\n")
             }
+            Refusal::HeadTooLarge => respond::plain(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request header fields too large\n",
+            ),
             Refusal::Authority(why) => respond::plain(StatusCode::BAD_REQUEST, why),
             Refusal::UnknownHost => respond::plain(StatusCode::NOT_FOUND, "unknown host\n"),
             Refusal::Misdirected { host } => respond::plain(
@@ -154,6 +164,15 @@ fn unknown_transfer_coding(headers: &http::HeaderMap) -> bool {
                     .any(|c| !c.is_empty() && !c.eq_ignore_ascii_case("chunked"))
             })
         })
+}
+
+/// The size of the header fields as sent in HTTP/1.1 (`name: value` and
+/// CRLF each).
+fn fields_len(headers: &http::HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum()
 }
 
 /// The length of the request target as the client sent it (origin-form

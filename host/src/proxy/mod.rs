@@ -54,6 +54,8 @@ pub struct Context {
     pub trace_requests: bool,
     /// Longest request target accepted (`server.max_target_bytes`).
     pub max_target_bytes: usize,
+    /// Largest request head accepted (`server.max_header_bytes`).
+    pub max_header_bytes: usize,
     /// Longest pause in a request body (`server.body_read_timeout_ms`).
     pub body_read_timeout: std::time::Duration,
     /// The TLS listener's port once bound, for `force_https` redirects.

@@ -87,13 +87,16 @@ fn builders(config: &ServerConfig) -> (http1::Builder, http2::Builder<TokioExecu
     let mut h1 = http1::Builder::new();
     h1.timer(TokioTimer::new())
         .header_read_timeout(Duration::from_millis(config.header_read_timeout_ms))
-        .max_buf_size(config.max_header_bytes.max(8192));
+        // Twice the head limit: a head up to that size reaches the request
+        // path, which tells a long target (414) from a large head (431);
+        // past it hyper answers 431 itself.
+        .max_buf_size((2 * config.max_header_bytes).max(8192));
     let mut h2 = http2::Builder::new(TokioExecutor::new());
     h2.timer(TokioTimer::new())
         .keep_alive_interval(H2_PING_INTERVAL)
         .keep_alive_timeout(H2_PING_TIMEOUT)
         .max_concurrent_streams(config.max_concurrent_streams)
-        .max_header_list_size(config.max_header_bytes as u32);
+        .max_header_list_size(u32::try_from(2 * config.max_header_bytes).unwrap_or(u32::MAX));
     (h1, h2)
 }
 
