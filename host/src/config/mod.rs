@@ -7,6 +7,7 @@
 //! names the key and its line; every error names the field as a path, e.g.
 //! `tenant[1].backends.api.url`.
 
+mod backend;
 mod load;
 mod locate;
 mod tls;
@@ -19,6 +20,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+pub use backend::{BackendConfig, Balance, MemberConfig};
 pub use load::{ConfigError, FieldError, DEFAULT_TOML};
 pub use tls::{BackendTlsConfig, CertificateFiles, ServerTlsConfig};
 pub use values::{BackendUrl, PolicySource, BUILTIN_POLICIES};
@@ -286,32 +288,6 @@ impl Default for LimitsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct BackendConfig {
-    /// `http://host:port` or `https://host[:port]`, optionally with a path
-    /// prefix.
-    pub url: BackendUrl,
-    #[serde(default = "default_connect_timeout_ms")]
-    pub connect_timeout_ms: u64,
-    /// Time allowed for the response head, then between body chunks.
-    #[serde(default = "default_response_timeout_ms")]
-    pub response_timeout_ms: u64,
-    /// Host header sent to this backend; by default the client's is kept.
-    pub host_header: Option<String>,
-    /// For an https backend: the CAs to trust, a client certificate, the
-    /// server name to check.
-    pub tls: Option<BackendTlsConfig>,
-}
-
-fn default_connect_timeout_ms() -> u64 {
-    2_000
-}
-
-fn default_response_timeout_ms() -> u64 {
-    15_000
-}
-
 /// `max_body_mb` when a tenant does not set it: 1 GiB.
 pub const DEFAULT_MAX_BODY_MB: u64 = 1024;
 
@@ -321,19 +297,6 @@ fn default_max_body_mb() -> u64 {
 
 fn default_true() -> bool {
     true
-}
-
-impl BackendConfig {
-    /// A backend at `url` with the default timeouts.
-    pub fn new(url: BackendUrl) -> BackendConfig {
-        BackendConfig {
-            url,
-            connect_timeout_ms: default_connect_timeout_ms(),
-            response_timeout_ms: default_response_timeout_ms(),
-            host_header: None,
-            tls: None,
-        }
-    }
 }
 
 impl Config {

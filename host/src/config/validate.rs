@@ -173,8 +173,20 @@ impl TenantConfig {
                 &at("response_timeout_ms"),
                 || "must be at least 1".into(),
             )?;
+            check(b.url.is_some() == b.members.is_empty(), &at("url"), || {
+                "set either url or members (a pool), not both".into()
+            })?;
+            let members = b.members();
+            check(
+                members.iter().all(|m| m.url.is_https() == b.is_https()),
+                &at("members"),
+                || "members must all be http:// or all https://".into(),
+            )?;
+            check(members.iter().all(|m| m.weight > 0), &at("members"), || {
+                "a member's weight must be at least 1".into()
+            })?;
             if let Some(tls) = &b.tls {
-                check(b.url.is_https(), &at("tls"), || {
+                check(b.is_https(), &at("tls"), || {
                     "TLS settings need an https:// url".into()
                 })?;
                 check(

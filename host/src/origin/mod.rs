@@ -5,6 +5,8 @@
 //! An engine: it speaks HTTP and reports its own [`OriginError`]s; what a
 //! policy is told of them is decided above.
 
+mod balance;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -19,6 +21,7 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::config::{BackendConfig, BackendUrl, FieldError};
 use crate::http::{error_chain, ProxyBody};
+use balance::RoundRobin;
 
 /// Largest body a guest `fetch` may read.
 pub const SUBREQUEST_MAX_BODY: usize = 8 * 1024 * 1024;
@@ -44,16 +47,19 @@ pub enum OriginError {
     TooLarge(usize),
 }
 
-/// One named backend of a tenant, with its own connection pool.
+/// One named backend of a tenant: its members (one, or a pool) and its
+/// own connection pool, which keeps connections per member.
 pub struct Backend {
     pub name: String,
-    pub url: BackendUrl,
+    members: Vec<BackendUrl>,
+    balancer: RoundRobin,
     /// Host header to send instead of the client's.
     pub host_header: Option<HeaderValue>,
     /// Time allowed for the response head, and between body chunks.
     pub response_timeout: Duration,
-    /// The name an https backend's certificate is checked against.
-    server_name: String,
+    /// The name an https backend's certificate is checked against, when
+    /// set; otherwise each member's host.
+    server_name: Option<String>,
     client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
 }
 
@@ -67,27 +73,29 @@ impl Backend {
         connector.set_nodelay(true);
         connector.enforce_http(false);
         let tls = config.tls.as_ref();
-        let server_name = tls
-            .and_then(|t| t.server_name.clone())
-            .unwrap_or_else(|| config.url.host().to_string());
-        let client_config = crate::tls::client_config(tls, base_dir)?;
-        let resolver = FixedServerNameResolver::new(
-            rustls_pki_types::ServerName::try_from(server_name.clone())
-                .map_err(|e| FieldError::new("url", format!("{server_name:?}: {e}")))?,
-        );
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(client_config)
-            .https_or_http()
-            .with_server_name_resolver(resolver)
-            .enable_http1()
-            .wrap_connector(connector);
+        let server_name = tls.and_then(|t| t.server_name.clone());
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(crate::tls::client_config(tls, base_dir)?)
+            .https_or_http();
+        let builder = match &server_name {
+            // Checked by `TenantConfig::validate`.
+            Some(name) => match rustls_pki_types::ServerName::try_from(name.clone()) {
+                Ok(name) => builder.with_server_name_resolver(FixedServerNameResolver::new(name)),
+                Err(e) => return Err(FieldError::new("tls.server_name", e.to_string())),
+            },
+            None => builder,
+        };
+        let https = builder.enable_http1().wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(256)
             .build(https);
+        let members = config.members();
+        let weights: Vec<u32> = members.iter().map(|m| m.weight).collect();
         Ok(Backend {
             name: name.to_string(),
-            url: config.url.clone(),
+            members: members.into_iter().map(|m| m.url).collect(),
+            balancer: RoundRobin::new(&weights),
             // Checked by `TenantConfig::validate`.
             host_header: config
                 .host_header
@@ -99,15 +107,59 @@ impl Backend {
         })
     }
 
-    /// Sends a request and waits for the response head.
+    /// Sends a request (its URI: the path and query on the backend) to a
+    /// member and waits for the response head. A member that cannot be
+    /// connected to (nothing was sent) is skipped for the next one, for
+    /// any method, when the request has no body to send again.
     pub async fn send(
         &self,
+        request: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, OriginError> {
+        let (mut parts, body) = request.into_parts();
+        let target = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_string();
+        let replayable = http_body::Body::is_end_stream(&body);
+        let mut body = Some(body);
+        let order = self.balancer.order();
+        let mut result = Err(OriginError::Connect("no member".into()));
+        for (attempt, &i) in order.iter().enumerate() {
+            let member = &self.members[i];
+            let mut request = Request::new(body.take().unwrap_or_else(crate::http::empty));
+            *request.method_mut() = parts.method.clone();
+            *request.uri_mut() = member.uri_for(&target);
+            let next = attempt + 1 < order.len() && replayable;
+            // Copied only while another attempt may need them.
+            *request.headers_mut() = if next {
+                parts.headers.clone()
+            } else {
+                std::mem::take(&mut parts.headers)
+            };
+            result = self.send_to(member, request).await;
+            match &result {
+                Err(e @ (OriginError::Connect(_) | OriginError::Tls(_))) if next => {
+                    tracing::debug!(backend = &*self.name, member = %member, "trying the next member: {e}");
+                }
+                _ => break,
+            }
+        }
+        result
+    }
+
+    async fn send_to(
+        &self,
+        member: &BackendUrl,
         request: Request<ProxyBody>,
     ) -> Result<Response<Incoming>, OriginError> {
         match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
             Err(_) => Err(OriginError::Timeout),
             Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) => Err(classify(&e, &self.server_name)),
+            Ok(Err(e)) => {
+                let name = self.server_name.as_deref().unwrap_or(member.host());
+                Err(classify(&e, name))
+            }
         }
     }
 
@@ -118,13 +170,8 @@ impl Backend {
         &self,
         request: Request<Bytes>,
     ) -> Result<Response<Bytes>, OriginError> {
+        // `send` keeps only the URI's path and query.
         let (mut parts, body) = request.into_parts();
-        let target = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |pq| pq.as_str())
-            .to_string();
-        parts.uri = self.url.uri_for(&target);
         if let Some(host) = &self.host_header {
             parts.headers.insert(http::header::HOST, host.clone());
         }

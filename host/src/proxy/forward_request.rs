@@ -67,7 +67,11 @@ impl Exchange {
         };
         let mut request = Request::new(body);
         *request.method_mut() = method;
-        *request.uri_mut() = backend.url.uri_for(info.path_and_query());
+        // The member it goes to is the backend's choice (`Backend::send`).
+        *request.uri_mut() = info
+            .path_and_query()
+            .parse()
+            .unwrap_or_else(|_| http::Uri::from_static("/"));
         *request.headers_mut() = headers;
         (request, revalidating)
     }
