@@ -4,7 +4,6 @@
 //! TLS. Certificates are made in each test by a test CA (rcgen); the client
 //! is rustls.
 
-use std::path::Path;
 use std::time::Duration;
 
 use http::StatusCode;
@@ -282,10 +281,6 @@ async fn an_ocsp_response_from_a_file_is_stapled() {
     assert_eq!(status(&mut conn, "a.test", "/").await, StatusCode::OK);
 }
 
-fn refused(dir: &Path, name: &str, config: &str) -> String {
-    refused_config(dir, name, config)
-}
-
 /// A TLS listener without a default certificate and tenant `a` (`a.test`)
 /// with this `[tenant.tls]` table.
 fn tls_tenant(tls: &str, backends: &[(&str, &str)]) -> String {
@@ -303,7 +298,7 @@ async fn bad_certificates_are_refused_at_load_naming_the_field_and_file() {
         p.not_before = rcgen::date_time_ymd(2020, 1, 1);
         p.not_after = rcgen::date_time_ymd(2021, 1, 1);
     });
-    let err = refused(&dir, "expired.toml", &tenant(&expired.toml()));
+    let err = refused_config(&dir, "expired.toml", &tenant(&expired.toml()));
     assert!(
         err.contains("tenant[0].tls.cert") && err.contains("expired.pem"),
         "{err}"
@@ -317,7 +312,7 @@ async fn bad_certificates_are_refused_at_load_naming_the_field_and_file() {
         other.cert.display().to_string(),
         wrong.key.display().to_string()
     );
-    let err = refused(&dir, "mismatched.toml", &tenant(&mismatched));
+    let err = refused_config(&dir, "mismatched.toml", &tenant(&mismatched));
     assert!(
         err.contains("tenant[0].tls.key") && err.contains("wrong.key"),
         "{err}"
@@ -325,12 +320,12 @@ async fn bad_certificates_are_refused_at_load_naming_the_field_and_file() {
     assert!(err.contains("is not the key of the certificate"), "{err}");
 
     let elsewhere = pki.issue(&dir, "elsewhere", &["b.test"]);
-    let err = refused(&dir, "elsewhere.toml", &tenant(&elsewhere.toml()));
+    let err = refused_config(&dir, "elsewhere.toml", &tenant(&elsewhere.toml()));
     assert!(err.contains("not valid for host \"a.test\""), "{err}");
     assert!(err.contains("\"b.test\""), "{err}");
 
     let missing = "cert = \"nowhere.pem\"\nkey = \"nowhere.key\"\n";
-    let err = refused(&dir, "missing.toml", &tenant(missing));
+    let err = refused_config(&dir, "missing.toml", &tenant(missing));
     assert!(err.contains("nowhere.pem"), "{err}");
 
     let no_listener = tenant_with(
@@ -340,7 +335,7 @@ async fn bad_certificates_are_refused_at_load_naming_the_field_and_file() {
         &[],
         &format!("[tenant.tls]\n{}", other.toml()),
     );
-    let err = refused(&dir, "no-listener.toml", &no_listener);
+    let err = refused_config(&dir, "no-listener.toml", &no_listener);
     assert!(err.contains("needs a TLS listener"), "{err}");
 }
 

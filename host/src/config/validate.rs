@@ -14,41 +14,35 @@ fn check(ok: bool, field: &str, message: impl FnOnce() -> String) -> Result<(), 
     }
 }
 
+/// `Err` naming `field` unless `value` is at least 1.
+fn at_least_one(value: u64, field: &str) -> Result<(), FieldError> {
+    check(value > 0, field, || "must be at least 1".into())
+}
+
 impl Config {
     /// Checks the whole config; the error names the field.
     pub fn validate(&self) -> Result<(), FieldError> {
-        check(
-            self.server.header_read_timeout_ms > 0,
+        at_least_one(
+            self.server.header_read_timeout_ms,
             "server.header_read_timeout_ms",
-            || "must be at least 1".into(),
         )?;
-        check(
-            self.server.idle_timeout_ms > 0,
-            "server.idle_timeout_ms",
-            || "must be at least 1".into(),
-        )?;
-        check(
-            self.server.body_read_timeout_ms > 0,
+        at_least_one(self.server.idle_timeout_ms, "server.idle_timeout_ms")?;
+        at_least_one(
+            self.server.body_read_timeout_ms,
             "server.body_read_timeout_ms",
-            || "must be at least 1".into(),
         )?;
-        check(
-            self.server.max_target_bytes > 0,
+        at_least_one(
+            self.server.max_target_bytes as u64,
             "server.max_target_bytes",
-            || "must be at least 1".into(),
         )?;
-        check(
-            self.server.max_connections > 0,
+        at_least_one(
+            u64::from(self.server.max_connections),
             "server.max_connections",
-            || "must be at least 1".into(),
         )?;
-        check(self.cache.max_size_mb > 0, "cache.max_size_mb", || {
-            "must be at least 1".into()
-        })?;
-        check(
-            self.runtime.max_instances > 0,
+        at_least_one(self.cache.max_size_mb, "cache.max_size_mb")?;
+        at_least_one(
+            u64::from(self.runtime.max_instances),
             "runtime.max_instances",
-            || "must be at least 1".into(),
         )?;
         if let Some(tls) = &self.server.tls {
             check(
@@ -160,19 +154,11 @@ impl TenantConfig {
                 )
             },
         )?;
-        check(limits.cpu_ms > 0, "limits.cpu_ms", || {
-            "must be at least 1".into()
-        })?;
+        at_least_one(limits.cpu_ms, "limits.cpu_ms")?;
         for (name, b) in &self.backends {
             let at = |field: &str| format!("backends.{name}.{field}");
-            check(b.connect_timeout_ms > 0, &at("connect_timeout_ms"), || {
-                "must be at least 1".into()
-            })?;
-            check(
-                b.response_timeout_ms > 0,
-                &at("response_timeout_ms"),
-                || "must be at least 1".into(),
-            )?;
+            at_least_one(b.connect_timeout_ms, &at("connect_timeout_ms"))?;
+            at_least_one(b.response_timeout_ms, &at("response_timeout_ms"))?;
             check(b.url.is_some() == b.members.is_empty(), &at("url"), || {
                 "set either url or members (a pool), not both".into()
             })?;

@@ -51,8 +51,9 @@ pub fn load(files: &CertificateFiles, hosts: &[String]) -> Result<Arc<CertifiedK
     Ok(Arc::new(certified))
 }
 
-/// Every `CERTIFICATE` block of a PEM file, leaf first.
-fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+/// Every `CERTIFICATE` block of a PEM file, in file order (a chain: leaf
+/// first); an error when there is none.
+pub(super) fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let chain = CertificateDer::pem_file_iter(path)
         .map_err(pem_error)?
         .collect::<Result<Vec<_>, _>>()

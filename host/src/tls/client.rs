@@ -8,8 +8,6 @@ use std::sync::Arc;
 use rustls::client::ResolvesClientCert;
 use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, ClientConfig, RootCertStore, SignatureScheme};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
 
 use crate::config::{BackendTlsConfig, CertificateFiles, FieldError};
 
@@ -27,13 +25,7 @@ pub fn client_config(
             let error = |message: String| {
                 FieldError::new("tls.ca", format!("{}: {message}", path.display()))
             };
-            let certs = CertificateDer::pem_file_iter(&path)
-                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| error(e.to_string()))?;
-            if certs.is_empty() {
-                return Err(error("no PEM CERTIFICATE block in the file".into()));
-            }
-            for cert in certs {
+            for cert in super::certificate::read_chain(&path).map_err(error)? {
                 roots
                     .add(cert)
                     .map_err(|e| error(format!("not a usable CA certificate: {e}")))?;
