@@ -193,6 +193,8 @@ pub struct Seen {
 struct OriginState {
     name: String,
     replies: Mutex<HashMap<String, Reply>>,
+    /// The answer for targets without a scripted one (default: [`Reply::ok`]).
+    fallback: Mutex<Option<Reply>>,
     seen: Mutex<Vec<Seen>>,
     connections: Mutex<Vec<JoinHandle<()>>>,
     /// Requests being answered now, and the most at once.
@@ -228,6 +230,7 @@ impl Origin {
         let state = Arc::new(OriginState {
             name: name.to_string(),
             replies: Mutex::default(),
+            fallback: Mutex::default(),
             seen: Mutex::default(),
             connections: Mutex::default(),
             in_flight: AtomicUsize::new(0),
@@ -287,6 +290,11 @@ impl Origin {
             .lock()
             .unwrap()
             .insert(target.to_string(), reply);
+    }
+
+    /// Scripts the answer for every target without one of its own.
+    pub fn reply_to_all(&self, reply: Reply) {
+        *self.state.fallback.lock().unwrap() = Some(reply);
     }
 
     /// Requests received for a target.
@@ -356,6 +364,7 @@ async fn answer(state: &OriginState, req: Request<Incoming>) -> Response<TestBod
         .unwrap()
         .get(&target)
         .cloned()
+        .or_else(|| state.fallback.lock().unwrap().clone())
         .unwrap_or_else(Reply::ok);
     let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     state.max_in_flight.fetch_max(now, Ordering::SeqCst);
@@ -409,6 +418,61 @@ async fn answer(state: &OriginState, req: Request<Incoming>) -> Response<TestBod
             .unwrap_or_else(|| Bytes::from(format!("{} {}", state.name, target)))
     };
     builder.body(full_body(body)).unwrap()
+}
+
+/// An origin that reads each request head and closes the connection
+/// without answering: the request reached it, no response came back.
+pub struct Breaker {
+    pub addr: SocketAddr,
+    /// Request heads read.
+    requests: Arc<AtomicUsize>,
+    accept: JoinHandle<()>,
+}
+
+impl Breaker {
+    pub async fn start() -> Breaker {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counted = requests.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let counted = counted.clone();
+                tokio::spawn(async move {
+                    use tokio::io::AsyncReadExt;
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    counted.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        Breaker {
+            addr,
+            requests,
+            accept,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Request heads it read (and answered by closing).
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Breaker {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
 }
 
 static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
@@ -529,6 +593,19 @@ impl Node {
     /// The node's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the node's log contains `text`, for at most `limit` (a
+    /// bound, not a timing assertion).
+    pub async fn wait_for_log(&self, text: &str, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while tokio::time::Instant::now() < deadline {
+            if self.log().contains(text) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
     }
 
     /// Stops the node with SIGTERM and waits for it to exit.
@@ -807,7 +884,7 @@ pub fn tenant_with(
         out.push('\n');
     }
     for (name, url) in backends {
-        out.push_str(&format!("[tenant.backends.{name}]\nurl = {url:?}\nconnect_timeout_ms = 1000\nresponse_timeout_ms = 5000\n"));
+        out.push_str(&format!("[tenant.backends.{name}]\nurl = {url:?}\nconnect_timeout_ms = 1000\nfirst_byte_timeout_ms = 5000\n"));
     }
     out
 }

@@ -27,17 +27,6 @@ fn trusting(pki: &Pki, dir: &std::path::Path) -> String {
     format!("ca = {ca:?}\nserver_name = \"origin.test\"\n")
 }
 
-/// Waits (a bound, not a timing check) until the node's log contains `text`.
-fn logged(node: &Node, text: &str) -> bool {
-    for _ in 0..100 {
-        if node.log().contains(text) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
 async fn tls_origin(pki: &Pki, issued: &Issued, client_auth: bool) -> Origin {
     Origin::start_tls("secure", pki.acceptor(issued, client_auth)).await
 }
@@ -98,7 +87,7 @@ async fn certificates_that_do_not_fit_fail_fast_with_the_reason_logged() {
             "{reason}: not fast"
         );
         assert!(
-            logged(&node, reason),
+            node.wait_for_log(reason, Duration::from_secs(5)).await,
             "{reason} not in the log:\n{}",
             node.log()
         );

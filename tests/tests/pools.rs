@@ -1,18 +1,28 @@
-//! Backends that are pools: members with weights, smooth weighted
-//! round-robin between them, and a member that cannot be connected to
-//! skipped for the next one without the client seeing an error.
+//! Backends that are pools: members with weights, the balancing
+//! algorithms (smooth weighted round-robin, least-outstanding, two choices,
+//! consistent hashing with bounded load), and a member that cannot be
+//! connected to skipped for the next one without the client seeing an
+//! error.
 
+use std::time::Duration;
+
+use http::Method;
 use outpost_e2e::*;
 
 /// A tenant whose backend `origin` is a pool of these members.
 fn pool_config(members: &[(String, u32)]) -> String {
+    pool_config_with(members, "")
+}
+
+/// [`pool_config`] with more settings of the backend.
+fn pool_config_with(members: &[(String, u32)], settings: &str) -> String {
     let members: Vec<String> = members
         .iter()
         .map(|(url, weight)| format!("{{ url = {url:?}, weight = {weight} }}"))
         .collect();
     format!(
         "[[tenant]]\nid = \"t\"\nhosts = [\"t.test\"]\npolicy = \"builtin:default\"\n\
-         [tenant.backends.origin]\nmembers = [{}]\nconnect_timeout_ms = 1000\n",
+         [tenant.backends.origin]\nmembers = [{}]\nconnect_timeout_ms = 1000\n{settings}\n",
         members.join(", ")
     )
 }
@@ -77,4 +87,156 @@ async fn a_pool_config_that_cannot_work_is_refused_at_load() {
     let zero = pool_config(&[("http://127.0.0.1:9".into(), 0)]);
     let err = refused_config(&dir, "zero.toml", &zero);
     assert!(err.contains("weight"), "{err}");
+    let one = [("http://127.0.0.1:9".to_string(), 1)];
+    let factor = pool_config_with(&one, "balance = \"hash\"\nhash_balance_factor = 50");
+    let err = refused_config(&dir, "factor.toml", &factor);
+    assert!(
+        err.contains("tenant[0].backends.origin.hash_balance_factor"),
+        "{err}"
+    );
+    let probe = pool_config_with(
+        &one,
+        "[tenant.backends.origin.probe]\nwindow = 4\nthreshold = 5",
+    );
+    let err = refused_config(&dir, "probe.toml", &probe);
+    assert!(
+        err.contains("tenant[0].backends.origin.probe.threshold"),
+        "{err}"
+    );
+    let balance = pool_config_with(&one, "balance = \"random\"");
+    let err = refused_config(&dir, "balance.toml", &balance);
+    assert!(
+        err.contains("balance") && err.contains("least-outstanding"),
+        "{err}"
+    );
+}
+
+/// Equal-weight members at these origins.
+fn equal(origins: &[&Origin]) -> Vec<(String, u32)> {
+    origins.iter().map(|o| (o.url(), 1)).collect()
+}
+
+/// `n` GETs of distinct paths, started 50 ms apart and answered in any
+/// order: a request a slow member holds keeps it busy while later ones
+/// start.
+async fn spaced_requests(node: &Node, n: usize) {
+    let client = Client::new();
+    let mut pending = Vec::new();
+    for i in 0..n {
+        let (client, addr) = (client.clone(), node.addr);
+        pending.push(tokio::spawn(async move {
+            let path = format!("/s/{i}");
+            client
+                .send_to(addr, Method::GET, "t.test", &path, &[], Default::default())
+                .await
+        }));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for p in pending {
+        assert_eq!(p.await.unwrap().status, 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn least_outstanding_and_two_choices_send_new_requests_to_the_idle_member() {
+    for balance in ["least-outstanding", "power-of-two"] {
+        let (slow, fast) = (Origin::start("slow").await, Origin::start("fast").await);
+        slow.reply_to_all(Reply::ok().delay(Duration::from_secs(2)));
+        let node = Node::start(&pool_config_with(
+            &equal(&[&slow, &fast]),
+            &format!("balance = {balance:?}"),
+        ));
+        spaced_requests(&node, 10).await;
+        // While the slow member holds a request, every later one goes to
+        // the idle member (two choices of two always draws both).
+        assert!(
+            slow.total() <= 1,
+            "{balance}: the busy member got {} of 10",
+            slow.total()
+        );
+        assert_eq!(fast.total() + slow.total(), 10);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hash_balancing_sends_each_key_to_one_member() {
+    let origins = [
+        Origin::start("a").await,
+        Origin::start("b").await,
+        Origin::start("c").await,
+    ];
+    for o in &origins {
+        o.reply_to_all(Reply::ok().only("cache-control", "no-store"));
+    }
+    let node = Node::start(&pool_config_with(
+        &equal(&[&origins[0], &origins[1], &origins[2]]),
+        "balance = \"hash\"",
+    ));
+    let client = Client::new();
+    for round in 0..3 {
+        for k in 0..30 {
+            let r = client.get(&node, "t.test", &format!("/k/{k}")).await;
+            assert_eq!(r.status, 200, "round {round}");
+        }
+    }
+    for k in 0..30 {
+        let target = format!("/k/{k}");
+        let owners: Vec<usize> = origins.iter().map(|o| o.hits(&target)).collect();
+        assert!(
+            owners.contains(&3) && owners.iter().sum::<usize>() == 3,
+            "{target} went to {owners:?}"
+        );
+    }
+    let spread: Vec<usize> = origins.iter().map(Origin::total).collect();
+    assert!(spread.iter().all(|&n| n > 0), "keys per member {spread:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hot_key_under_bounded_load_spills_to_the_next_member() {
+    let origins = [
+        Origin::start("a").await,
+        Origin::start("b").await,
+        Origin::start("c").await,
+        Origin::start("d").await,
+        Origin::start("e").await,
+    ];
+    for o in &origins {
+        o.reply_to_all(Reply::ok().delay(Duration::from_millis(500)));
+    }
+    let members: Vec<&Origin> = origins.iter().collect();
+    let node = Node::start(&pool_config_with(
+        &equal(&members),
+        "balance = \"hash\"\nhash_balance_factor = 125",
+    ));
+    // POSTs pass the cache (no coalescing): each is a request in flight
+    // for the same key (the path) at once.
+    let client = Client::new();
+    let mut pending = Vec::new();
+    for _ in 0..10 {
+        let (client, addr) = (client.clone(), node.addr);
+        pending.push(tokio::spawn(async move {
+            client
+                .send_to(
+                    addr,
+                    Method::POST,
+                    "t.test",
+                    "/hot",
+                    &[],
+                    Default::default(),
+                )
+                .await
+        }));
+    }
+    for p in pending {
+        assert_eq!(p.await.unwrap().status, 200);
+    }
+    let spread: Vec<usize> = origins.iter().map(Origin::total).collect();
+    assert_eq!(spread.iter().sum::<usize>(), 10);
+    // 10 in flight over 5 members: none may hold more than
+    // ceil(1.25 * 10 / 5) = 3 of them.
+    assert!(
+        spread.iter().all(|&n| n <= 3),
+        "one key melted a member: {spread:?}"
+    );
+    assert!(spread.iter().filter(|&&n| n > 0).count() >= 2, "{spread:?}");
 }

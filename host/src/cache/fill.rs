@@ -5,7 +5,7 @@
 //! reason it was not stored (RFC 9111 section 3).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
@@ -53,8 +53,6 @@ pub struct Fetched {
     pub request_time: SystemTime,
     /// Whether the request carried the stale copy's validators.
     pub revalidating: bool,
-    /// Time allowed between body chunks.
-    pub idle_timeout: Duration,
 }
 
 /// Where a fill goes and under which rules.
@@ -202,7 +200,6 @@ impl Fill<'_> {
             status,
             mut headers,
             body,
-            idle_timeout,
             ..
         } = fetched;
         strip_hop_by_hop(&mut headers);
@@ -228,10 +225,10 @@ impl Fill<'_> {
                     tenant: self.tenant.into(),
                     stored: stored.clone(),
                 };
-                tokio::spawn(fill_body(body, shared, target, idle_timeout));
+                tokio::spawn(fill_body(body, shared, target));
                 self.stored(stored)
             }
-            None => match collect(body, self.max_object_bytes, idle_timeout).await {
+            None => match collect(body, self.max_object_bytes).await {
                 Collected::Complete(bytes) => {
                     let stored = Arc::new(head(SharedBody::complete(bytes)));
                     self.store.insert(self.key, stored.clone());
@@ -304,24 +301,18 @@ struct FillTarget {
     stored: Arc<StoredResponse>,
 }
 
-/// Copies an origin body into a stored response. A body that fails or
-/// stalls fails every reader (never a clean end of a truncated body) and
-/// is removed from the cache.
-async fn fill_body(
-    mut origin: ProxyBody,
-    body: Arc<SharedBody>,
-    target: FillTarget,
-    idle: Duration,
-) {
+/// Copies an origin body into a stored response. A body that fails (the
+/// origin engine ends one that stalls with an error) fails every reader
+/// (never a clean end of a truncated body) and is removed from the cache.
+async fn fill_body(mut origin: ProxyBody, body: Arc<SharedBody>, target: FillTarget) {
     let failure = loop {
-        match tokio::time::timeout(idle, origin.frame()).await {
-            Err(_) => break "timed out reading the origin body".to_string(),
-            Ok(None) => {
+        match origin.frame().await {
+            None => {
                 body.finish();
                 return;
             }
-            Ok(Some(Err(e))) => break error_chain(&*e),
-            Ok(Some(Ok(frame))) => {
+            Some(Err(e)) => break error_chain(&*e),
+            Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
                     body.push(data);
                 }
@@ -356,16 +347,15 @@ enum Collected {
     Failed(String),
 }
 
-/// Reads a body up to `limit` bytes, each frame within `idle`.
-async fn collect(mut body: ProxyBody, limit: u64, idle: Duration) -> Collected {
+/// Reads a body up to `limit` bytes.
+async fn collect(mut body: ProxyBody, limit: u64) -> Collected {
     let mut chunks: Vec<Bytes> = Vec::new();
     let mut size: u64 = 0;
     loop {
-        let frame = match tokio::time::timeout(idle, body.frame()).await {
-            Err(_) => return Collected::Failed("timed out reading the body".into()),
-            Ok(None) => break,
-            Ok(Some(Err(e))) => return Collected::Failed(error_chain(&*e)),
-            Ok(Some(Ok(frame))) => frame,
+        let frame = match body.frame().await {
+            None => break,
+            Some(Err(e)) => return Collected::Failed(error_chain(&*e)),
+            Some(Ok(frame)) => frame,
         };
         if let Ok(data) = frame.into_data() {
             size += data.len() as u64;

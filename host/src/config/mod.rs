@@ -8,6 +8,7 @@
 //! `tenant[1].backends.api.url`.
 
 mod backend;
+mod health;
 mod load;
 mod locate;
 mod tls;
@@ -21,6 +22,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 pub use backend::{BackendConfig, Balance, MemberConfig};
+pub use health::{EjectionConfig, ProbeConfig};
 pub use load::{ConfigError, FieldError, DEFAULT_TOML};
 pub use tls::{BackendTlsConfig, CertificateFiles, ServerTlsConfig};
 pub use values::{BackendUrl, PolicySource, BUILTIN_POLICIES};

@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::validate::check;
+use super::FieldError;
+
 /// `[server.tls]`: a TLS listener beside the plain one (TLS 1.2 and 1.3,
 /// ALPN `h2` and `http/1.1`).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -73,4 +76,23 @@ pub struct BackendTlsConfig {
     /// The name sent as SNI and checked against the origin's certificate
     /// (default: the URL's host).
     pub server_name: Option<String>,
+}
+
+impl BackendTlsConfig {
+    /// Checks what serde cannot; the error names the field under `tls.`.
+    pub(super) fn validate(&self) -> Result<(), FieldError> {
+        check(
+            self.cert.is_some() == self.key.is_some(),
+            "tls.cert",
+            || "cert and key go together: set both or neither".into(),
+        )?;
+        if let Some(name) = &self.server_name {
+            check(
+                rustls_pki_types::ServerName::try_from(name.as_str()).is_ok(),
+                "tls.server_name",
+                || format!("{name:?} is not a DNS name or IP address"),
+            )?;
+        }
+        Ok(())
+    }
 }

@@ -6,7 +6,11 @@ use std::collections::{HashMap, HashSet};
 use super::{Config, FieldError, RuntimeConfig, TenantConfig, ADMIN_TOKEN_ENV};
 
 /// `Err` naming `field` unless `ok`.
-fn check(ok: bool, field: &str, message: impl FnOnce() -> String) -> Result<(), FieldError> {
+pub(super) fn check(
+    ok: bool,
+    field: &str,
+    message: impl FnOnce() -> String,
+) -> Result<(), FieldError> {
     if ok {
         Ok(())
     } else {
@@ -15,7 +19,7 @@ fn check(ok: bool, field: &str, message: impl FnOnce() -> String) -> Result<(), 
 }
 
 /// `Err` naming `field` unless `value` is at least 1.
-fn at_least_one(value: u64, field: &str) -> Result<(), FieldError> {
+pub(super) fn at_least_one(value: u64, field: &str) -> Result<(), FieldError> {
     check(value > 0, field, || "must be at least 1".into())
 }
 
@@ -155,46 +159,10 @@ impl TenantConfig {
             },
         )?;
         at_least_one(limits.cpu_ms, "limits.cpu_ms")?;
-        for (name, b) in &self.backends {
-            let at = |field: &str| format!("backends.{name}.{field}");
-            at_least_one(b.connect_timeout_ms, &at("connect_timeout_ms"))?;
-            at_least_one(b.response_timeout_ms, &at("response_timeout_ms"))?;
-            check(b.url.is_some() == b.members.is_empty(), &at("url"), || {
-                "set either url or members (a pool), not both".into()
-            })?;
-            let members = b.members();
-            check(
-                members.iter().all(|m| m.url.is_https() == b.is_https()),
-                &at("members"),
-                || "members must all be http:// or all https://".into(),
-            )?;
-            check(members.iter().all(|m| m.weight > 0), &at("members"), || {
-                "a member's weight must be at least 1".into()
-            })?;
-            if let Some(tls) = &b.tls {
-                check(b.is_https(), &at("tls"), || {
-                    "TLS settings need an https:// url".into()
-                })?;
-                check(
-                    tls.cert.is_some() == tls.key.is_some(),
-                    &at("tls.cert"),
-                    || "cert and key go together: set both or neither".into(),
-                )?;
-                if let Some(name) = &tls.server_name {
-                    check(
-                        rustls_pki_types::ServerName::try_from(name.as_str()).is_ok(),
-                        &at("tls.server_name"),
-                        || format!("{name:?} is not a DNS name or IP address"),
-                    )?;
-                }
-            }
-            if let Some(h) = &b.host_header {
-                check(
-                    http::HeaderValue::from_str(h).is_ok(),
-                    &at("host_header"),
-                    || "is not a valid header value".into(),
-                )?;
-            }
+        for (name, backend) in &self.backends {
+            backend
+                .validate()
+                .map_err(|e| e.within(&format!("backends.{name}.")))?;
         }
         Ok(())
     }

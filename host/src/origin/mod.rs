@@ -1,27 +1,38 @@
-//! Backends: where a tenant's requests go on a miss, over pooled HTTP/1.1
-//! connections (plain, or TLS for an https URL) with connect and response
-//! timeouts.
+//! Backends: where a tenant's requests go on a miss. A backend is a pool of
+//! members (one URL, or several with weights) behind one HTTP client that
+//! keeps connections per member; the pool balances requests, tracks each
+//! member's health (active probes, passive ejection, slow start), retries
+//! what may be retried within a budget, and times each step.
 //!
 //! An engine: it speaks HTTP and reports its own [`OriginError`]s; what a
 //! policy is told of them is decided above.
 
 mod balance;
+mod body;
+mod client;
+mod health;
+mod member;
+mod probe;
+mod retry;
+mod ring;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response};
+use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use tokio::task::AbortHandle;
 
 use crate::config::{BackendConfig, BackendUrl, FieldError};
 use crate::http::{error_chain, ProxyBody};
-use balance::RoundRobin;
+use balance::Balancer;
+pub use body::{BodyStalled, MemberBody};
+use client::HttpClient;
+use member::{InFlight, Pool};
+use retry::RetryBudget;
 
 /// Largest body a guest `fetch` may read.
 pub const SUBREQUEST_MAX_BODY: usize = 8 * 1024 * 1024;
@@ -45,76 +56,116 @@ pub enum OriginError {
     /// A complete body was asked for and this one is larger.
     #[error("body larger than the {0} bytes allowed")]
     TooLarge(usize),
+    /// No member may take a request: probes fail, ejected, or at their
+    /// connection bound.
+    #[error("no healthy member ({0})")]
+    Unavailable(String),
 }
 
-/// One named backend of a tenant: its members (one, or a pool) and its
-/// own connection pool, which keeps connections per member.
+impl OriginError {
+    /// Whether the request surely did not reach the member, so any method
+    /// may go to another one.
+    fn nothing_sent(&self) -> bool {
+        matches!(self, OriginError::Connect(_) | OriginError::Tls(_))
+    }
+}
+
+/// One named backend of a tenant.
 pub struct Backend {
     pub name: String,
-    members: Vec<BackendUrl>,
-    balancer: RoundRobin,
+    pool: Arc<Pool>,
+    balancer: Balancer,
+    budget: RetryBudget,
+    retries: u32,
     /// Host header to send instead of the client's.
     pub host_header: Option<HeaderValue>,
-    /// Time allowed for the response head, and between body chunks.
-    pub response_timeout: Duration,
+    first_byte: Duration,
+    between_bytes: Duration,
     /// The name an https backend's certificate is checked against, when
     /// set; otherwise each member's host.
     server_name: Option<String>,
-    client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
+    client: HttpClient,
+    /// The probe tasks, stopped with the backend.
+    probes: Vec<AbortHandle>,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        for probe in &self.probes {
+            probe.abort();
+        }
+    }
 }
 
 impl Backend {
     /// A backend from its (validated) config; relative TLS file paths are
-    /// resolved against `base_dir`. The error names the field under the
-    /// backend (`tls.ca`, ...).
+    /// resolved against `base_dir`. Its probes start if it has any and a
+    /// tokio runtime runs. The error names the field under the backend
+    /// (`tls.ca`, ...).
     pub fn new(name: &str, config: &BackendConfig, base_dir: &Path) -> Result<Backend, FieldError> {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms)));
-        connector.set_nodelay(true);
-        connector.enforce_http(false);
-        let tls = config.tls.as_ref();
-        let server_name = tls.and_then(|t| t.server_name.clone());
-        let builder = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(crate::tls::client_config(tls, base_dir)?)
-            .https_or_http();
-        let builder = match &server_name {
-            // Checked by `TenantConfig::validate`.
-            Some(name) => match rustls_pki_types::ServerName::try_from(name.clone()) {
-                Ok(name) => builder.with_server_name_resolver(FixedServerNameResolver::new(name)),
-                Err(e) => return Err(FieldError::new("tls.server_name", e.to_string())),
-            },
-            None => builder,
+        let client = client::build(config, base_dir)?;
+        let pool = Arc::new(Pool::new(
+            config.members(),
+            config.probe.as_ref(),
+            config.ejection,
+            config.slow_start_ms,
+            config.max_connections,
+        ));
+        // Checked by `BackendConfig::validate`.
+        let host_header = config
+            .host_header
+            .as_deref()
+            .and_then(|h| HeaderValue::from_str(h).ok());
+        let probes = match &config.probe {
+            Some(probe) => probe::Prober {
+                backend: name.to_string(),
+                pool: pool.clone(),
+                client: client.clone(),
+                probe: probe.clone(),
+                host_header: host_header.clone(),
+            }
+            .spawn(),
+            None => Vec::new(),
         };
-        let https = builder.enable_http1().wrap_connector(connector);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .build(https);
-        let members = config.members();
-        let weights: Vec<u32> = members.iter().map(|m| m.weight).collect();
         Ok(Backend {
             name: name.to_string(),
-            members: members.into_iter().map(|m| m.url).collect(),
-            balancer: RoundRobin::new(&weights),
-            // Checked by `TenantConfig::validate`.
-            host_header: config
-                .host_header
-                .as_deref()
-                .and_then(|h| HeaderValue::from_str(h).ok()),
-            response_timeout: Duration::from_millis(config.response_timeout_ms),
-            server_name,
+            balancer: Balancer::new(config.balance, &pool, config.hash_balance_factor),
+            pool,
+            budget: RetryBudget::new(config.retry_budget_percent),
+            retries: config.retries,
+            host_header,
+            first_byte: Duration::from_millis(config.first_byte_timeout_ms),
+            between_bytes: Duration::from_millis(config.between_bytes_timeout_ms),
+            server_name: config.tls.as_ref().and_then(|t| t.server_name.clone()),
             client,
+            probes,
         })
     }
 
+    /// Whether some member may take a request now.
+    pub fn healthy(&self) -> bool {
+        let now = self.pool.now_ms();
+        (0..self.pool.members.len()).any(|i| self.pool.eligible(i, now))
+    }
+
     /// Sends a request (its URI: the path and query on the backend) to a
-    /// member and waits for the response head. A member that cannot be
-    /// connected to (nothing was sent) is skipped for the next one, for
-    /// any method, when the request has no body to send again.
+    /// member and waits for the response head; `key` is what `hash`
+    /// balancing hashes (the cache key). A failed attempt goes to the next
+    /// member, up to `retries` times, if the request has no body to send
+    /// again and either nothing was sent (a failed connect or handshake) or
+    /// the method is idempotent (RFC 9110 section 9.2.2) and the retry
+    /// budget allows. A timeout is not retried here: the policy's chain
+    /// moves on.
     pub async fn send(
         &self,
         request: Request<ProxyBody>,
-    ) -> Result<Response<Incoming>, OriginError> {
+        key: &str,
+    ) -> Result<Response<MemberBody>, OriginError> {
+        let order = self.balancer.order(&self.pool, key);
+        if order.is_empty() {
+            return Err(OriginError::Unavailable(self.why_unavailable()));
+        }
+        self.budget.request();
         let (mut parts, body) = request.into_parts();
         let target = parts
             .uri
@@ -123,29 +174,52 @@ impl Backend {
             .to_string();
         let replayable = http_body::Body::is_end_stream(&body);
         let mut body = Some(body);
-        let order = self.balancer.order();
-        let mut result = Err(OriginError::Connect("no member".into()));
-        for (attempt, &i) in order.iter().enumerate() {
-            let member = &self.members[i];
+        let attempts = order.len().min(1 + self.retries as usize);
+        for (attempt, &i) in order[..attempts].iter().enumerate() {
+            let member = &self.pool.members[i];
             let mut request = Request::new(body.take().unwrap_or_else(crate::http::empty));
             *request.method_mut() = parts.method.clone();
-            *request.uri_mut() = member.uri_for(&target);
-            let next = attempt + 1 < order.len() && replayable;
+            *request.uri_mut() = member.url.uri_for(&target);
+            let last = attempt + 1 == attempts || !replayable;
             // Copied only while another attempt may need them.
-            *request.headers_mut() = if next {
-                parts.headers.clone()
-            } else {
+            *request.headers_mut() = if last {
                 std::mem::take(&mut parts.headers)
+            } else {
+                parts.headers.clone()
             };
-            result = self.send_to(member, request).await;
-            match &result {
-                Err(e @ (OriginError::Connect(_) | OriginError::Tls(_))) if next => {
-                    tracing::debug!(backend = &*self.name, member = %member, "trying the next member: {e}");
-                }
-                _ => break,
+            let in_flight = self.pool.start(i);
+            let error = match self.send_to(&member.url, request).await {
+                Ok(response) => return Ok(self.answered(response, in_flight)),
+                Err(e) => e,
+            };
+            self.pool.report(i, false);
+            let retry = !last
+                && (error.nothing_sent()
+                    || (matches!(error, OriginError::Invalid(_))
+                        && parts.method.is_idempotent()
+                        && self.budget.try_retry()));
+            if !retry {
+                return Err(error);
             }
+            tracing::debug!(backend = &*self.name, member = %member.url, "trying the next member: {error}");
         }
-        result
+        unreachable!("the last attempt returns")
+    }
+
+    /// A response head from a member: a gateway error counts against its
+    /// health at once, anything else when its body ends well.
+    fn answered(&self, response: Response<Incoming>, in_flight: InFlight) -> Response<MemberBody> {
+        let status = response.status();
+        let failed = matches!(
+            status,
+            StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+        );
+        let ended = http_body::Body::is_end_stream(response.body());
+        if failed || ended {
+            self.pool.report(in_flight.member, !failed);
+        }
+        let reports = !(failed || ended);
+        response.map(|body| MemberBody::new(body, in_flight, self.between_bytes, reports))
     }
 
     async fn send_to(
@@ -153,7 +227,7 @@ impl Backend {
         member: &BackendUrl,
         request: Request<ProxyBody>,
     ) -> Result<Response<Incoming>, OriginError> {
-        match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
+        match tokio::time::timeout(self.first_byte, self.client.request(request)).await {
             Err(_) => Err(OriginError::Timeout),
             Ok(Ok(response)) => Ok(response),
             Ok(Err(e)) => {
@@ -161,6 +235,25 @@ impl Backend {
                 Err(classify(&e, name))
             }
         }
+    }
+
+    /// Why no member may take a request, for the error.
+    fn why_unavailable(&self) -> String {
+        let now = self.pool.now_ms();
+        let members = &self.pool.members;
+        let down = members.iter().filter(|m| !m.health.probe_up()).count();
+        let ejected = members.iter().filter(|m| m.health.ejected(now)).count();
+        let mut reasons = vec![format!("{} members", members.len())];
+        if down > 0 {
+            reasons.push(format!("{down} failing probes"));
+        }
+        if ejected > 0 {
+            reasons.push(format!("{ejected} taken out after failures"));
+        }
+        if down + ejected < members.len() {
+            reasons.push("the rest at max_connections".into());
+        }
+        format!("backend {}: {}", self.name, reasons.join(", "))
     }
 
     /// One complete exchange (a guest's `fetch`): the request's URI is the
@@ -178,16 +271,15 @@ impl Backend {
         let body = Full::new(body)
             .map_err(|never| match never {})
             .boxed_unsync();
-        let response = self.send(Request::from_parts(parts, body)).await?;
+        let key = parts.uri.path().to_string();
+        let response = self.send(Request::from_parts(parts, body), &key).await?;
         let (parts, mut body) = response.into_parts();
         let mut collected = Vec::new();
-        loop {
-            let frame = match tokio::time::timeout(self.response_timeout, body.frame()).await {
-                Err(_) => return Err(OriginError::Timeout),
-                Ok(None) => break,
-                Ok(Some(Err(e))) => return Err(OriginError::Invalid(error_chain(&e))),
-                Ok(Some(Ok(frame))) => frame,
-            };
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| match e.downcast_ref::<BodyStalled>() {
+                Some(_) => OriginError::Timeout,
+                None => OriginError::Invalid(error_chain(&*e)),
+            })?;
             if let Ok(data) = frame.into_data() {
                 if collected.len() + data.len() > SUBREQUEST_MAX_BODY {
                     return Err(OriginError::TooLarge(SUBREQUEST_MAX_BODY));

@@ -27,9 +27,9 @@ impl Exchange {
         let mut headers = info.headers.clone();
         strip_hop_by_hop(&mut headers);
         let (method, revalidating) = match forward {
-            Forward::Lookup { validators, range } => {
-                (Method::GET, for_lookup(&mut headers, validators, *range))
-            }
+            Forward::Lookup {
+                validators, range, ..
+            } => (Method::GET, for_lookup(&mut headers, validators, *range)),
             Forward::Pass => (info.method.clone(), false),
         };
         let host = backend

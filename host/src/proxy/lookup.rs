@@ -97,6 +97,7 @@ impl Exchange {
         fwd: Fwd,
     ) -> Response<ProxyBody> {
         let forward = Forward::Lookup {
+            key: decision.key.clone(),
             validators: stale.as_ref().map(|s| Validators {
                 etag: s.etag().cloned(),
                 last_modified: s.last_modified().cloned(),

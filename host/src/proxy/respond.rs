@@ -258,6 +258,16 @@ pub fn origin_error(error: &FetchError, backend: &str, fwd: Fwd) -> Response<Pro
         FetchError::ConnectFailed(_) => {
             (StatusCode::BAD_GATEWAY, "could not be reached".to_string())
         }
+        FetchError::Tls(_) => (
+            StatusCode::BAD_GATEWAY,
+            "failed the TLS handshake".to_string(),
+        ),
+        // As Envoy answers "no healthy upstream": the backend is down for
+        // now (RFC 9110 section 15.6.4).
+        FetchError::Unavailable(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "has no healthy member".to_string(),
+        ),
         FetchError::InvalidResponse(_) => (
             StatusCode::BAD_GATEWAY,
             "sent an invalid response".to_string(),

@@ -7,12 +7,13 @@ use std::time::{Instant, SystemTime};
 
 use http::header::{HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
+use http_body_util::BodyExt;
 
 use super::exchange::Exchange;
 use super::respond;
 use crate::cache::fill::{stale_if_error, stale_status, Fetched, StoreMode};
 use crate::cache::{CacheStatus, Fwd, StoredResponse};
-use crate::http::{boxed, BodyFailure, ProxyBody, ResponseInfo};
+use crate::http::{BodyFailure, ProxyBody, ResponseInfo};
 use crate::origin::Backend;
 use crate::runtime::{
     Attempt, FetchError, GuestFailure, OutcomeForGuest, ResponseDecision, Route, SyntheticResponse,
@@ -32,11 +33,14 @@ pub(super) enum Forward {
     /// For the cache: a GET of the whole representation, or of one slice
     /// (`range`, inclusive), with a stale copy's validators if there is one.
     /// HEAD and the client's ranges are answered from what is stored.
+    /// `key`, the cache key, is what a `hash` pool hashes.
     Lookup {
+        key: String,
         validators: Option<Validators>,
         range: Option<(u64, u64)>,
     },
-    /// The client's request as it is, body and all.
+    /// The client's request as it is, body and all; a `hash` pool hashes
+    /// its path and query.
     Pass,
 }
 
@@ -133,7 +137,11 @@ impl Exchange {
     ) -> Attempted {
         let (request, revalidating) = self.origin_request(backend, route, forward);
         let request_time = SystemTime::now();
-        let response = backend.send(request).await.map_err(FetchError::from)?;
+        let key = match forward {
+            Forward::Lookup { key, .. } => key.as_str(),
+            Forward::Pass => self.info.path_and_query(),
+        };
+        let response = backend.send(request, key).await.map_err(FetchError::from)?;
         let (parts, body) = response.into_parts();
         let info = Arc::new(ResponseInfo {
             status: parts.status.as_u16(),
@@ -142,10 +150,9 @@ impl Exchange {
         let fetched = Fetched {
             status: parts.status,
             headers: HeaderMap::new(),
-            body: boxed(body),
+            body: body.boxed_unsync(),
             request_time,
             revalidating,
-            idle_timeout: backend.response_timeout,
         };
         Ok((info, fetched))
     }

@@ -162,6 +162,7 @@ impl Exchange {
             return Ok(Some(cached));
         }
         let forward = Forward::Lookup {
+            key: lookup.key.clone(),
             validators: None,
             range: Some(slice::bounds(n, size)),
         };

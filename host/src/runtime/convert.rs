@@ -84,6 +84,12 @@ impl From<FetchError> for types::FetchError {
     fn from(e: FetchError) -> Self {
         match e {
             FetchError::ConnectFailed(s) => types::FetchError::ConnectFailed(s),
+            // 0.1's fetch-error has no case for these (a new case is a new
+            // minor version of the package): a connection that could not
+            // be made, its message says why.
+            e @ (FetchError::Tls(_) | FetchError::Unavailable(_)) => {
+                types::FetchError::ConnectFailed(e.to_string())
+            }
             FetchError::Timeout => types::FetchError::Timeout,
             FetchError::InvalidResponse(s) => types::FetchError::InvalidResponse(s),
             FetchError::UnknownBackend(s) => types::FetchError::UnknownBackend(s),

@@ -73,6 +73,12 @@ impl Decision {
 pub enum FetchError {
     #[error("connection failed: {0}")]
     ConnectFailed(String),
+    /// The TLS handshake failed (the certificate, or the origin's TLS).
+    #[error("tls: {0}")]
+    Tls(String),
+    /// No member of the backend's pool may take a request.
+    #[error("no healthy member ({0})")]
+    Unavailable(String),
     #[error("timed out")]
     Timeout,
     #[error("invalid response: {0}")]
@@ -88,6 +94,8 @@ impl FetchError {
     pub fn as_str(&self) -> &'static str {
         match self {
             FetchError::ConnectFailed(_) => "connect",
+            FetchError::Tls(_) => "tls",
+            FetchError::Unavailable(_) => "unavailable",
             FetchError::Timeout => "timeout",
             FetchError::InvalidResponse(_) => "invalid",
             FetchError::UnknownBackend(_) => "unknown_backend",

@@ -63,10 +63,8 @@ impl From<OriginError> for FetchError {
     fn from(error: OriginError) -> FetchError {
         match error {
             OriginError::Connect(detail) => FetchError::ConnectFailed(detail),
-            // The WIT's fetch-error has no TLS case yet (a new case is a new
-            // minor version of the package): a failed handshake is a
-            // connection that could not be made, its message says why.
-            e @ OriginError::Tls(_) => FetchError::ConnectFailed(e.to_string()),
+            OriginError::Tls(detail) => FetchError::Tls(detail),
+            OriginError::Unavailable(detail) => FetchError::Unavailable(detail),
             OriginError::Timeout => FetchError::Timeout,
             e @ (OriginError::Invalid(_) | OriginError::TooLarge(_)) => {
                 FetchError::InvalidResponse(e.to_string())

@@ -1,0 +1,145 @@
+//! A pool's members: where each one is, its weight, the requests it has in
+//! flight and its health, all readable without a lock.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::health::MemberHealth;
+use crate::config::{BackendUrl, EjectionConfig, MemberConfig, ProbeConfig};
+
+/// One member of a backend's pool.
+pub(super) struct Member {
+    pub url: BackendUrl,
+    pub weight: u32,
+    /// Requests sent to it whose response is not yet complete.
+    in_flight: AtomicU32,
+    pub health: MemberHealth,
+}
+
+impl Member {
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Requests in flight per unit of weight, for comparing members.
+    pub fn load(&self) -> f64 {
+        f64::from(self.in_flight()) / f64::from(self.weight)
+    }
+}
+
+/// A backend's members and what the pool as a whole decides about them.
+pub(super) struct Pool {
+    pub members: Vec<Member>,
+    /// Zero of the millisecond clock the health state is kept in.
+    epoch: Instant,
+    pub ejection: EjectionConfig,
+    /// Serialises ejections, so that two failing at once cannot both take
+    /// the pool past `max_ejected_percent`.
+    ejecting: std::sync::Mutex<()>,
+    pub slow_start_ms: u64,
+    /// 0: no bound.
+    pub max_in_flight: u32,
+}
+
+impl Pool {
+    pub fn new(
+        members: Vec<MemberConfig>,
+        probe: Option<&ProbeConfig>,
+        ejection: EjectionConfig,
+        slow_start_ms: u64,
+        max_in_flight: u32,
+    ) -> Pool {
+        Pool {
+            members: members
+                .into_iter()
+                .map(|m| Member {
+                    url: m.url,
+                    weight: m.weight,
+                    in_flight: AtomicU32::new(0),
+                    health: MemberHealth::new(probe),
+                })
+                .collect(),
+            epoch: Instant::now(),
+            ejection,
+            ejecting: std::sync::Mutex::new(()),
+            slow_start_ms,
+            max_in_flight,
+        }
+    }
+
+    /// Milliseconds since the pool was made, never 0 (0 means "never" in
+    /// the health state).
+    pub fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    /// Whether member `i` may take a request now: healthy, not ejected, not
+    /// at its bound of requests in flight.
+    pub fn eligible(&self, i: usize, now_ms: u64) -> bool {
+        let member = &self.members[i];
+        member.health.available(now_ms)
+            && (self.max_in_flight == 0 || member.in_flight() < self.max_in_flight)
+    }
+
+    /// Its share of requests while it ramps up after coming back, 0.1 to 1
+    /// (slow start).
+    pub fn share(&self, i: usize, now_ms: u64) -> f64 {
+        self.members[i].health.share(now_ms, self.slow_start_ms)
+    }
+
+    /// Counts a request to member `i` as in flight until the guard drops.
+    pub fn start(self: &Arc<Pool>, i: usize) -> InFlight {
+        self.members[i].in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            pool: self.clone(),
+            member: i,
+        }
+    }
+
+    /// What a request to member `i` told of its health.
+    pub fn report(&self, i: usize, ok: bool) {
+        let health = &self.members[i].health;
+        if ok {
+            health.succeeded();
+            return;
+        }
+        let threshold = self.ejection.consecutive_failures;
+        if !health.failed(threshold) {
+            return;
+        }
+        let _serial = self.ejecting.lock().unwrap_or_else(|e| e.into_inner());
+        let now = self.now_ms();
+        let ejected = self
+            .members
+            .iter()
+            .filter(|m| m.health.ejected(now))
+            .count();
+        // After this ejection at most `max_ejected_percent` of the pool is
+        // out: one of two at 50 %, never the only member.
+        let allowed =
+            (ejected + 1) * 100 <= self.ejection.max_ejected_percent as usize * self.members.len();
+        if allowed && !health.ejected(now) {
+            let until = health.eject(now, &self.ejection);
+            tracing::warn!(
+                member = %self.members[i].url,
+                "{threshold} failures in a row: member taken out for {} s",
+                (until - now) / 1000
+            );
+        }
+    }
+}
+
+/// A request in flight to a member; counted down when dropped.
+pub(super) struct InFlight {
+    pub pool: Arc<Pool>,
+    pub member: usize,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.pool.members[self.member]
+            .in_flight
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
