@@ -83,6 +83,10 @@ pub struct ServerConfig {
     pub listen_backlog: u32,
     /// A TLS listener beside the plain one.
     pub tls: Option<ServerTlsConfig>,
+    /// This node's name in the `CDN-Loop` field it adds to every request to
+    /// a backend (RFC 8586), and refuses to see again; by default a
+    /// pseudonym made at start.
+    pub node_id: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -98,6 +102,21 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             listen_backlog: 1024,
             tls: None,
+            node_id: None,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// `node_id`, or a pseudonym made once per process (RFC 8586 section 2
+    /// allows either; a random one says nothing about the machine).
+    pub fn node_id(&self) -> String {
+        static PSEUDONYM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        match &self.node_id {
+            Some(id) => id.clone(),
+            None => PSEUDONYM
+                .get_or_init(|| format!("outpost-{:08x}", rand::random::<u32>()))
+                .clone(),
         }
     }
 }

@@ -31,6 +31,16 @@ impl Config {
             "server.header_read_timeout_ms",
         )?;
         at_least_one(self.server.idle_timeout_ms, "server.idle_timeout_ms")?;
+        if let Some(id) = &self.server.node_id {
+            // A cdn-id: a host[:port] or a token (RFC 8586 section 2).
+            let valid = !id.is_empty()
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~:[]".contains(&b));
+            check(valid, "server.node_id", || {
+                format!("{id:?} must be a host name, host:port or a token")
+            })?;
+        }
         at_least_one(
             self.server.body_read_timeout_ms,
             "server.body_read_timeout_ms",

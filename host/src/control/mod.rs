@@ -64,6 +64,7 @@ impl Control {
             max_header_bytes: config.server.max_header_bytes,
             body_read_timeout: std::time::Duration::from_millis(config.server.body_read_timeout_ms),
             https_port: std::sync::OnceLock::new(),
+            node_id: config.server.node_id(),
         };
         Ok(Arc::new(Control {
             ctx: Arc::new(ctx),

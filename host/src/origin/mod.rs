@@ -34,6 +34,9 @@ use client::HttpClient;
 use member::{InFlight, Pool};
 use retry::RetryBudget;
 
+/// The `CDN-Loop` request field (RFC 8586).
+pub const CDN_LOOP: http::HeaderName = http::HeaderName::from_static("cdn-loop");
+
 /// Largest body a guest `fetch` may read.
 pub const SUBREQUEST_MAX_BODY: usize = 8 * 1024 * 1024;
 
@@ -85,6 +88,8 @@ pub struct Backend {
     /// set; otherwise each member's host.
     server_name: Option<String>,
     client: HttpClient,
+    /// This node's name, added to every request's `CDN-Loop` (RFC 8586).
+    cdn_loop: HeaderValue,
     /// The probe tasks, stopped with the backend.
     probes: Vec<AbortHandle>,
 }
@@ -99,10 +104,15 @@ impl Drop for Backend {
 
 impl Backend {
     /// A backend from its (validated) config; relative TLS file paths are
-    /// resolved against `base_dir`. Its probes start if it has any and a
-    /// tokio runtime runs. The error names the field under the backend
-    /// (`tls.ca`, ...).
-    pub fn new(name: &str, config: &BackendConfig, base_dir: &Path) -> Result<Backend, FieldError> {
+    /// resolved against `base_dir`; `node_id` names this node in
+    /// `CDN-Loop`. Its probes start if it has any and a tokio runtime runs.
+    /// The error names the field under the backend (`tls.ca`, ...).
+    pub fn new(
+        name: &str,
+        config: &BackendConfig,
+        base_dir: &Path,
+        node_id: &str,
+    ) -> Result<Backend, FieldError> {
         let client = client::build(config, base_dir)?;
         let pool = Arc::new(Pool::new(
             config.members(),
@@ -138,6 +148,9 @@ impl Backend {
             between_bytes: Duration::from_millis(config.between_bytes_timeout_ms),
             server_name: config.tls.as_ref().and_then(|t| t.server_name.clone()),
             client,
+            // Checked by `Config::validate`.
+            cdn_loop: HeaderValue::from_str(node_id)
+                .unwrap_or_else(|_| HeaderValue::from_static("outpost")),
             probes,
         })
     }
@@ -167,6 +180,10 @@ impl Backend {
         }
         self.budget.request();
         let (mut parts, body) = request.into_parts();
+        // RFC 8586 section 2: a CDN adds itself to the field (the client's
+        // values are kept), so a node that sees itself there knows the
+        // request came round.
+        parts.headers.append(CDN_LOOP, self.cdn_loop.clone());
         let target = parts
             .uri
             .path_and_query()

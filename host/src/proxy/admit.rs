@@ -42,6 +42,13 @@ pub(super) enum Refusal {
     },
     /// Content-Length over the tenant's `max_body_mb`.
     BodyTooLarge,
+    /// RFC 8586 section 3: `CDN-Loop` already names this node, so the
+    /// request came round (a parent that is its own child, a backend that
+    /// points back); answered 508 (RFC 5842 section 7.2) instead of
+    /// forwarded again.
+    Loop {
+        node: String,
+    },
 }
 
 /// The tenant a request goes to and its authority, or why it is refused.
@@ -62,6 +69,11 @@ pub(super) fn admit(
     }
     if target + fields_len(request.headers()) > ctx.max_header_bytes {
         return Err(Refusal::HeadTooLarge);
+    }
+    if names_node(request.headers(), &ctx.node_id) {
+        return Err(Refusal::Loop {
+            node: ctx.node_id.clone(),
+        });
     }
     let authority = authority_of(request.uri(), request.headers()).map_err(Refusal::Authority)?;
     let table = ctx.tenants.load();
@@ -126,8 +138,30 @@ impl Refusal {
                 r
             }
             Refusal::BodyTooLarge => respond::body_too_large(),
+            Refusal::Loop { node } => respond::plain(
+                StatusCode::LOOP_DETECTED,
+                format!(
+                    "loop detected: the request already went through this node ({node}), \
+                     its CDN-Loop says; not forwarded again\n"
+                ),
+            ),
         }
     }
+}
+
+/// Whether a `CDN-Loop` element names `node` (RFC 8586 section 2: a list
+/// of cdn-ids, each with optional parameters; compared as hosts are,
+/// case-insensitively).
+fn names_node(headers: &http::HeaderMap, node: &str) -> bool {
+    headers
+        .get_all(crate::origin::CDN_LOOP)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|element| {
+            let id = element.split(';').next().unwrap_or("").trim();
+            id.eq_ignore_ascii_case(node)
+        })
 }
 
 /// The https URL of a request on the TLS listener's port.

@@ -60,6 +60,8 @@ pub struct Context {
     pub body_read_timeout: std::time::Duration,
     /// The TLS listener's port once bound, for `force_https` redirects.
     pub https_port: std::sync::OnceLock<u16>,
+    /// This node's `CDN-Loop` name (`server.node_id`).
+    pub node_id: String,
 }
 
 /// Serves one client request. Never fails: every problem is a response.

@@ -114,7 +114,7 @@ impl Tenant {
             .backends
             .iter()
             .map(|(name, bc)| {
-                let backend = Backend::new(name, bc, &config.base_dir)
+                let backend = Backend::new(name, bc, &config.base_dir, &config.server.node_id())
                     .map_err(|e| e.within(&format!("backends.{name}.")))?;
                 Ok((name.clone(), Arc::new(backend)))
             })
