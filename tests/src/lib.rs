@@ -184,6 +184,9 @@ impl Reply {
 #[derive(Clone, Debug)]
 pub struct Seen {
     pub method: Method,
+    pub version: http::Version,
+    /// The request URI's authority (HTTP/2's `:authority`), if it had one.
+    pub authority: Option<String>,
     pub target: String,
     pub headers: HeaderMap,
     /// Bytes of request body received.
@@ -354,6 +357,8 @@ async fn answer(state: &OriginState, req: Request<Incoming>) -> Response<TestBod
     }
     state.seen.lock().unwrap().push(Seen {
         method: parts.method.clone(),
+        version: parts.version,
+        authority: parts.uri.authority().map(|a| a.to_string()),
         target: target.clone(),
         headers: parts.headers.clone(),
         body_len,

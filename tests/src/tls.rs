@@ -138,9 +138,11 @@ impl Pki {
             builder.with_no_client_auth()
         };
         let key = rustls_pki_types::PrivateKeyDer::from_pem_file(&issued.key).unwrap();
-        let config = builder
+        let mut config = builder
             .with_single_cert(vec![issued.der.clone()], key)
             .unwrap();
+        // The harness's origins speak both (hyper-util's auto builder).
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         tokio_rustls::TlsAcceptor::from(Arc::new(config))
     }
 

@@ -153,3 +153,85 @@ async fn backend_tls_settings_that_cannot_work_are_refused_at_load() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_reaches_an_https_origin_that_agrees_by_alpn_and_h2c_a_plain_one() {
+    let pki = Pki::new();
+    let dir = scratch_dir();
+    let issued = pki.issue(&dir, "origin", &["origin.test"]);
+    let secure = tls_origin(&pki, &issued, false).await;
+    let plain = Origin::start("plain").await;
+    let config = format!(
+        "[[tenant]]\nid = \"t\"\nhosts = [\"t.test\"]\npolicy = \"builtin:default\"\n\
+         [tenant.backends.origin]\nurl = {:?}\nprotocol = \"auto\"\n\
+         [tenant.backends.origin.tls]\n{}\
+         [[tenant]]\nid = \"c\"\nhosts = [\"c.test\"]\npolicy = \"builtin:default\"\n\
+         [tenant.backends.origin]\nurl = {:?}\nprotocol = \"h2c\"\n\
+         [[tenant]]\nid = \"one\"\nhosts = [\"one.test\"]\npolicy = \"builtin:default\"\n\
+         [tenant.backends.origin]\nurl = {:?}\n",
+        secure.url(),
+        trusting(&pki, &dir),
+        plain.url(),
+        plain.url(),
+    );
+    let node = Node::start(&config);
+    let client = Client::new();
+    for (host, path) in [("t.test", "/a"), ("c.test", "/b"), ("one.test", "/c")] {
+        let r = client.get(&node, host, path).await;
+        assert_eq!(r.status, 200, "{host}: {}\n{}", r.text(), node.log());
+    }
+    let first = |o: &Origin| o.seen()[0].clone();
+    let (over_tls, h2c, http1) = (first(&secure), first(&plain), plain.seen()[1].clone());
+    assert_eq!(over_tls.version, http::Version::HTTP_2);
+    assert_eq!(h2c.version, http::Version::HTTP_2);
+    assert_eq!(
+        http1.version,
+        http::Version::HTTP_11,
+        "HTTP/1.1 stays the default"
+    );
+    // HTTP/2's :authority is the Host the origin is asked for, not the
+    // member's address (RFC 9113 section 8.3.1).
+    assert_eq!(over_tls.authority.as_deref(), Some("t.test"));
+    assert_eq!(h2c.authority.as_deref(), Some("c.test"));
+    let err = refused_config(
+        &dir,
+        "h2c.toml",
+        &config.replace("protocol = \"auto\"", "protocol = \"h2c\""),
+    );
+    assert!(err.contains("tenant[0].backends.origin.protocol"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_200_mib_put_streams_to_an_https_origin_with_bounded_memory() {
+    let pki = Pki::new();
+    let dir = scratch_dir();
+    let issued = pki.issue(&dir, "origin", &["origin.test"]);
+    let origin = tls_origin(&pki, &issued, false).await;
+    origin.reply("/upload", Reply::status(201));
+    let node = node_for(&origin, &trusting(&pki, &dir));
+    const UPLOAD: u64 = 200 * 1024 * 1024;
+    let chunks = futures::stream::iter((0..UPLOAD / (1 << 20)).map(|_| {
+        Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(bytes::Bytes::from(vec![
+            7u8;
+            1 << 20
+        ])))
+    }));
+    let body = http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(chunks));
+    let r = Client::new()
+        .open(&node, http::Method::PUT, "t.test", "/upload", &[], body)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let seen = origin
+        .seen()
+        .into_iter()
+        .find(|s| s.target == "/upload")
+        .unwrap();
+    assert_eq!(seen.body_len, UPLOAD, "the origin got every byte");
+    let peak = node.peak_rss_kib();
+    assert!(
+        peak < 128 * 1024,
+        "peak RSS {} MiB for a 200 MiB upload",
+        peak / 1024
+    );
+}

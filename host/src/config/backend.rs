@@ -54,6 +54,9 @@ pub struct BackendConfig {
     /// passed over. 0: no bound.
     #[serde(default)]
     pub max_connections: u32,
+    /// The HTTP version spoken to the members.
+    #[serde(default)]
+    pub protocol: Protocol,
     /// Host header sent to this backend; by default the client's is kept.
     pub host_header: Option<String>,
     /// For an https backend: the CAs to trust, a client certificate, the
@@ -93,6 +96,20 @@ pub enum Balance {
     /// pass the cache): Ketama, 160 points per unit of weight, as nginx's
     /// `hash ... consistent`, with load bounded by `hash_balance_factor`.
     Hash,
+}
+
+/// The HTTP version spoken to a backend's members.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    /// HTTP/1.1.
+    #[default]
+    Http1,
+    /// HTTP/2 for https members whose TLS handshake selects `h2` (ALPN,
+    /// RFC 9113 section 3.2), HTTP/1.1 otherwise.
+    Auto,
+    /// HTTP/2 with prior knowledge over plain TCP (RFC 9113 section 3.3).
+    H2c,
 }
 
 fn default_weight() -> u32 {
@@ -142,6 +159,7 @@ impl BackendConfig {
             retry_budget_percent: default_retry_budget_percent(),
             slow_start_ms: default_slow_start_ms(),
             max_connections: 0,
+            protocol: Protocol::default(),
             host_header: None,
             tls: None,
             probe: None,
@@ -193,6 +211,11 @@ impl BackendConfig {
             self.retry_budget_percent <= 100,
             "retry_budget_percent",
             || "must be a percentage, 0 to 100".into(),
+        )?;
+        check(
+            self.protocol != Protocol::H2c || !self.is_https(),
+            "protocol",
+            || "h2c is HTTP/2 over plain TCP: it needs http:// members (\"auto\" for https)".into(),
         )?;
         if let Some(tls) = &self.tls {
             check(self.is_https(), "tls", || {

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-pub use backend::{BackendConfig, Balance, MemberConfig};
+pub use backend::{BackendConfig, Balance, MemberConfig, Protocol};
 pub use health::{EjectionConfig, ProbeConfig};
 pub use load::{ConfigError, FieldError, DEFAULT_TOML};
 pub use tls::{BackendTlsConfig, CertificateFiles, ServerTlsConfig};

@@ -1,19 +1,26 @@
-//! The HTTP client of one backend: its connector (TCP with the connect
-//! timeout, TLS for https members) and the pool of idle HTTP/1.1
-//! connections it keeps per member.
+//! The HTTP clients of one backend, one per member: a connector that dials
+//! the member whatever authority the request names (the request's URI
+//! carries the Host the origin is asked for, so HTTP/2's `:authority` is
+//! right), TLS for https members with the SNI of the member (or the
+//! backend's `server_name`), the protocol the backend speaks, and the
+//! member's pool of idle connections.
 
-use std::path::Path;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use http::Uri;
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tower_service::Service;
 
-use crate::config::{BackendConfig, FieldError};
+use crate::config::{BackendConfig, BackendUrl, FieldError, Protocol};
 use crate::http::ProxyBody;
 
-pub(super) type HttpClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
+pub(super) type HttpClient = Client<HttpsConnector<Dial>, ProxyBody>;
 
 /// How long an idle pooled connection is kept.
 const POOL_IDLE: Duration = Duration::from_secs(60);
@@ -21,29 +28,87 @@ const POOL_IDLE: Duration = Duration::from_secs(60);
 /// Idle connections kept per member.
 const POOL_MAX_IDLE: usize = 256;
 
-/// The client for a (validated) backend config; relative TLS file paths
-/// are resolved against `base_dir`. The error names the field under the
-/// backend (`tls.ca`, ...).
-pub(super) fn build(config: &BackendConfig, base_dir: &Path) -> Result<HttpClient, FieldError> {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms)));
-    connector.set_nodelay(true);
-    connector.enforce_http(false);
-    let tls = config.tls.as_ref();
-    let builder = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(crate::tls::client_config(tls, base_dir)?)
-        .https_or_http();
-    let builder = match tls.and_then(|t| t.server_name.clone()) {
-        // Checked by `BackendConfig::validate`.
-        Some(name) => match rustls_pki_types::ServerName::try_from(name) {
-            Ok(name) => builder.with_server_name_resolver(FixedServerNameResolver::new(name)),
-            Err(e) => return Err(FieldError::new("tls.server_name", e.to_string())),
-        },
-        None => builder,
+/// Dials one member (TCP, with the connect timeout), whatever the URI.
+#[derive(Clone)]
+pub(super) struct Dial {
+    tcp: HttpConnector,
+    member: Uri,
+}
+
+impl Service<Uri> for Dial {
+    type Response = <HttpConnector as Service<Uri>>::Response;
+    type Error = <HttpConnector as Service<Uri>>::Error;
+    type Future = <HttpConnector as Service<Uri>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.tcp.poll_ready(cx)
+    }
+
+    fn call(&mut self, _request_uri: Uri) -> Self::Future {
+        self.tcp.call(self.member.clone())
+    }
+}
+
+/// The client of `member` of a (validated) backend; `tls` is the backend's
+/// rustls settings (read once for all members).
+pub(super) fn build(
+    config: &BackendConfig,
+    member: &BackendUrl,
+    tls: &ClientConfig,
+) -> Result<HttpClient, FieldError> {
+    let mut tcp = HttpConnector::new();
+    tcp.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms)));
+    tcp.set_nodelay(true);
+    tcp.enforce_http(false);
+    let dial = Dial {
+        tcp,
+        member: member.uri_for("/"),
     };
-    let https = builder.enable_http1().wrap_connector(connector);
-    Ok(Client::builder(TokioExecutor::new())
+    let name = config
+        .tls
+        .as_ref()
+        .and_then(|t| t.server_name.clone())
+        .unwrap_or_else(|| member.host().to_string());
+    // Checked by `BackendConfig::validate` (or a URL's host).
+    let name = ServerName::try_from(name)
+        .map_err(|e| FieldError::new("tls.server_name", e.to_string()))?;
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls.clone())
+        .https_or_http()
+        .with_server_name_resolver(FixedServerNameResolver::new(name));
+    let https = match config.protocol {
+        // ALPN offers h2 and http/1.1; the pool speaks what was agreed.
+        Protocol::Auto => builder.enable_all_versions().wrap_connector(dial),
+        Protocol::Http1 | Protocol::H2c => builder.enable_http1().wrap_connector(dial),
+    };
+    let mut client = Client::builder(TokioExecutor::new());
+    client
         .pool_idle_timeout(POOL_IDLE)
-        .pool_max_idle_per_host(POOL_MAX_IDLE)
-        .build(https))
+        .pool_max_idle_per_host(POOL_MAX_IDLE);
+    if config.protocol == Protocol::H2c {
+        // RFC 9113 section 3.3: HTTP/2 with prior knowledge.
+        client.http2_only(true);
+    }
+    Ok(client.build(https))
+}
+
+/// The URI a request to `member` is sent with: the member's scheme and
+/// path prefix, and as authority the Host the origin is asked for (HTTP/2
+/// sends it as `:authority`, RFC 9113 section 8.3.1; the connection goes to
+/// the member whatever it says), or the member's own when there is none.
+pub(super) fn request_uri(
+    member: &BackendUrl,
+    target: &str,
+    host: Option<&http::HeaderValue>,
+) -> Uri {
+    let uri = member.uri_for(target);
+    let Some(authority) = host
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.parse::<http::uri::Authority>().ok())
+    else {
+        return uri;
+    };
+    let mut parts = uri.into_parts();
+    parts.authority = Some(authority);
+    Uri::from_parts(parts).unwrap_or_else(|_| member.uri_for(target))
 }

@@ -1,6 +1,6 @@
 //! Backends: where a tenant's requests go on a miss. A backend is a pool of
-//! members (one URL, or several with weights) behind one HTTP client that
-//! keeps connections per member; the pool balances requests, tracks each
+//! members (one URL, or several with weights), each with its own HTTP
+//! client and pooled connections; the pool balances requests, tracks each
 //! member's health (active probes, passive ejection, slow start), retries
 //! what may be retried within a budget, and times each step.
 //!
@@ -26,7 +26,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use tokio::task::AbortHandle;
 
-use crate::config::{BackendConfig, BackendUrl, FieldError};
+use crate::config::{BackendConfig, FieldError};
 use crate::http::{error_chain, ProxyBody};
 use balance::Balancer;
 pub use body::{BodyStalled, MemberBody};
@@ -87,7 +87,8 @@ pub struct Backend {
     /// The name an https backend's certificate is checked against, when
     /// set; otherwise each member's host.
     server_name: Option<String>,
-    client: HttpClient,
+    /// One per member, in the pool's order.
+    clients: Arc<[HttpClient]>,
     /// This node's name, added to every request's `CDN-Loop` (RFC 8586).
     cdn_loop: HeaderValue,
     /// The probe tasks, stopped with the backend.
@@ -113,7 +114,12 @@ impl Backend {
         base_dir: &Path,
         node_id: &str,
     ) -> Result<Backend, FieldError> {
-        let client = client::build(config, base_dir)?;
+        let tls = crate::tls::client_config(config.tls.as_ref(), base_dir)?;
+        let clients = config
+            .members()
+            .iter()
+            .map(|m| client::build(config, &m.url, &tls))
+            .collect::<Result<Arc<[HttpClient]>, FieldError>>()?;
         let pool = Arc::new(Pool::new(
             config.members(),
             config.probe.as_ref(),
@@ -130,7 +136,7 @@ impl Backend {
             Some(probe) => probe::Prober {
                 backend: name.to_string(),
                 pool: pool.clone(),
-                client: client.clone(),
+                clients: clients.clone(),
                 probe: probe.clone(),
                 host_header: host_header.clone(),
             }
@@ -147,7 +153,7 @@ impl Backend {
             first_byte: Duration::from_millis(config.first_byte_timeout_ms),
             between_bytes: Duration::from_millis(config.between_bytes_timeout_ms),
             server_name: config.tls.as_ref().and_then(|t| t.server_name.clone()),
-            client,
+            clients,
             // Checked by `Config::validate`.
             cdn_loop: HeaderValue::from_str(node_id)
                 .unwrap_or_else(|_| HeaderValue::from_static("outpost")),
@@ -196,7 +202,8 @@ impl Backend {
             let member = &self.pool.members[i];
             let mut request = Request::new(body.take().unwrap_or_else(crate::http::empty));
             *request.method_mut() = parts.method.clone();
-            *request.uri_mut() = member.url.uri_for(&target);
+            *request.uri_mut() =
+                client::request_uri(&member.url, &target, parts.headers.get(http::header::HOST));
             let last = attempt + 1 == attempts || !replayable;
             // Copied only while another attempt may need them.
             *request.headers_mut() = if last {
@@ -205,7 +212,7 @@ impl Backend {
                 parts.headers.clone()
             };
             let in_flight = self.pool.start(i);
-            let error = match self.send_to(&member.url, request).await {
+            let error = match self.send_to(i, request).await {
                 Ok(response) => return Ok(self.answered(response, in_flight)),
                 Err(e) => e,
             };
@@ -241,14 +248,16 @@ impl Backend {
 
     async fn send_to(
         &self,
-        member: &BackendUrl,
+        member: usize,
         request: Request<ProxyBody>,
     ) -> Result<Response<Incoming>, OriginError> {
-        match tokio::time::timeout(self.first_byte, self.client.request(request)).await {
+        let client = &self.clients[member];
+        match tokio::time::timeout(self.first_byte, client.request(request)).await {
             Err(_) => Err(OriginError::Timeout),
             Ok(Ok(response)) => Ok(response),
             Ok(Err(e)) => {
-                let name = self.server_name.as_deref().unwrap_or(member.host());
+                let url = &self.pool.members[member].url;
+                let name = self.server_name.as_deref().unwrap_or(url.host());
                 Err(classify(&e, name))
             }
         }

@@ -20,7 +20,8 @@ use crate::http::error_chain;
 pub(super) struct Prober {
     pub backend: String,
     pub pool: Arc<Pool>,
-    pub client: HttpClient,
+    /// The members' clients, in the pool's order.
+    pub clients: Arc<[HttpClient]>,
     pub probe: ProbeConfig,
     pub host_header: Option<HeaderValue>,
 }
@@ -67,14 +68,16 @@ impl Prober {
     async fn probe_once(&self, member: usize) -> Result<(), String> {
         let url = &self.pool.members[member].url;
         let mut request = Request::new(crate::http::empty());
-        *request.uri_mut() = url.uri_for(&self.probe.path);
+        *request.uri_mut() =
+            super::client::request_uri(url, &self.probe.path, self.host_header.as_ref());
         if let Some(host) = &self.host_header {
             request
                 .headers_mut()
                 .insert(http::header::HOST, host.clone());
         }
         let timeout = Duration::from_millis(self.probe.timeout_ms);
-        match tokio::time::timeout(timeout, self.client.request(request)).await {
+        let client = &self.clients[member];
+        match tokio::time::timeout(timeout, client.request(request)).await {
             Err(_) => Err(format!("timed out after {timeout:?}")),
             Ok(Err(e)) => Err(error_chain(&e)),
             Ok(Ok(response)) if response.status().as_u16() == self.probe.expect_status => Ok(()),
