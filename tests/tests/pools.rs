@@ -116,7 +116,7 @@ fn equal(origins: &[&Origin]) -> Vec<(String, u32)> {
     origins.iter().map(|o| (o.url(), 1)).collect()
 }
 
-/// `n` GETs of distinct paths, started 50 ms apart and answered in any
+/// `n` GETs of distinct paths, started 150 ms apart and answered in any
 /// order: a request a slow member holds keeps it busy while later ones
 /// start.
 async fn spaced_requests(node: &Node, n: usize) {
@@ -130,7 +130,7 @@ async fn spaced_requests(node: &Node, n: usize) {
                 .send_to(addr, Method::GET, "t.test", &path, &[], Default::default())
                 .await
         }));
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
     }
     for p in pending {
         assert_eq!(p.await.unwrap().status, 200);
@@ -141,7 +141,8 @@ async fn spaced_requests(node: &Node, n: usize) {
 async fn least_outstanding_and_two_choices_send_new_requests_to_the_idle_member() {
     for balance in ["least-outstanding", "power-of-two"] {
         let (slow, fast) = (Origin::start("slow").await, Origin::start("fast").await);
-        slow.reply_to_all(Reply::ok().delay(Duration::from_secs(2)));
+        // Held longer than the 10 requests take to start.
+        slow.reply_to_all(Reply::ok().delay(Duration::from_secs(3)));
         let node = Node::start(&pool_config_with(
             &equal(&[&slow, &fast]),
             &format!("balance = {balance:?}"),
@@ -201,7 +202,8 @@ async fn a_hot_key_under_bounded_load_spills_to_the_next_member() {
         Origin::start("e").await,
     ];
     for o in &origins {
-        o.reply_to_all(Reply::ok().delay(Duration::from_millis(500)));
+        // Held long enough for all ten to be in flight at once.
+        o.reply_to_all(Reply::ok().delay(Duration::from_secs(2)));
     }
     let members: Vec<&Origin> = origins.iter().collect();
     let node = Node::start(&pool_config_with(

@@ -19,7 +19,8 @@ fn node_config(node_id: &str, url: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_parent_collapses_the_misses_of_its_children_into_one_origin_fetch() {
     let origin = Origin::start("origin").await;
-    origin.reply("/cold", Reply::ok().delay(Duration::from_millis(500)));
+    // Slow enough for every request to arrive while the first is fetched.
+    origin.reply("/cold", Reply::ok().delay(Duration::from_millis(1500)));
     let parent = Node::start(&node_config("parent", &origin.url()));
     let parent_url = format!("http://{}", parent.addr);
     let children = [
