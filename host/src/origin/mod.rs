@@ -216,7 +216,12 @@ impl Backend {
                 Ok(response) => return Ok(self.answered(response, in_flight)),
                 Err(e) => e,
             };
-            self.pool.report(i, false);
+            // A broken exchange while the client's body streamed may be the
+            // client's doing (an upload that stopped): only the member's
+            // own failures count against its health.
+            if replayable || !matches!(error, OriginError::Invalid(_)) {
+                self.pool.report(i, false);
+            }
             let retry = !last
                 && (error.nothing_sent()
                     || (matches!(error, OriginError::Invalid(_))
