@@ -193,6 +193,27 @@ pub struct Seen {
     pub body_len: u64,
 }
 
+impl Seen {
+    /// Every value of header `name`, as text, in order.
+    pub fn values(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect()
+    }
+}
+
+/// A request body of `size` bytes (all 7s), streamed in 1 MiB chunks.
+pub fn upload_body(size: u64) -> TestBody {
+    const CHUNK: u64 = 1 << 20;
+    let chunks = futures::stream::iter((0..size.div_ceil(CHUNK)).map(move |i| {
+        let len = CHUNK.min(size - i * CHUNK) as usize;
+        Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from(vec![7u8; len])))
+    }));
+    http_body_util::StreamBody::new(chunks).boxed()
+}
+
 struct OriginState {
     name: String,
     replies: Mutex<HashMap<String, Reply>>,
@@ -807,6 +828,23 @@ impl Client {
             headers: parts.headers,
             body,
         }
+    }
+
+    /// Sends a request with an empty body from a task of its own, so that
+    /// several are in flight at once.
+    pub fn spawn_send(
+        &self,
+        addr: SocketAddr,
+        method: Method,
+        host: &str,
+        path: &str,
+    ) -> JoinHandle<Resp> {
+        let (client, host, path) = (self.clone(), host.to_string(), path.to_string());
+        tokio::spawn(async move {
+            client
+                .send_to(addr, method, &host, &path, &[], Bytes::new())
+                .await
+        })
     }
 
     /// GETs `path` and asserts its Cache-Status contains `expected`.

@@ -210,13 +210,7 @@ async fn a_200_mib_put_streams_to_an_https_origin_with_bounded_memory() {
     origin.reply("/upload", Reply::status(201));
     let node = node_for(&origin, &trusting(&pki, &dir));
     const UPLOAD: u64 = 200 * 1024 * 1024;
-    let chunks = futures::stream::iter((0..UPLOAD / (1 << 20)).map(|_| {
-        Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(bytes::Bytes::from(vec![
-            7u8;
-            1 << 20
-        ])))
-    }));
-    let body = http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(chunks));
+    let body = upload_body(UPLOAD);
     let r = Client::new()
         .open(&node, http::Method::PUT, "t.test", "/upload", &[], body)
         .await

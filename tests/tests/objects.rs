@@ -9,7 +9,8 @@ use futures::StreamExt;
 use http::Method;
 use http_body_util::BodyExt;
 use outpost_e2e::{
-    generated_byte, tenant, tenant_with, Client, Node, Origin, Reply, ADMIN_TOKEN as TOKEN,
+    generated_byte, tenant, tenant_with, upload_body, Client, Node, Origin, Reply,
+    ADMIN_TOKEN as TOKEN,
 };
 
 async fn setup() -> (Origin, Node, Client) {
@@ -348,10 +349,7 @@ async fn a_1_gib_object_and_a_256_mib_upload_stream_with_bounded_memory() {
     // Upload: the request body streams to the origin.
     const UPLOAD: u64 = 256 * 1024 * 1024;
     origin.reply("/upload", Reply::status(201));
-    let chunks = futures::stream::iter((0..UPLOAD / (1 << 20)).map(|_| {
-        Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from(vec![7u8; 1 << 20])))
-    }));
-    let body = BodyExt::boxed(http_body_util::StreamBody::new(chunks));
+    let body = upload_body(UPLOAD);
     let r = client
         .open(&node, Method::PUT, "t.test", "/upload", &[], body)
         .await

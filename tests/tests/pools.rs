@@ -123,13 +123,7 @@ async fn spaced_requests(node: &Node, n: usize) {
     let client = Client::new();
     let mut pending = Vec::new();
     for i in 0..n {
-        let (client, addr) = (client.clone(), node.addr);
-        pending.push(tokio::spawn(async move {
-            let path = format!("/s/{i}");
-            client
-                .send_to(addr, Method::GET, "t.test", &path, &[], Default::default())
-                .await
-        }));
+        pending.push(client.spawn_send(node.addr, Method::GET, "t.test", &format!("/s/{i}")));
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
     for p in pending {
@@ -213,22 +207,9 @@ async fn a_hot_key_under_bounded_load_spills_to_the_next_member() {
     // POSTs pass the cache (no coalescing): each is a request in flight
     // for the same key (the path) at once.
     let client = Client::new();
-    let mut pending = Vec::new();
-    for _ in 0..10 {
-        let (client, addr) = (client.clone(), node.addr);
-        pending.push(tokio::spawn(async move {
-            client
-                .send_to(
-                    addr,
-                    Method::POST,
-                    "t.test",
-                    "/hot",
-                    &[],
-                    Default::default(),
-                )
-                .await
-        }));
-    }
+    let pending: Vec<_> = (0..10)
+        .map(|_| client.spawn_send(node.addr, Method::POST, "t.test", "/hot"))
+        .collect();
     for p in pending {
         assert_eq!(p.await.unwrap().status, 200);
     }

@@ -31,19 +31,7 @@ async fn a_parent_collapses_the_misses_of_its_children_into_one_origin_fetch() {
     let mut pending = Vec::new();
     for child in &children {
         for _ in 0..10 {
-            let (client, addr) = (client.clone(), child.addr);
-            pending.push(tokio::spawn(async move {
-                client
-                    .send_to(
-                        addr,
-                        Method::GET,
-                        "t.test",
-                        "/cold",
-                        &[],
-                        Default::default(),
-                    )
-                    .await
-            }));
+            pending.push(client.spawn_send(child.addr, Method::GET, "t.test", "/cold"));
         }
     }
     for p in pending {
@@ -59,12 +47,7 @@ async fn a_parent_collapses_the_misses_of_its_children_into_one_origin_fetch() {
         "20 requests through 2 children and a parent"
     );
     let seen = &origin.seen()[0];
-    let loop_field: Vec<&str> = seen
-        .headers
-        .get_all("cdn-loop")
-        .iter()
-        .map(|v| v.to_str().unwrap())
-        .collect();
+    let loop_field = seen.values("cdn-loop");
     assert_eq!(loop_field.len(), 2, "{loop_field:?}");
     assert!(
         loop_field[0].starts_with("child-") && loop_field[1] == "parent",
@@ -116,12 +99,7 @@ async fn the_clients_cdn_loop_is_kept_and_the_node_adds_itself() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let seen = &origin.seen()[0];
-    let values: Vec<&str> = seen
-        .headers
-        .get_all("cdn-loop")
-        .iter()
-        .map(|v| v.to_str().unwrap())
-        .collect();
+    let values = seen.values("cdn-loop");
     assert_eq!(values, ["other-cdn; abc=1, edge-bb", "edge-b"]);
     let dir = scratch_dir();
     let err = refused_config(&dir, "bad.toml", &node_config("edge a", &origin.url()));

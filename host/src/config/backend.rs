@@ -181,7 +181,8 @@ impl BackendConfig {
     /// Whether the backend is reached over TLS (all members agree; checked
     /// by `validate`).
     pub fn is_https(&self) -> bool {
-        self.members().first().is_some_and(|m| m.url.is_https())
+        let first = self.url.as_ref().or(self.members.first().map(|m| &m.url));
+        first.is_some_and(BackendUrl::is_https)
     }
 
     /// Checks what serde cannot; the error names the field relative to the
@@ -193,13 +194,13 @@ impl BackendConfig {
         check(self.url.is_some() == self.members.is_empty(), "url", || {
             "set either url or members (a pool), not both".into()
         })?;
-        let members = self.members();
+        let https = self.is_https();
         check(
-            members.iter().all(|m| m.url.is_https() == self.is_https()),
+            self.members.iter().all(|m| m.url.is_https() == https),
             "members",
             || "members must all be http:// or all https://".into(),
         )?;
-        check(members.iter().all(|m| m.weight > 0), "members", || {
+        check(self.members.iter().all(|m| m.weight > 0), "members", || {
             "a member's weight must be at least 1".into()
         })?;
         check(

@@ -42,17 +42,18 @@ impl Balancer {
         if eligible.len() <= 1 {
             return eligible;
         }
+        // Each arm reorders the eligible members in place.
         let mut order = match self {
-            Balancer::RoundRobin(rr) => rr.order(pool, &eligible),
+            Balancer::RoundRobin(rr) => rr.order(pool, eligible),
             Balancer::LeastOutstanding(rotation) => {
                 // Ties go round, not always to the first member.
-                let start = rotation.fetch_add(1, Ordering::Relaxed) % eligible.len();
-                let mut order = eligible.clone();
+                let mut order = eligible;
+                let start = rotation.fetch_add(1, Ordering::Relaxed) % order.len();
                 order.rotate_left(start);
                 order.sort_by(|&a, &b| pool.members[a].load().total_cmp(&pool.members[b].load()));
                 order
             }
-            Balancer::PowerOfTwo => two_choices(pool, eligible.clone()),
+            Balancer::PowerOfTwo => two_choices(pool, eligible),
             Balancer::Hash { ring, factor } => ring.order(pool, key, &eligible, *factor),
         };
         slow_start(pool, &mut order, now);
@@ -115,22 +116,21 @@ impl RoundRobin {
     }
 
     /// The chosen member, then the other eligible ones after it.
-    fn order(&self, pool: &Pool, eligible: &[usize]) -> Vec<usize> {
+    fn order(&self, pool: &Pool, mut eligible: Vec<usize>) -> Vec<usize> {
         let weight = |i: usize| i64::from(pool.members[i].weight);
         let total: i64 = eligible.iter().map(|&i| weight(i)).sum();
         let chosen = {
             let mut scores = self.scores.lock().unwrap_or_else(|e| e.into_inner());
-            for &i in eligible {
+            for &i in &eligible {
                 scores[i] += weight(i);
             }
-            let best = best(&scores, eligible);
+            let best = best(&scores, &eligible);
             let chosen = eligible.iter().position(|&i| i == best).unwrap_or(0);
             scores[eligible[chosen]] -= total;
             chosen
         };
-        let mut order = eligible.to_vec();
-        order.rotate_left(chosen);
-        order
+        eligible.rotate_left(chosen);
+        eligible
     }
 }
 

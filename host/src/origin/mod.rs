@@ -273,7 +273,10 @@ impl Backend {
         let now = self.pool.now_ms();
         let members = &self.pool.members;
         let down = members.iter().filter(|m| !m.health.probe_up()).count();
-        let ejected = members.iter().filter(|m| m.health.ejected(now)).count();
+        let ejected = members
+            .iter()
+            .filter(|m| m.health.probe_up() && m.health.ejected(now))
+            .count();
         let mut reasons = vec![format!("{} members", members.len())];
         if down > 0 {
             reasons.push(format!("{down} failing probes"));
