@@ -283,3 +283,61 @@ async fn a_stalled_body_is_cut_and_the_client_sees_it_aborted() {
         .expect_err("a clean short body");
     assert!(error.contains("body failed"), "{error}");
 }
+
+/// `n` chunks of 64 KiB, `pause` apart: an upload from a slow client.
+fn paced_upload(n: u64, pause: Duration) -> TestBody {
+    let chunks = futures::stream::unfold(0, move |i| async move {
+        if i == n {
+            return None;
+        }
+        if i > 0 {
+            tokio::time::sleep(pause).await;
+        }
+        let frame = hyper::body::Frame::data(bytes::Bytes::from(vec![7u8; 64 * 1024]));
+        Some((Ok::<_, std::convert::Infallible>(frame), i + 1))
+    });
+    http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(chunks))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_slower_than_the_first_byte_timeout_still_reaches_the_origin() {
+    let origin = Origin::start("origin").await;
+    origin.reply("/upload", Reply::status(201));
+    let node = Node::start(&pool(&[origin.url()], "first_byte_timeout_ms = 500"));
+    // 1.4 s of upload, never a pause of more than 200 ms.
+    let body = paced_upload(8, Duration::from_millis(200));
+    let r = Client::new()
+        .open(&node, Method::PUT, "t.test", "/upload", &[], body)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", node.log());
+    let seen = origin.seen();
+    assert_eq!(seen[0].body_len, 8 * 64 * 1024);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_origin_that_stops_reading_an_upload_gets_a_504() {
+    // Accepts, reads nothing, answers nothing.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let node = Node::start(&pool(&[url], "first_byte_timeout_ms = 500"));
+    let r = Client::new()
+        .open(
+            &node,
+            Method::PUT,
+            "t.test",
+            "/upload",
+            &[],
+            upload_body(256 << 20),
+        )
+        .await
+        .expect("a response while the upload is stuck");
+    assert_eq!(r.status(), 504);
+    holder.abort();
+}

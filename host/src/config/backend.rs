@@ -26,8 +26,9 @@ pub struct BackendConfig {
     pub hash_balance_factor: u32,
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
-    /// Time allowed from sending the request to the response head.
-    /// (`response_timeout_ms`, its earlier name, is still read.)
+    /// Time allowed from the end of the request body to the response head,
+    /// and for each pause while the body is sent. (`response_timeout_ms`,
+    /// its earlier name, is still read.)
     #[serde(
         default = "default_first_byte_timeout_ms",
         alias = "response_timeout_ms"

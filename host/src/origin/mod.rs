@@ -15,6 +15,7 @@ mod member;
 mod probe;
 mod retry;
 mod ring;
+mod upload;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -251,16 +252,39 @@ impl Backend {
         response.map(|body| MemberBody::new(body, in_flight, self.between_bytes, reports))
     }
 
+    /// One attempt. The first-byte timeout runs from the end of the request
+    /// body (`upload`): an upload takes the time it takes, as long as it
+    /// never pauses for longer than that.
     async fn send_to(
         &self,
         member: usize,
         request: Request<ProxyBody>,
     ) -> Result<Response<Incoming>, OriginError> {
-        let client = &self.clients[member];
-        match tokio::time::timeout(self.first_byte, client.request(request)).await {
+        let (parts, body) = request.into_parts();
+        let (body, upload) = upload::watch(body);
+        let exchange = self.clients[member].request(Request::from_parts(parts, body));
+        tokio::pin!(exchange);
+        if let Some(upload) = upload {
+            tokio::select! {
+                // An origin may answer before it read everything.
+                result = &mut exchange => return self.outcome(member, result),
+                sent = upload.sent(self.first_byte) => sent.map_err(|()| OriginError::Timeout)?,
+            }
+        }
+        match tokio::time::timeout(self.first_byte, exchange).await {
             Err(_) => Err(OriginError::Timeout),
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) => {
+            Ok(result) => self.outcome(member, result),
+        }
+    }
+
+    fn outcome(
+        &self,
+        member: usize,
+        result: Result<Response<Incoming>, hyper_util::client::legacy::Error>,
+    ) -> Result<Response<Incoming>, OriginError> {
+        match result {
+            Ok(response) => Ok(response),
+            Err(e) => {
                 let url = &self.pool.members[member].url;
                 let name = self.server_name.as_deref().unwrap_or(url.host());
                 Err(classify(&e, name))
