@@ -21,7 +21,7 @@ impl From<Route> for wit::Route {
                 HeaderEdit::Remove(n) => wit::HeaderEdit::Remove(n),
             })
             .collect();
-        wit::Route { backends: r.backends, request_headers }
+        wit::Route { backends: r.backends, request_headers, hash_key: r.hash_key }
     }
 }
 
@@ -44,6 +44,7 @@ impl From<wit::Attempt> for Attempt {
             index: a.index,
             remaining: a.remaining,
             stale_available: a.stale_available,
+            member: a.member,
         }
     }
 }
@@ -52,6 +53,8 @@ impl From<wit::FetchError> for FetchError {
     fn from(e: wit::FetchError) -> Self {
         match e {
             wit::FetchError::ConnectFailed(s) => FetchError::ConnectFailed(s),
+            wit::FetchError::Tls(s) => FetchError::Tls(s),
+            wit::FetchError::Unavailable(s) => FetchError::Unavailable(s),
             wit::FetchError::Timeout => FetchError::Timeout,
             wit::FetchError::InvalidResponse(s) => FetchError::InvalidResponse(s),
             wit::FetchError::UnknownBackend(s) => FetchError::UnknownBackend(s),

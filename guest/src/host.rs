@@ -1,5 +1,6 @@
 //! Capabilities the node offers a policy: logging, tenant config values,
-//! the tenant's cache, and fetches to the tenant's declared backends.
+//! the tenant's cache, its backends' health, and fetches to the tenant's
+//! declared backends.
 //!
 //! In a policy these call the node. In a unit test on the host target they
 //! answer from the test environment of [`crate::testing`].
@@ -83,6 +84,17 @@ pub fn cache_purge(key: &str) -> bool {
         let _ = key;
         false
     }
+}
+
+/// Whether a backend of the tenant has a member that may take a request
+/// now (probes pass, not taken out after failures); false for a name the
+/// tenant did not declare. In a unit test every backend is healthy unless
+/// [`crate::testing::set_unhealthy`] says otherwise.
+pub fn backend_healthy(backend: &str) -> bool {
+    #[cfg(target_arch = "wasm32")]
+    return wit::backend_healthy(backend);
+    #[cfg(not(target_arch = "wasm32"))]
+    crate::testing::native_healthy(backend)
 }
 
 /// A request to one of the tenant's backends. `"/path".into()` is a GET.

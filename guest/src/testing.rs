@@ -143,7 +143,7 @@ impl TestResponse {
 
 /// An attempt at the route's only backend, `backend`, with no stale copy.
 pub fn attempt(backend: &str) -> Attempt {
-    Attempt { backend: backend.to_string(), index: 0, remaining: 0, stale_available: false }
+    Attempt { backend: backend.to_string(), index: 0, remaining: 0, stale_available: false, member: None }
 }
 
 /// An attempt whose backend gave no response.
@@ -152,7 +152,7 @@ pub fn failed(error: FetchError) -> Outcome {
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-pub use native::{fetched, logged, reply, set_var};
+pub use native::{fetched, logged, reply, set_unhealthy, set_var};
 
 /// The test environment behind `crate::host` on the host target.
 #[cfg(not(target_arch = "wasm32"))]
@@ -173,6 +173,7 @@ mod native {
         replies: BTreeMap<String, Result<FetchResponse, FetchError>>,
         fetched: Vec<(String, FetchRequest)>,
         logged: Vec<String>,
+        unhealthy: Vec<String>,
     }
 
     std::thread_local! {
@@ -182,6 +183,16 @@ mod native {
     /// Gives `host::config(key)` a value on this thread.
     pub fn set_var(key: &str, value: &str) {
         ENV.with(|e| e.borrow_mut().vars.insert(key.to_string(), value.to_string()));
+    }
+
+    /// Makes `host::backend_healthy(backend)` answer false on this thread
+    /// (every backend is healthy otherwise).
+    pub fn set_unhealthy(backend: &str) {
+        ENV.with(|e| e.borrow_mut().unhealthy.push(backend.to_string()));
+    }
+
+    pub(crate) fn healthy(backend: &str) -> bool {
+        ENV.with(|e| !e.borrow().unhealthy.iter().any(|b| b == backend))
     }
 
     /// What `host::fetch` to `backend` gets on this thread. Backends without
@@ -221,7 +232,9 @@ mod native {
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-pub(crate) use native::{fetch as native_fetch, log as native_log, var as native_var};
+pub(crate) use native::{
+    fetch as native_fetch, healthy as native_healthy, log as native_log, var as native_var,
+};
 
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
@@ -235,6 +248,9 @@ mod tests {
         assert_eq!(host::config("other"), None);
         host::warn("careful");
         assert_eq!(logged(), ["warn: careful"]);
+        assert!(host::backend_healthy("api"));
+        set_unhealthy("api");
+        assert!(!host::backend_healthy("api"));
         reply("api", Ok(FetchResponse { status: 200, headers: Vec::new(), body: b"{}".to_vec() }));
         let request = FetchRequest::new("POST", "/v1").header("content-type", "application/json").body("{}");
         assert_eq!(host::fetch("api", request.clone()).unwrap().status, 200);

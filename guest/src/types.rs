@@ -178,12 +178,22 @@ pub(crate) enum HeaderEdit {
 pub struct Route {
     pub(crate) backends: Vec<String>,
     pub(crate) edits: Vec<HeaderEdit>,
+    pub(crate) hash_key: Option<String>,
 }
 
 impl Route {
     /// A route to one backend declared in the tenant's config.
     pub fn to(backend: impl Into<String>) -> Self {
-        Route { backends: vec![backend.into()], edits: Vec::new() }
+        Route { backends: vec![backend.into()], edits: Vec::new(), hash_key: None }
+    }
+
+    /// What a backend with `balance = "hash"` hashes to pick a member,
+    /// instead of the cache key: requests with the same hash key go to the
+    /// same member (e.g. a user id, so one user's requests meet one warm
+    /// origin cache).
+    pub fn hash_key(mut self, key: impl Into<String>) -> Self {
+        self.hash_key = Some(key.into());
+        self
     }
 
     /// Adds a backend to try after the previous ones (when the response hook
@@ -261,12 +271,19 @@ pub struct Attempt {
     pub remaining: u32,
     /// Whether a stale cached copy exists for [`ResponseDecision::ServeStale`].
     pub stale_available: bool,
+    /// The member of the backend's pool that answered (its URL), if one did.
+    pub member: Option<String>,
 }
 
 /// Why a backend gave no response.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FetchError {
     ConnectFailed(String),
+    /// The TLS handshake failed; the text says why.
+    Tls(String),
+    /// No member of the backend's pool may take a request; nothing was sent.
+    Unavailable(String),
     Timeout,
     InvalidResponse(String),
     UnknownBackend(String),

@@ -52,6 +52,12 @@ impl MemberBody {
         }
     }
 
+    /// The URL of the member sending this body (`None` once it ended).
+    pub fn member(&self) -> Option<String> {
+        let in_flight = self.in_flight.as_ref()?;
+        Some(in_flight.pool.members[in_flight.member].url.to_string())
+    }
+
     /// The body ended, well or not: the member is no longer busy with it.
     fn finish(&mut self, ok: bool) {
         if let Some(in_flight) = self.in_flight.take() {

@@ -70,9 +70,9 @@ pub(super) enum NoResponse {
     GuestFailed(GuestFailure),
 }
 
-/// What one attempt produced: the head for the guest (shared, not copied)
-/// and the rest of the response.
-type Attempted = Result<(Arc<ResponseInfo>, Fetched), FetchError>;
+/// What one attempt produced: the head for the guest (shared, not copied),
+/// the rest of the response, and the pool member that answered.
+type Attempted = Result<(Arc<ResponseInfo>, Fetched, Option<String>), FetchError>;
 
 impl Exchange {
     /// Tries the route's backends in order, consulting the response hook
@@ -92,18 +92,22 @@ impl Exchange {
         };
         let stale = stale.filter(|s| s.may_serve_stale());
         for (index, name) in route.backends.iter().enumerate() {
+            let mut outcome = match self.tenant.backends.get(name).cloned() {
+                None => Err(FetchError::UnknownBackend(name.clone())),
+                Some(backend) => self.send(&backend, route, forward).await,
+            };
             let attempt = Attempt {
                 backend: name.clone(),
                 index: index as u32,
                 remaining: (last - index) as u32,
                 stale_available: stale.is_some(),
-            };
-            let outcome = match self.tenant.backends.get(name).cloned() {
-                None => Err(FetchError::UnknownBackend(name.clone())),
-                Some(backend) => self.send(&backend, route, forward).await,
+                member: outcome
+                    .as_mut()
+                    .ok()
+                    .and_then(|(_, _, member)| member.take()),
             };
             let for_guest = match &outcome {
-                Ok((info, _)) => OutcomeForGuest::Response(info.clone()),
+                Ok((info, _, _)) => OutcomeForGuest::Response(info.clone()),
                 Err(e) => OutcomeForGuest::Error(e.clone()),
             };
             let decision = match self.session().await {
@@ -137,11 +141,14 @@ impl Exchange {
     ) -> Attempted {
         let (request, revalidating) = self.origin_request(backend, route, forward);
         let request_time = SystemTime::now();
-        let key = match forward {
-            Forward::Lookup { key, .. } => key.as_str(),
-            Forward::Pass => self.info.path_and_query(),
+        // The policy's own hash key, else the cache key, else the target.
+        let key = match (&route.hash_key, forward) {
+            (Some(key), _) => key.as_str(),
+            (None, Forward::Lookup { key, .. }) => key.as_str(),
+            (None, Forward::Pass) => self.info.path_and_query(),
         };
         let response = backend.send(request, key).await.map_err(FetchError::from)?;
+        let member = response.body().member();
         let (parts, body) = response.into_parts();
         let info = Arc::new(ResponseInfo {
             status: parts.status.as_u16(),
@@ -154,7 +161,7 @@ impl Exchange {
             request_time,
             revalidating,
         };
-        Ok((info, fetched))
+        Ok((info, fetched, member))
     }
 
     /// Forwards without caching; after a successful unsafe request, what is
@@ -291,7 +298,7 @@ fn settle(
     let status = outcome
         .as_ref()
         .ok()
-        .map(|(info, _)| StatusCode::from_u16(info.status).unwrap_or(StatusCode::BAD_GATEWAY));
+        .map(|(info, _, _)| StatusCode::from_u16(info.status).unwrap_or(StatusCode::BAD_GATEWAY));
     match decision {
         ResponseDecision::Respond(s) => return Some(Err(NoResponse::Synthetic(s))),
         ResponseDecision::TryNext if can_retry => return None,
@@ -311,7 +318,7 @@ fn settle(
             error,
             backend: backend.to_string(),
         }),
-        Ok((info, mut fetched)) => {
+        Ok((info, mut fetched, _)) => {
             fetched.headers = Arc::try_unwrap(info)
                 .map(|i| i.headers)
                 .unwrap_or_else(|shared| shared.headers.clone());

@@ -1,77 +1,135 @@
 //! Conversions between the generated WIT bindings and the host's types, at
 //! the runtime's edge: nothing outside `runtime` sees a binding type.
+//!
+//! The conversions every supported version of the package shares are
+//! written once (`shared_conversions!`) and stamped out for each version's
+//! generated module; what a version changed is written out for it.
 
 use bytes::Bytes;
 use http::uri::PathAndQuery;
 
-use super::bindings::{host, types};
+use super::bindings::{v0_1, v0_2};
 use super::policy::{
     Attempt, CachedObject, Decision, FetchError, HeaderEdit, Lookup, ResponseDecision, Route,
     StoreOptions, SyntheticResponse,
 };
 
-impl From<types::SyntheticResponse> for SyntheticResponse {
-    fn from(s: types::SyntheticResponse) -> Self {
-        SyntheticResponse {
-            status: s.status,
-            headers: s.headers,
-            body: s.body,
+/// The conversions of the types a version left as 0.1.0 had them, for the
+/// bindings module `$v`.
+macro_rules! shared_conversions {
+    ($v:ident) => {
+        impl From<$v::types::SyntheticResponse> for SyntheticResponse {
+            fn from(s: $v::types::SyntheticResponse) -> Self {
+                SyntheticResponse {
+                    status: s.status,
+                    headers: s.headers,
+                    body: s.body,
+                }
+            }
         }
-    }
+
+        impl From<$v::types::HeaderEdit> for HeaderEdit {
+            fn from(e: $v::types::HeaderEdit) -> Self {
+                match e {
+                    $v::types::HeaderEdit::Set((n, v)) => HeaderEdit::Set(n, v),
+                    $v::types::HeaderEdit::Append((n, v)) => HeaderEdit::Append(n, v),
+                    $v::types::HeaderEdit::Remove(n) => HeaderEdit::Remove(n),
+                }
+            }
+        }
+
+        impl From<$v::types::Decision> for Decision {
+            fn from(d: $v::types::Decision) -> Self {
+                match d {
+                    $v::types::Decision::Respond(s) => Decision::Respond(s.into()),
+                    $v::types::Decision::Lookup(l) => Decision::Lookup(Lookup {
+                        key: l.key,
+                        ttl: l.ttl,
+                        route: l.route.into(),
+                    }),
+                    $v::types::Decision::Pass(r) => Decision::Pass(r.into()),
+                }
+            }
+        }
+
+        impl From<$v::types::ResponseDecision> for ResponseDecision {
+            fn from(d: $v::types::ResponseDecision) -> Self {
+                use $v::types::ResponseDecision as D;
+                match d {
+                    D::Default => ResponseDecision::Default,
+                    D::Store(o) => ResponseDecision::Store(StoreOptions {
+                        ttl: o.ttl,
+                        tags: o.tags,
+                    }),
+                    D::NoStore => ResponseDecision::NoStore,
+                    D::TryNext => ResponseDecision::TryNext,
+                    D::ServeStale => ResponseDecision::ServeStale,
+                    D::Respond(s) => ResponseDecision::Respond(s.into()),
+                }
+            }
+        }
+
+        impl From<CachedObject> for $v::host::CachedObject {
+            fn from(c: CachedObject) -> Self {
+                $v::host::CachedObject {
+                    status: c.status,
+                    age: c.age,
+                    fresh: c.fresh,
+                }
+            }
+        }
+
+        impl From<$v::host::FetchRequest> for FetchRequestParts {
+            fn from(r: $v::host::FetchRequest) -> Self {
+                FetchRequestParts {
+                    method: r.method,
+                    path_with_query: r.path_with_query,
+                    headers: r.headers,
+                    body: r.body,
+                }
+            }
+        }
+
+        impl From<http::Response<Bytes>> for $v::host::FetchResponse {
+            /// A complete backend response as the guest's `fetch-response`.
+            fn from(r: http::Response<Bytes>) -> Self {
+                let (parts, body) = r.into_parts();
+                $v::host::FetchResponse {
+                    status: parts.status.as_u16(),
+                    headers: super::heads::all_headers(&parts.headers),
+                    body: body.to_vec(),
+                }
+            }
+        }
+    };
 }
 
-impl From<types::HeaderEdit> for HeaderEdit {
-    fn from(e: types::HeaderEdit) -> Self {
-        match e {
-            types::HeaderEdit::Set((n, v)) => HeaderEdit::Set(n, v),
-            types::HeaderEdit::Append((n, v)) => HeaderEdit::Append(n, v),
-            types::HeaderEdit::Remove(n) => HeaderEdit::Remove(n),
-        }
-    }
-}
+shared_conversions!(v0_1);
+shared_conversions!(v0_2);
 
-impl From<types::Route> for Route {
-    fn from(r: types::Route) -> Self {
+impl From<v0_1::types::Route> for Route {
+    fn from(r: v0_1::types::Route) -> Self {
         Route {
             backends: r.backends,
             request_headers: r.request_headers.into_iter().map(Into::into).collect(),
+            hash_key: None,
         }
     }
 }
 
-impl From<types::Decision> for Decision {
-    fn from(d: types::Decision) -> Self {
-        match d {
-            types::Decision::Respond(s) => Decision::Respond(s.into()),
-            types::Decision::Lookup(l) => Decision::Lookup(Lookup {
-                key: l.key,
-                ttl: l.ttl,
-                route: l.route.into(),
-            }),
-            types::Decision::Pass(r) => Decision::Pass(r.into()),
+impl From<v0_2::types::Route> for Route {
+    fn from(r: v0_2::types::Route) -> Self {
+        Route {
+            backends: r.backends,
+            request_headers: r.request_headers.into_iter().map(Into::into).collect(),
+            hash_key: r.hash_key,
         }
     }
 }
 
-impl From<types::ResponseDecision> for ResponseDecision {
-    fn from(d: types::ResponseDecision) -> Self {
-        match d {
-            types::ResponseDecision::Default => ResponseDecision::Default,
-            types::ResponseDecision::Store(o) => ResponseDecision::Store(StoreOptions {
-                ttl: o.ttl,
-                tags: o.tags,
-            }),
-            types::ResponseDecision::NoStore => ResponseDecision::NoStore,
-            types::ResponseDecision::TryNext => ResponseDecision::TryNext,
-            types::ResponseDecision::ServeStale => ResponseDecision::ServeStale,
-            types::ResponseDecision::Respond(s) => ResponseDecision::Respond(s.into()),
-        }
-    }
-}
-
-impl From<Attempt> for types::Attempt {
+impl From<Attempt> for v0_1::types::Attempt {
     fn from(a: Attempt) -> Self {
-        types::Attempt {
+        v0_1::types::Attempt {
             backend: a.backend,
             index: a.index,
             remaining: a.remaining,
@@ -80,38 +138,63 @@ impl From<Attempt> for types::Attempt {
     }
 }
 
-impl From<FetchError> for types::FetchError {
-    fn from(e: FetchError) -> Self {
-        match e {
-            FetchError::ConnectFailed(s) => types::FetchError::ConnectFailed(s),
-            // 0.1's fetch-error has no case for these (a new case is a new
-            // minor version of the package): a connection that could not
-            // be made, its message says why.
-            e @ (FetchError::Tls(_) | FetchError::Unavailable(_)) => {
-                types::FetchError::ConnectFailed(e.to_string())
-            }
-            FetchError::Timeout => types::FetchError::Timeout,
-            FetchError::InvalidResponse(s) => types::FetchError::InvalidResponse(s),
-            FetchError::UnknownBackend(s) => types::FetchError::UnknownBackend(s),
-            FetchError::LimitExceeded => types::FetchError::LimitExceeded,
+impl From<Attempt> for v0_2::types::Attempt {
+    fn from(a: Attempt) -> Self {
+        v0_2::types::Attempt {
+            backend: a.backend,
+            index: a.index,
+            remaining: a.remaining,
+            stale_available: a.stale_available,
+            member: a.member,
         }
     }
 }
 
-impl From<CachedObject> for host::CachedObject {
-    fn from(c: CachedObject) -> Self {
-        host::CachedObject {
-            status: c.status,
-            age: c.age,
-            fresh: c.fresh,
+impl From<FetchError> for v0_1::types::FetchError {
+    fn from(e: FetchError) -> Self {
+        use v0_1::types::FetchError as E;
+        match e {
+            FetchError::ConnectFailed(s) => E::ConnectFailed(s),
+            // 0.1 has no case for these: a connection that could not be
+            // made, its message says why.
+            e @ (FetchError::Tls(_) | FetchError::Unavailable(_)) => {
+                E::ConnectFailed(e.to_string())
+            }
+            FetchError::Timeout => E::Timeout,
+            FetchError::InvalidResponse(s) => E::InvalidResponse(s),
+            FetchError::UnknownBackend(s) => E::UnknownBackend(s),
+            FetchError::LimitExceeded => E::LimitExceeded,
         }
     }
+}
+
+impl From<FetchError> for v0_2::types::FetchError {
+    fn from(e: FetchError) -> Self {
+        use v0_2::types::FetchError as E;
+        match e {
+            FetchError::ConnectFailed(s) => E::ConnectFailed(s),
+            FetchError::Tls(s) => E::Tls(s),
+            FetchError::Unavailable(s) => E::Unavailable(s),
+            FetchError::Timeout => E::Timeout,
+            FetchError::InvalidResponse(s) => E::InvalidResponse(s),
+            FetchError::UnknownBackend(s) => E::UnknownBackend(s),
+            FetchError::LimitExceeded => E::LimitExceeded,
+        }
+    }
+}
+
+/// A guest's `fetch-request`, whichever version it came in.
+pub(super) struct FetchRequestParts {
+    method: String,
+    path_with_query: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
 }
 
 /// A guest's `fetch-request` as an HTTP request whose URI is the path and
 /// query (a missing leading `/` is added). Invalid parts are the guest's
 /// error, reported to it as `invalid-response`.
-pub(super) fn subrequest(r: host::FetchRequest) -> Result<http::Request<Bytes>, FetchError> {
+pub(super) fn subrequest(r: FetchRequestParts) -> Result<http::Request<Bytes>, FetchError> {
     let invalid = |what: String| FetchError::InvalidResponse(format!("invalid request: {what}"));
     let method = http::Method::from_bytes(r.method.as_bytes())
         .map_err(|_| invalid(format!("method {:?}", r.method)))?;
@@ -131,14 +214,4 @@ pub(super) fn subrequest(r: host::FetchRequest) -> Result<http::Request<Bytes>, 
     builder
         .body(Bytes::from(r.body))
         .map_err(|e| invalid(e.to_string()))
-}
-
-/// A complete backend response as the guest's `fetch-response`.
-pub(super) fn subresponse(r: http::Response<Bytes>) -> host::FetchResponse {
-    let (parts, body) = r.into_parts();
-    host::FetchResponse {
-        status: parts.status.as_u16(),
-        headers: super::heads::all_headers(&parts.headers),
-        body: body.to_vec(),
-    }
 }

@@ -25,6 +25,9 @@ pub trait GuestEnv: Send + Sync {
     fn cache_peek(&self, key: &str) -> Option<CachedObject>;
     /// `cache-purge`: removes a key of the tenant's cache.
     fn cache_purge(&self, key: &str) -> bool;
+    /// `backend-healthy`: whether a declared backend has a member that may
+    /// take a request; `false` for an undeclared name.
+    fn backend_healthy(&self, backend: &str) -> bool;
     /// `fetch`: one complete exchange with a backend the tenant declared.
     /// The request's URI is the path and query to ask for.
     fn fetch(

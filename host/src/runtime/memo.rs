@@ -301,6 +301,7 @@ mod tests {
             route: Route {
                 backends: vec!["origin".into()],
                 request_headers: vec![],
+                hash_key: None,
             },
         })
     }

@@ -52,7 +52,7 @@ pub struct Runtime {
 
 /// A compiled policy component, ready to instantiate.
 pub struct PolicyModule {
-    pre: bindings::EdgePolicyPre<state::GuestState>,
+    pre: Pre,
     /// `sha256:<hex>` of the component bytes: the module's version.
     pub version: Arc<str>,
     /// Decisions of this version by the inputs they depend on; `None` when
@@ -87,7 +87,14 @@ impl Runtime {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow::anyhow!("{e}"))?;
-        bindings::EdgePolicy::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+        // Every supported version of the package, side by side: a
+        // component links against the one it was built for.
+        bindings::v0_2::EdgePolicy::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        bindings::v0_1::EdgePolicy::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
             &mut linker,
             |s| s,
         )
@@ -117,7 +124,7 @@ impl Runtime {
             return Err(LoadError::CoreModule);
         }
         let component = self.compile(wasm, &version)?;
-        check_wit_version(&self.engine, &component)?;
+        let wit = wit_version(&self.engine, &component)?;
         let deterministic = component
             .component_type()
             .imports(&self.engine)
@@ -126,8 +133,15 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::DoesNotFitWorld(format!("{e:#}")))?;
-        let pre = bindings::EdgePolicyPre::new(pre)
-            .map_err(|e| LoadError::MissingExports(format!("{e:#}")))?;
+        let missing = |e: wasmtime::Error| LoadError::MissingExports(format!("{e:#}"));
+        let pre = match wit {
+            WitVersion::V0_1 => {
+                Pre::V0_1(bindings::v0_1::EdgePolicyPre::new(pre).map_err(missing)?)
+            }
+            WitVersion::V0_2 => {
+                Pre::V0_2(bindings::v0_2::EdgePolicyPre::new(pre).map_err(missing)?)
+            }
+        };
         Ok(Arc::new(PolicyModule {
             pre,
             version,
@@ -200,8 +214,8 @@ pub enum LoadError {
     #[error("not a valid component: {0}")]
     Invalid(String),
     #[error(
-        "wrong WIT version: the component uses `{0}`, this node implements outpost:edge@0.1.x; \
-         rebuild the policy against a 0.1 version of the outpost-guest SDK"
+        "wrong WIT version: the component uses `{0}`, this node implements outpost:edge@0.2.x \
+         and 0.1.x; rebuild the policy against a 0.2 version of the outpost-guest SDK"
     )]
     WrongWitVersion(String),
     #[error("does not fit the outpost:edge/edge-policy world: {0}")]
@@ -210,23 +224,44 @@ pub enum LoadError {
     MissingExports(String),
 }
 
-/// The package version this node implements: components built against
-/// any 0.1.x of `outpost:edge` work; others get a message saying so
-/// instead of a linker error.
-const WIT_VERSION_PREFIX: &str = "@0.1.";
+/// The versions of `outpost:edge` a component may be built against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WitVersion {
+    V0_1,
+    V0_2,
+}
 
-fn check_wit_version(engine: &Engine, component: &Component) -> Result<(), LoadError> {
+/// A component linked and ready to instantiate, for the version it uses.
+pub(crate) enum Pre {
+    V0_1(bindings::v0_1::EdgePolicyPre<state::GuestState>),
+    V0_2(bindings::v0_2::EdgePolicyPre<state::GuestState>),
+}
+
+/// Which supported version of `outpost:edge` the component uses (any 0.1.x
+/// or 0.2.x; the linker matches patch versions itself); others get a
+/// message saying so instead of a linker error.
+fn wit_version(engine: &Engine, component: &Component) -> Result<WitVersion, LoadError> {
     let ty = component.component_type();
     let names = ty
         .imports(engine)
         .map(|(n, _)| n.to_string())
         .chain(ty.exports(engine).map(|(n, _)| n.to_string()));
-    for name in names {
-        if name.starts_with("outpost:edge/") && !name.contains(WIT_VERSION_PREFIX) {
+    let mut version = None;
+    for name in names.filter(|n| n.starts_with("outpost:edge/")) {
+        let this = if name.contains("@0.2.") {
+            WitVersion::V0_2
+        } else if name.contains("@0.1.") {
+            WitVersion::V0_1
+        } else {
+            return Err(LoadError::WrongWitVersion(name));
+        };
+        if version.is_some_and(|v| v != this) {
             return Err(LoadError::WrongWitVersion(name));
         }
+        version = Some(this);
     }
-    Ok(())
+    // A component that uses no `outpost:edge` name fails on its exports.
+    Ok(version.unwrap_or(WitVersion::V0_2))
 }
 
 /// Core modules start with version 1 in the preamble; components use a

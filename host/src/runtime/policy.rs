@@ -30,6 +30,8 @@ pub struct Route {
     pub backends: Vec<String>,
     /// Edits of the forwarded request's header fields.
     pub request_headers: Vec<HeaderEdit>,
+    /// What a `hash` pool hashes instead of the cache key (0.2 policies).
+    pub hash_key: Option<String>,
 }
 
 /// A cache lookup followed, on a miss, by a fetch from the route.
@@ -111,6 +113,8 @@ pub struct Attempt {
     pub index: u32,
     pub remaining: u32,
     pub stale_available: bool,
+    /// The pool member that answered, if one did.
+    pub member: Option<String>,
 }
 
 /// How the host stores a response, overriding its headers.

@@ -7,11 +7,12 @@ use std::time::Duration;
 use wasmtime::component::Resource;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
-use super::bindings::{self, types};
+use super::bindings::{v0_1, v0_2};
 use super::env::GuestContext;
 use super::heads::{RequestHead, ResponseHead};
 use super::policy::{Attempt, Decision, FetchError, ResponseDecision};
 use super::state::{GuestState, LimitHit};
+use super::Pre;
 use super::{PolicyModule, Runtime};
 use crate::http::{RequestInfo, ResponseInfo};
 
@@ -56,7 +57,7 @@ pub enum OutcomeForGuest {
 /// A live instance bound to one request.
 pub struct GuestSession {
     store: Store<GuestState>,
-    policy: bindings::EdgePolicy,
+    policy: Policy,
     head: Resource<RequestHead>,
     /// The module version this instance runs.
     pub version: Arc<str>,
@@ -109,7 +110,10 @@ impl GuestSession {
             .push(RequestHead(request))
             .map_err(|e| GuestFailure::Unavailable(e.to_string()))?;
         let running = runtime.activity().enter();
-        let instantiated = module.pre.instantiate_async(&mut store).await;
+        let instantiated = match &module.pre {
+            Pre::V0_1(pre) => pre.instantiate_async(&mut store).await.map(Policy::V0_1),
+            Pre::V0_2(pre) => pre.instantiate_async(&mut store).await.map(Policy::V0_2),
+        };
         drop(running);
         let policy = match instantiated {
             Ok(policy) => policy,
@@ -174,15 +178,20 @@ impl GuestSession {
         self.begin_hook();
         let head = Resource::new_borrow(self.head.rep());
         let _running = self.activity.enter();
-        let result = self
-            .policy
-            .outpost_edge_policy()
-            .call_on_request(&mut self.store, head)
-            .await;
+        let result = match &self.policy {
+            Policy::V0_1(p) => p
+                .outpost_edge_policy()
+                .call_on_request(&mut self.store, head)
+                .await
+                .map(Decision::from),
+            Policy::V0_2(p) => p
+                .outpost_edge_policy()
+                .call_on_request(&mut self.store, head)
+                .await
+                .map(Decision::from),
+        };
         self.failed |= result.is_err();
-        result
-            .map(Decision::from)
-            .map_err(|e| classify(&self.store, e, false))
+        result.map_err(|e| classify(&self.store, e, false))
     }
 
     /// Calls `on-response` for one backend attempt.
@@ -192,30 +201,50 @@ impl GuestSession {
         outcome: OutcomeForGuest,
     ) -> Result<ResponseDecision, GuestFailure> {
         self.begin_hook();
+        // The response head goes in as a resource of the instance's table,
+        // the same Rust type for every version of the package.
         let outcome = match outcome {
-            OutcomeForGuest::Response(info) => {
-                let head = self
-                    .store
-                    .data_mut()
-                    .table
-                    .push(ResponseHead(info))
-                    .map_err(|e| GuestFailure::Unavailable(e.to_string()))?;
-                types::Outcome::Response(head)
-            }
-            OutcomeForGuest::Error(e) => types::Outcome::Error(e.into()),
+            OutcomeForGuest::Response(info) => Ok(self
+                .store
+                .data_mut()
+                .table
+                .push(ResponseHead(info))
+                .map_err(|e| GuestFailure::Unavailable(e.to_string()))?),
+            OutcomeForGuest::Error(e) => Err(e),
         };
         let head = Resource::new_borrow(self.head.rep());
         let _running = self.activity.enter();
-        let result = self
-            .policy
-            .outpost_edge_policy()
-            .call_on_response(&mut self.store, head, &attempt.into(), &outcome)
-            .await;
+        let result = match &self.policy {
+            Policy::V0_1(p) => {
+                let outcome = match outcome {
+                    Ok(head) => v0_1::types::Outcome::Response(head),
+                    Err(e) => v0_1::types::Outcome::Error(e.into()),
+                };
+                p.outpost_edge_policy()
+                    .call_on_response(&mut self.store, head, &attempt.into(), &outcome)
+                    .await
+                    .map(ResponseDecision::from)
+            }
+            Policy::V0_2(p) => {
+                let outcome = match outcome {
+                    Ok(head) => v0_2::types::Outcome::Response(head),
+                    Err(e) => v0_2::types::Outcome::Error(e.into()),
+                };
+                p.outpost_edge_policy()
+                    .call_on_response(&mut self.store, head, &attempt.into(), &outcome)
+                    .await
+                    .map(ResponseDecision::from)
+            }
+        };
         self.failed |= result.is_err();
-        result
-            .map(ResponseDecision::from)
-            .map_err(|e| classify(&self.store, e, false))
+        result.map_err(|e| classify(&self.store, e, false))
     }
+}
+
+/// An instance's exports, for the version of the package it was built for.
+enum Policy {
+    V0_1(v0_1::EdgePolicy),
+    V0_2(v0_2::EdgePolicy),
 }
 
 /// Turns a wasmtime error into the failure a policy author should see.

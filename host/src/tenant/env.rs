@@ -38,6 +38,10 @@ impl GuestEnv for Tenant {
         self.store.remove(key)
     }
 
+    fn backend_healthy(&self, backend: &str) -> bool {
+        self.backends.get(backend).is_some_and(|b| b.healthy())
+    }
+
     fn fetch(
         &self,
         backend: &str,

@@ -1,0 +1,150 @@
+//! The WIT package is a public contract: a policy built against
+//! `outpost:edge@0.1.0` (before this node knew of 0.2) runs unchanged, and
+//! 0.2 policies get what 0.2 added — `backend-healthy`, their own hash key,
+//! the `tls` and `unavailable` fetch errors, and the member that answered.
+
+use outpost_e2e::*;
+
+/// A tenant `t` with `policy` and backends `primary` and `secondary`, each
+/// with its own settings.
+fn two_backends(policy: &str, primary: &str, secondary: &str) -> String {
+    format!(
+        "[[tenant]]\nid = \"t\"\nhosts = [\"t.test\"]\npolicy = {}\n\
+         [tenant.backends.primary]\n{primary}\n[tenant.backends.secondary]\n{secondary}\n",
+        example(policy)
+    )
+}
+
+/// Backend settings whose only member never passes its probe.
+fn never_healthy(url: &str) -> String {
+    format!("url = {url:?}\n[tenant.backends.secondary.probe]\npath = \"/health\"\ninitial = 0\n")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_policy_built_against_wit_0_1_runs_unchanged() {
+    let origin = Origin::start("secondary").await;
+    let config = two_backends(
+        "policy-v0-1",
+        &format!("url = {:?}", closed_port_url()),
+        &format!("url = {:?}", origin.url()),
+    );
+    let node = Node::start(&config);
+    let client = Client::new();
+    // Its decision (key, route, header edit) and its response hook (move on
+    // after a failed connect) work as they did.
+    let r = client.get(&node, "t.test", "/page").await;
+    assert_eq!(
+        (r.status.as_u16(), r.text()),
+        (200, "secondary /page".to_string())
+    );
+    assert_eq!(origin.seen()[0].headers["x-policy"], "v0.1");
+    client
+        .expect_cache_status(&node, "t.test", "/page", "hit")
+        .await;
+
+    // A failure 0.1 has no case for arrives as connect-failed, saying why.
+    let probed = Origin::start("down").await;
+    probed.reply("/health", Reply::status(500));
+    let config = two_backends(
+        "policy-v0-1",
+        &format!("url = {:?}", closed_port_url()),
+        &never_healthy(&probed.url()),
+    );
+    let node = Node::start(&config);
+    let r = client.get(&node, "t.test", "/down").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    let told = r.text();
+    assert!(
+        told.contains("primary: FetchError::ConnectFailed("),
+        "{told}"
+    );
+    assert!(
+        told.contains(
+            "secondary: FetchError::ConnectFailed(\"no healthy member (backend secondary"
+        ),
+        "{told}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_0_2_policy_steers_by_health_and_sees_the_new_fetch_errors() {
+    let (primary, secondary) = (
+        Origin::start("primary").await,
+        Origin::start("secondary").await,
+    );
+    let config = two_backends(
+        "pool-steering",
+        &never_healthy(&primary.url()).replace("secondary.probe", "primary.probe"),
+        &format!("url = {:?}", secondary.url()),
+    );
+    let node = Node::start(&config);
+    let client = Client::new();
+    let r = client.get(&node, "t.test", "/steered").await;
+    assert_eq!(
+        (r.status.as_u16(), r.text()),
+        (200, "secondary /steered".to_string())
+    );
+    assert_eq!(
+        primary.hits("/steered"),
+        0,
+        "backend-healthy said no: not even tried"
+    );
+    // The response hook is told which member answered.
+    let r = client
+        .get_with(&node, "t.test", "/who", &[("x-show-member", "1")])
+        .await;
+    assert_eq!(r.text(), format!("secondary {}", secondary.url()));
+
+    // `unavailable` is its own case in 0.2.
+    let config = two_backends(
+        "pool-steering",
+        &format!("url = {:?}", closed_port_url()),
+        &never_healthy(&secondary.url()),
+    );
+    let node = Node::start(&config);
+    let r = client.get(&node, "t.test", "/down").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(
+        r.text()
+            .starts_with("secondary: Unavailable(\"backend secondary"),
+        "{}",
+        r.text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_0_2_policy_hash_key_keeps_one_user_on_one_member() {
+    let members = [
+        Origin::start("a").await,
+        Origin::start("b").await,
+        Origin::start("c").await,
+    ];
+    let urls: Vec<String> = members
+        .iter()
+        .map(|m| format!("{{ url = {:?} }}", m.url()))
+        .collect();
+    let config = two_backends(
+        "pool-steering",
+        &format!("members = [{}]\nbalance = \"hash\"", urls.join(", ")),
+        &format!("url = {:?}", closed_port_url()),
+    );
+    let node = Node::start(&config);
+    let client = Client::new();
+    // Different paths, one user: hashed on the user, not the path.
+    for user in ["ada", "grace", "edsger", "barbara"] {
+        let mut served = std::collections::BTreeSet::new();
+        for i in 0..6 {
+            let r = client
+                .get_with(
+                    &node,
+                    "t.test",
+                    &format!("/{user}/{i}"),
+                    &[("x-user", user), ("x-show-member", "1")],
+                )
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            served.insert(r.text());
+        }
+        assert_eq!(served.len(), 1, "{user} was spread over {served:?}");
+    }
+}
