@@ -45,6 +45,7 @@ impl From<wit::Attempt> for Attempt {
             remaining: a.remaining,
             stale_available: a.stale_available,
             member: a.member,
+            failed_members: a.failed_members.into_iter().map(|f| (f.member, f.error.into())).collect(),
         }
     }
 }

@@ -143,7 +143,7 @@ impl TestResponse {
 
 /// An attempt at the route's only backend, `backend`, with no stale copy.
 pub fn attempt(backend: &str) -> Attempt {
-    Attempt { backend: backend.to_string(), index: 0, remaining: 0, stale_available: false, member: None }
+    Attempt { backend: backend.to_string(), index: 0, remaining: 0, stale_available: false, member: None, failed_members: Vec::new() }
 }
 
 /// An attempt whose backend gave no response.

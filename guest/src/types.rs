@@ -273,6 +273,8 @@ pub struct Attempt {
     pub stale_available: bool,
     /// The member of the backend's pool that answered (its URL), if one did.
     pub member: Option<String>,
+    /// Members of the backend tried before, in order, and why each failed.
+    pub failed_members: Vec<(String, FetchError)>,
 }
 
 /// Why a backend gave no response.

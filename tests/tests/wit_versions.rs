@@ -95,6 +95,32 @@ async fn a_0_2_policy_steers_by_health_and_sees_the_new_fetch_errors() {
         .await;
     assert_eq!(r.text(), format!("secondary {}", secondary.url()));
 
+    // A member that refused the connection was skipped for the next one:
+    // the hook is told both.
+    let refusing = closed_port_url();
+    let config = two_backends(
+        "pool-steering",
+        &format!(
+            "members = [{{ url = {:?} }}, {{ url = {:?} }}]",
+            refusing,
+            secondary.url()
+        ),
+        &format!("url = {:?}", secondary.url()),
+    );
+    let node = Node::start(&config);
+    let r = client
+        .get_with(&node, "t.test", "/retried", &[("x-show-member", "1")])
+        .await;
+    let told = r.text();
+    assert!(
+        told.starts_with(&format!(
+            "primary {} (after {}: ConnectFailed(",
+            secondary.url(),
+            refusing
+        )),
+        "{told}"
+    );
+
     // `unavailable` is its own case in 0.2.
     let config = two_backends(
         "pool-steering",

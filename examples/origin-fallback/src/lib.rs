@@ -57,7 +57,7 @@ mod tests {
     use outpost_guest::FetchError;
 
     fn attempt(backend: &str, remaining: u32, stale_available: bool) -> Attempt {
-        Attempt { backend: backend.into(), index: 1 - remaining, remaining, stale_available, member: None }
+        Attempt { backend: backend.into(), index: 1 - remaining, remaining, stale_available, member: None, failed_members: alloc::vec::Vec::new() }
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //! straight to `secondary` without a failed attempt; a pool with
 //! `balance = "hash"` keeps one user's requests (`x-user`) on one member.
 //! When the last attempt failed it answers 503 saying why (the error as the
-//! 0.2 types tell it); `x-show-member: 1` answers which member served instead
-//! of the origin's response.
+//! 0.2 types tell it); `x-show-member: 1` answers which member served, and
+//! which failed before it, instead of the origin's response.
 
 #![cfg_attr(not(test), no_std)]
 
@@ -41,7 +41,11 @@ impl Policy for PoolSteering {
             }
             Outcome::Response(_) if req.header("x-show-member").is_some() => {
                 let member = attempt.member.clone().unwrap_or_default();
-                ResponseDecision::Respond(Response::new(200).body(format!("{} {member}", attempt.backend)))
+                let mut body = format!("{} {member}", attempt.backend);
+                for (failed, error) in &attempt.failed_members {
+                    body.push_str(&format!(" (after {failed}: {error:?})"));
+                }
+                ResponseDecision::Respond(Response::new(200).body(body))
             }
             Outcome::Response(_) => ResponseDecision::Default,
         }

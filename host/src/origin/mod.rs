@@ -175,11 +175,13 @@ impl Backend {
     /// again and either nothing was sent (a failed connect or handshake) or
     /// the method is idempotent (RFC 9110 section 9.2.2) and the retry
     /// budget allows. A timeout is not retried here: the policy's chain
-    /// moves on.
+    /// moves on. The members that failed before the last one tried are
+    /// added to `failed`, with why.
     pub async fn send(
         &self,
         request: Request<ProxyBody>,
         key: &str,
+        failed: &mut Vec<(String, OriginError)>,
     ) -> Result<Response<MemberBody>, OriginError> {
         let order = self.balancer.order(&self.pool, key);
         if order.is_empty() {
@@ -232,6 +234,7 @@ impl Backend {
                 return Err(error);
             }
             tracing::debug!(backend = &*self.name, member = %member.url, "trying the next member: {error}");
+            failed.push((member.url.to_string(), error));
         }
         unreachable!("the last attempt returns")
     }
@@ -330,7 +333,9 @@ impl Backend {
             .map_err(|never| match never {})
             .boxed_unsync();
         let key = parts.uri.path().to_string();
-        let response = self.send(Request::from_parts(parts, body), &key).await?;
+        let response = self
+            .send(Request::from_parts(parts, body), &key, &mut Vec::new())
+            .await?;
         let (parts, mut body) = response.into_parts();
         let mut collected = Vec::new();
         while let Some(frame) = body.frame().await {

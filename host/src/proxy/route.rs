@@ -92,9 +92,13 @@ impl Exchange {
         };
         let stale = stale.filter(|s| s.may_serve_stale());
         for (index, name) in route.backends.iter().enumerate() {
+            let mut failed_members = Vec::new();
             let mut outcome = match self.tenant.backends.get(name).cloned() {
                 None => Err(FetchError::UnknownBackend(name.clone())),
-                Some(backend) => self.send(&backend, route, forward).await,
+                Some(backend) => {
+                    self.send(&backend, route, forward, &mut failed_members)
+                        .await
+                }
             };
             let attempt = Attempt {
                 backend: name.clone(),
@@ -105,6 +109,7 @@ impl Exchange {
                     .as_mut()
                     .ok()
                     .and_then(|(_, _, member)| member.take()),
+                failed_members,
             };
             let for_guest = match &outcome {
                 Ok((info, _, _)) => OutcomeForGuest::Response(info.clone()),
@@ -132,12 +137,14 @@ impl Exchange {
     }
 
     /// One attempt: build the request, send it, split the response head so
-    /// the guest can read it without a copy.
+    /// the guest can read it without a copy. Members of the backend's pool
+    /// that failed before the last one tried go to `failed_members`.
     async fn send(
         &mut self,
         backend: &Arc<Backend>,
         route: &Route,
         forward: &Forward,
+        failed_members: &mut Vec<(String, FetchError)>,
     ) -> Attempted {
         let (request, revalidating) = self.origin_request(backend, route, forward);
         let request_time = SystemTime::now();
@@ -147,7 +154,10 @@ impl Exchange {
             (None, Forward::Lookup { key, .. }) => key.as_str(),
             (None, Forward::Pass) => self.info.path_and_query(),
         };
-        let response = backend.send(request, key).await.map_err(FetchError::from)?;
+        let mut failed = Vec::new();
+        let sent = backend.send(request, key, &mut failed).await;
+        failed_members.extend(failed.into_iter().map(|(m, e)| (m, FetchError::from(e))));
+        let response = sent.map_err(FetchError::from)?;
         let member = response.body().member();
         let (parts, body) = response.into_parts();
         let info = Arc::new(ResponseInfo {

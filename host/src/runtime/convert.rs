@@ -146,6 +146,14 @@ impl From<Attempt> for v0_2::types::Attempt {
             remaining: a.remaining,
             stale_available: a.stale_available,
             member: a.member,
+            failed_members: a
+                .failed_members
+                .into_iter()
+                .map(|(member, error)| v0_2::types::MemberFailure {
+                    member,
+                    error: error.into(),
+                })
+                .collect(),
         }
     }
 }

@@ -115,6 +115,8 @@ pub struct Attempt {
     pub stale_available: bool,
     /// The pool member that answered, if one did.
     pub member: Option<String>,
+    /// Members tried before it, and why each failed.
+    pub failed_members: Vec<(String, FetchError)>,
 }
 
 /// How the host stores a response, overriding its headers.
