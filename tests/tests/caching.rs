@@ -396,7 +396,8 @@ async fn head_is_answered_from_the_stored_get() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fill_that_fails_midway_is_an_error_and_is_not_stored() {
-    // An origin that promises 1000 bytes and closes after 10.
+    // An origin that promises 1,000 bytes for /small and 100,000 for
+    // /large, and closes after 10.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -406,10 +407,13 @@ async fn a_fill_that_fails_midway_is_an_error_and_is_not_stored() {
             count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf).await;
-                let _ = s
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\ncache-control: max-age=60\r\n\r\n0123456789")
-                    .await;
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let large = buf[..n].starts_with(b"GET /large");
+                let length = if large { 100_000 } else { 1000 };
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {length}\r\ncache-control: max-age=60\r\n\r\n0123456789"
+                );
+                let _ = s.write_all(head.as_bytes()).await;
             });
         }
     });
@@ -421,15 +425,21 @@ async fn a_fill_that_fails_midway_is_an_error_and_is_not_stored() {
     ));
     let client = Client::new();
     for _ in 0..2 {
-        // The head is forwarded at once; the broken body then reaches the
-        // client as an error, never as a clean (truncated) end.
-        let r = client.try_get(&node, "t.test", "/x").await;
+        // A small body is read whole before the response starts: its
+        // failure is a 502.
+        let r = client.get(&node, "t.test", "/small").await;
+        assert_eq!(r.status, 502, "{}", r.text());
+        // A large one streams: the head is forwarded at once, the broken
+        // body then reaches the client as an error, never as a clean
+        // (truncated) end.
+        let r = client.try_get(&node, "t.test", "/large").await;
         assert!(
             r.is_err(),
             "a truncated body was taken for a whole one: {r:?}"
         );
     }
-    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // Neither was stored: every request went to the origin.
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 4);
 }
 
 #[tokio::test(flavor = "multi_thread")]

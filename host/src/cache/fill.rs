@@ -55,6 +55,12 @@ pub struct Fetched {
     pub revalidating: bool,
 }
 
+/// Bodies up to this size are read whole before the response starts, as
+/// nginx buffers them: the client then gets head and body in one write
+/// instead of the head alone while the body is on its way (a third write
+/// and packet per miss), and the object is stored complete.
+const READ_WHOLE_BYTES: u64 = 32 * 1024;
+
 /// Where a fill goes and under which rules.
 pub struct Fill<'a> {
     pub store: &'a TenantStore,
@@ -190,11 +196,12 @@ impl Fill<'_> {
         }
     }
 
-    /// Stores a new response: at once when its length is known (its body
-    /// filled by a task of its own, so this client, coalesced waiters and
-    /// later hits all read it as it arrives, and the fill completes even if
-    /// this client goes away), after reading it when not; too large ones
-    /// are streamed.
+    /// Stores a new response: at once when its length is known and over
+    /// [`READ_WHOLE_BYTES`] (its body filled by a task of its own, so this
+    /// client, coalesced waiters and later hits all read it as it arrives,
+    /// and the fill completes even if this client goes away), after reading
+    /// it when it is smaller or its length is not known; too large ones are
+    /// streamed.
     async fn store_new(self, fetched: Fetched, freshness: Freshness) -> Filled {
         let Fetched {
             status,
@@ -215,7 +222,7 @@ impl Fill<'_> {
             .detail(Detail::NotStored(NotStored::TooLarge));
         match content_length(&headers) {
             Some(len) if len > self.max_object_bytes => streamed(status, headers, body, too_large),
-            Some(len) => {
+            Some(len) if len > READ_WHOLE_BYTES => {
                 let shared = SharedBody::filling(Some(len));
                 let stored = Arc::new(head(shared.clone()));
                 self.store.insert(self.key, stored.clone());
@@ -228,7 +235,7 @@ impl Fill<'_> {
                 tokio::spawn(fill_body(body, shared, target));
                 self.stored(stored)
             }
-            None => match collect(body, self.max_object_bytes).await {
+            _ => match collect(body, self.max_object_bytes).await {
                 Collected::Complete(bytes) => {
                     let stored = Arc::new(head(SharedBody::complete(bytes)));
                     self.store.insert(self.key, stored.clone());
