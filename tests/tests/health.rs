@@ -313,6 +313,16 @@ async fn an_upload_slower_than_the_first_byte_timeout_still_reaches_the_origin()
     assert_eq!(r.status(), 201, "{}", node.log());
     let seen = origin.seen();
     assert_eq!(seen[0].body_len, 8 * 64 * 1024);
+    // A client that pauses for longer than the first-byte timeout (but not
+    // than its own body timeout) is waited for: the pause is not the
+    // origin's.
+    let body = paced_upload(3, Duration::from_millis(800));
+    let r = Client::new()
+        .open(&node, Method::PUT, "t.test", "/upload", &[], body)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", node.log());
+    assert_eq!(origin.seen()[1].body_len, 3 * 64 * 1024);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -19,8 +19,12 @@ use crate::http::{BoxError, ProxyBody};
 /// How far a body has been sent, shared by the body and the waiting side.
 pub(super) struct Progress {
     start: Instant,
-    /// Milliseconds from `start` to the last frame the client took.
+    /// Milliseconds from `start` to the last frame the connection took.
     last_ms: AtomicU64,
+    /// The connection asked for the next frame and the client has not sent
+    /// it yet: a pause that is the client's (its own body timeout, 408,
+    /// bounds it), not the member's.
+    waiting_on_client: AtomicBool,
     done: AtomicBool,
     finished: tokio::sync::Notify,
 }
@@ -45,17 +49,20 @@ impl Progress {
         self.finished.notify_one();
     }
 
-    /// Waits until the body is sent; `Err` when it made no progress for
-    /// `pause` (the member stopped reading, or the client stopped sending
-    /// and its own body timeout did not end the request first).
+    /// Waits until the body is sent; `Err` when the member took nothing
+    /// for `pause` while the client had data for it.
     pub async fn sent(&self, pause: Duration) -> Result<(), ()> {
         loop {
             if self.done() {
                 return Ok(());
             }
-            let until = self.last_frame() + pause;
-            if Instant::now() >= until {
-                return Err(());
+            let now = Instant::now();
+            let mut until = self.last_frame() + pause;
+            if now >= until {
+                if !self.waiting_on_client.load(Ordering::Relaxed) {
+                    return Err(());
+                }
+                until = now + pause;
             }
             tokio::select! {
                 () = self.finished.notified() => {}
@@ -74,6 +81,7 @@ pub(super) fn watch(body: ProxyBody) -> (ProxyBody, Option<Arc<Progress>>) {
     let progress = Arc::new(Progress {
         start: Instant::now(),
         last_ms: AtomicU64::new(0),
+        waiting_on_client: AtomicBool::new(false),
         done: AtomicBool::new(false),
         finished: tokio::sync::Notify::new(),
     });
@@ -98,6 +106,10 @@ impl Body for Sending {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let pending = polled.is_pending();
+        self.progress
+            .waiting_on_client
+            .store(pending, Ordering::Relaxed);
         match &polled {
             Poll::Ready(Some(Ok(_))) => {
                 self.progress.frame_taken();
