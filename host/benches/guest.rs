@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use outpost::config::Config;
-use outpost::http::{RequestInfo, Scheme};
+use outpost::http::{RequestId, RequestInfo, Scheme};
 use outpost::runtime::{GuestContext, GuestSession, Runtime};
 use outpost::tenant::Tenant;
 
@@ -27,6 +27,7 @@ fn request() -> Arc<RequestInfo> {
         scheme: Scheme::Http,
         authority: "bench.test".into(),
         client_ip: IpAddr::from([127, 0, 0, 1]),
+        request_id: RequestId::generate(),
     })
 }
 
@@ -41,7 +42,16 @@ fn guest(c: &mut Criterion) {
     "#;
     let config = Config::from_toml(text, "bench", Path::new(".")).unwrap();
     let runtime = Runtime::new(&config.runtime).unwrap();
-    let tenant = Arc::new(Tenant::build(&config.tenants[0], &runtime, &config, 64 << 20).unwrap());
+    let tenant = Arc::new(
+        Tenant::build(
+            &config.tenants[0],
+            &runtime,
+            &config,
+            64 << 20,
+            Default::default(),
+        )
+        .unwrap(),
+    );
     let module = tenant.policy.load_full();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -15,6 +15,7 @@
 //!   its sources, the config file and [`admin`];
 //! - entry: [`cli`].
 
+pub(crate) mod access_log;
 pub(crate) mod admin;
 pub(crate) mod cache;
 pub mod cli;

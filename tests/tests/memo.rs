@@ -1,21 +1,14 @@
 //! Decision memoization: repeated requests skip wasm, and still get the
 //! decision the policy would make for them.
 
-use http::Method;
-use outpost_e2e::{admin_section, tenant, tenant_with, Client, Node, Origin, Reply, ADMIN_TOKEN};
+use outpost_e2e::metrics::Scrape;
+use outpost_e2e::{admin_section, tenant, tenant_with, Client, Node, Origin, Reply};
 
 /// `outpost_decision_memo_hits_total` from the admin API.
 async fn memo_hits(client: &Client, node: &Node) -> u64 {
-    let metrics = client
-        .admin(node, Method::GET, "/metrics", Some(ADMIN_TOKEN), "")
+    Scrape::of(client, node)
         .await
-        .text();
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("outpost_decision_memo_hits_total "))
-        .expect("the memo counter is exported")
-        .parse()
-        .unwrap()
+        .sum("outpost_decision_memo_hits_total", &[]) as u64
 }
 
 const PHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0)";

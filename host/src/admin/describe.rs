@@ -2,12 +2,11 @@
 
 use serde_json::{json, Value};
 
-use crate::control::Control;
+use crate::metrics::Event;
 use crate::tenant::Tenant;
 
 /// The JSON description of a tenant.
-pub(super) fn tenant(control: &Control, tenant: &Tenant) -> Value {
-    let metrics = &control.context().metrics;
+pub(super) fn tenant(tenant: &Tenant) -> Value {
     let d = tenant.deployments.lock().unwrap_or_else(|p| p.into_inner());
     let versions: Vec<&str> = d.versions.iter().map(|m| &*m.version).collect();
     let history: Vec<&str> = d.history.iter().map(|v| &**v).collect();
@@ -23,7 +22,7 @@ pub(super) fn tenant(control: &Control, tenant: &Tenant) -> Value {
     .map(|k| {
         (
             k.to_string(),
-            json!(metrics.get("guest_failures", &tenant.id, k)),
+            json!(tenant.metrics.event_count(Event::GuestFailure, k)),
         )
     })
     .collect();

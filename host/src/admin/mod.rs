@@ -21,6 +21,7 @@
 
 mod bodies;
 mod describe;
+mod metrics;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -159,11 +160,11 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> AdminResponse {
     let method = req.method().clone();
     match (method, segments.as_slice()) {
         (Method::GET, ["metrics"]) => {
-            let text = control.context().metrics.render();
+            let text = metrics::render(control);
             let mut r = Response::new(Full::new(Bytes::from(text)));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
-                header::HeaderValue::from_static("text/plain; version=0.0.4"),
+                header::HeaderValue::from_static(metrics::CONTENT_TYPE),
             );
             r
         }
@@ -211,7 +212,7 @@ async fn tenant_endpoint(
     let active = |version: Arc<str>| json!({ "active": &*version });
     match (method, rest) {
         (Method::GET, []) => match control.tenant(id) {
-            Ok(tenant) => reply(StatusCode::OK, describe::tenant(control, &tenant)),
+            Ok(tenant) => reply(StatusCode::OK, describe::tenant(&tenant)),
             Err(e) => failed(e),
         },
         (Method::PUT, ["modules"]) => deploy(control, id, req).await,

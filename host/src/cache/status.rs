@@ -6,6 +6,7 @@ use std::fmt;
 use http::HeaderValue;
 
 use super::NotStored;
+use crate::metrics::Outcome;
 
 /// The cache's name in `Cache-Status` (RFC 9211 section 2).
 pub const CACHE_NAME: &str = "Outpost";
@@ -124,6 +125,21 @@ impl CacheStatus {
     pub fn detail(mut self, detail: Detail) -> CacheStatus {
         self.detail = Some(detail);
         self
+    }
+
+    /// What the cache did, for the metrics: a stale response served is
+    /// `stale`, a stored one refreshed by a 304 `revalidated`, one from
+    /// another request's fill `collapsed`.
+    pub fn outcome(&self) -> Outcome {
+        match (self.fwd, self.detail) {
+            (_, Some(Detail::StaleWhileRevalidate | Detail::StaleServed)) => Outcome::Stale,
+            (_, Some(Detail::Generated)) => Outcome::Synthetic,
+            _ if self.collapsed => Outcome::Collapsed,
+            _ if self.hit => Outcome::Hit,
+            (Some(Fwd::Request), _) => Outcome::Pass,
+            (Some(Fwd::Stale), _) if self.fwd_status == Some(304) => Outcome::Revalidated,
+            _ => Outcome::Miss,
+        }
     }
 
     /// The field value.

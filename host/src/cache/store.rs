@@ -9,6 +9,7 @@ use moka::notification::RemovalCause;
 use moka::sync::Cache;
 
 use super::StoredResponse;
+use crate::metrics::Counter;
 
 /// Variants kept per key; the oldest goes when a new one arrives.
 const MAX_VARIANTS: usize = 16;
@@ -39,6 +40,8 @@ type TagIndex = Arc<Mutex<HashMap<Box<str>, HashSet<Box<str>>>>>;
 #[derive(Clone)]
 pub struct TenantStore {
     entries: Cache<Box<str>, Arc<Variants>>,
+    /// Keys pushed out to make room (not expired, purged or replaced).
+    evictions: Arc<Counter>,
     tags: TagIndex,
     hit_for_miss: Cache<Box<str>, ()>,
 }
@@ -84,6 +87,8 @@ impl TenantStore {
     pub fn new(quota_bytes: u64, stale_retention: Duration, hit_for_miss: Duration) -> TenantStore {
         let tags: TagIndex = Arc::default();
         let index = tags.clone();
+        let evictions = Arc::new(Counter::default());
+        let evicted = evictions.clone();
         let entries = Cache::builder()
             .max_capacity(quota_bytes)
             .weigher(|_key, value: &Arc<Variants>| {
@@ -98,6 +103,9 @@ impl TenantStore {
                 if cause != RemovalCause::Replaced {
                     unindex(&index, &key, &value);
                 }
+                if cause == RemovalCause::Size {
+                    evicted.inc();
+                }
             })
             .build();
         let hit_for_miss = Cache::builder()
@@ -106,9 +114,20 @@ impl TenantStore {
             .build();
         TenantStore {
             entries,
+            evictions,
             tags,
             hit_for_miss,
         }
+    }
+
+    /// (keys stored, bytes they are charged, keys evicted for room so far),
+    /// for `/metrics`; moka's counts lag its pending work a little.
+    pub fn usage(&self) -> (u64, u64, u64) {
+        (
+            self.entries.entry_count(),
+            self.entries.weighted_size(),
+            self.evictions.get(),
+        )
     }
 
     /// The stored response a request with these header fields selects.

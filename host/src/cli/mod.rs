@@ -20,8 +20,19 @@ pub use serve::{run, RunOptions};
     about = "A programmable CDN edge node: per-tenant wasm policy in front of your origins"
 )]
 struct Cli {
+    /// The node's own log on stderr: `plain` text or one `json` object per
+    /// line (for log shippers). The filter is `OUTPOST_LOG` (default
+    /// `info`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Plain, env = "OUTPOST_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Plain,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -60,7 +71,7 @@ struct ServeArgs {
 /// Runs the command line; the exit code says whether it worked.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.log_format);
     let result = match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
         Command::Serve(args) => serve(args),
         Command::Check { config } => Config::load(&config)
@@ -83,16 +94,20 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colours only on a terminal: log files and pipes get plain text.
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Plain => {
+            // Colours only on a terminal: log files and pipes get plain text.
+            use std::io::IsTerminal;
+            logs.with_ansi(std::io::stderr().is_terminal()).init();
+        }
+    }
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {

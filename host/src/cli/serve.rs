@@ -65,6 +65,7 @@ pub async fn run(
             Some(terminator),
             handler.clone(),
             config.server.clone(),
+            control.context().metrics.clone(),
             shutdown.clone(),
         )));
     }
@@ -80,7 +81,16 @@ pub async fn run(
         );
     }
     on_ready(&control, addr);
-    crate::server::serve(listener, None, handler, config.server.clone(), shutdown).await;
+    let metrics = control.context().metrics.clone();
+    crate::server::serve(
+        listener,
+        None,
+        handler,
+        config.server.clone(),
+        metrics,
+        shutdown,
+    )
+    .await;
     if let Some(tls) = tls_listener {
         let _ = tls.await;
     }

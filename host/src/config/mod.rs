@@ -87,6 +87,9 @@ pub struct ServerConfig {
     /// a backend (RFC 8586), and refuses to see again; by default a
     /// pseudonym made at start.
     pub node_id: Option<String>,
+    /// A line per request on stdout: `"off"` (default), `"plain"` or
+    /// `"json"`.
+    pub access_log: crate::access_log::Format,
 }
 
 impl Default for ServerConfig {
@@ -103,6 +106,7 @@ impl Default for ServerConfig {
             listen_backlog: 1024,
             tls: None,
             node_id: None,
+            access_log: crate::access_log::Format::Off,
         }
     }
 }

@@ -58,13 +58,14 @@ impl Control {
             tenants: Arc::new(arc_swap::ArcSwap::from_pointee(tenants)),
             cache: Arc::new(HttpCache::new(&config.cache)),
             runtime,
-            metrics: Metrics::default(),
+            metrics: Arc::new(Metrics::default()),
             trace_requests,
             max_target_bytes: config.server.max_target_bytes,
             max_header_bytes: config.server.max_header_bytes,
             body_read_timeout: std::time::Duration::from_millis(config.server.body_read_timeout_ms),
             https_port: std::sync::OnceLock::new(),
             node_id: config.server.node_id(),
+            access_log: crate::access_log::AccessLog::start(config.server.access_log),
         };
         Ok(Arc::new(Control {
             ctx: Arc::new(ctx),

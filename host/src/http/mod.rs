@@ -8,9 +8,11 @@ mod client_body;
 mod connection;
 pub mod headers;
 pub mod range;
+pub mod request_id;
 
 pub use client_body::{watched, BodyFailure, BodyLimits, BodyWatch};
 pub use connection::{CertificateOwner, Connection, TlsSession};
+pub use request_id::RequestId;
 
 use std::net::IpAddr;
 
@@ -73,6 +75,8 @@ pub struct RequestInfo {
     /// Lowercased authority (Host header or `:authority`), port kept.
     pub authority: String,
     pub client_ip: IpAddr,
+    /// Sent to origins as `X-Request-Id` and logged.
+    pub request_id: RequestId,
 }
 
 impl RequestInfo {
@@ -86,6 +90,7 @@ impl RequestInfo {
             scheme: Scheme::Http,
             authority: authority.to_ascii_lowercase(),
             client_ip: IpAddr::from([127, 0, 0, 1]),
+            request_id: RequestId::generate(),
         }
     }
 
@@ -109,6 +114,7 @@ impl RequestInfo {
             scheme: self.scheme,
             authority: self.authority.clone(),
             client_ip: self.client_ip,
+            request_id: self.request_id.clone(),
         }
     }
 }

@@ -97,6 +97,10 @@ impl Body for MemberBody {
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 this.last_frame = Instant::now();
+                if let (Some(data), Some(f)) = (frame.data_ref(), &this.in_flight) {
+                    let stats = &f.pool.members[f.member].stats;
+                    stats.received_bytes.add(data.len() as u64);
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {

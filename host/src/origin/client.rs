@@ -5,6 +5,9 @@
 //! backend's `server_name`), the protocol the backend speaks, and the
 //! member's pool of idle connections.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -17,6 +20,8 @@ use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tower_service::Service;
 
+use super::counted::Counted;
+use super::member::MemberStats;
 use crate::config::{BackendConfig, BackendUrl, FieldError, Protocol};
 use crate::http::ProxyBody;
 
@@ -33,19 +38,27 @@ const POOL_MAX_IDLE: usize = 256;
 pub(super) struct Dial {
     tcp: HttpConnector,
     member: Uri,
+    /// Counts the connections open.
+    stats: Arc<MemberStats>,
 }
 
+type Tcp = <HttpConnector as Service<Uri>>::Response;
+type Dialing = Pin<Box<dyn Future<Output = Result<Counted<Tcp>, ConnectError>> + Send>>;
+type ConnectError = <HttpConnector as Service<Uri>>::Error;
+
 impl Service<Uri> for Dial {
-    type Response = <HttpConnector as Service<Uri>>::Response;
-    type Error = <HttpConnector as Service<Uri>>::Error;
-    type Future = <HttpConnector as Service<Uri>>::Future;
+    type Response = Counted<Tcp>;
+    type Error = ConnectError;
+    type Future = Dialing;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.tcp.poll_ready(cx)
     }
 
     fn call(&mut self, _request_uri: Uri) -> Self::Future {
-        self.tcp.call(self.member.clone())
+        let connecting = self.tcp.call(self.member.clone());
+        let stats = self.stats.clone();
+        Box::pin(async move { Ok(Counted::new(connecting.await?, stats)) })
     }
 }
 
@@ -54,6 +67,7 @@ impl Service<Uri> for Dial {
 pub(super) fn build(
     config: &BackendConfig,
     member: &BackendUrl,
+    stats: Arc<MemberStats>,
     tls: &ClientConfig,
 ) -> Result<HttpClient, FieldError> {
     let mut tcp = HttpConnector::new();
@@ -63,6 +77,7 @@ pub(super) fn build(
     let dial = Dial {
         tcp,
         member: member.uri_for("/"),
+        stats,
     };
     let name = config
         .tls

@@ -1,12 +1,13 @@
 //! A pool's members: where each one is, its weight, the requests it has in
 //! flight and its health, all readable without a lock.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::health::MemberHealth;
 use crate::config::{BackendUrl, EjectionConfig, MemberConfig, ProbeConfig};
+use crate::metrics::{Counter, Histogram};
 
 /// One member of a backend's pool.
 pub(super) struct Member {
@@ -15,6 +16,20 @@ pub(super) struct Member {
     /// Requests sent to it whose response is not yet complete.
     in_flight: AtomicU32,
     pub health: MemberHealth,
+    pub stats: Arc<MemberStats>,
+}
+
+/// What `/metrics` tells of a member beyond its health.
+#[derive(Default)]
+pub struct MemberStats {
+    /// From sending the request to the response head.
+    pub first_byte: Histogram,
+    /// Response body bytes read from it.
+    pub received_bytes: Counter,
+    /// Times it was taken out after failures.
+    pub ejections: Counter,
+    /// Connections to it now open (idle in the pool or busy).
+    pub open_connections: AtomicI64,
 }
 
 impl Member {
@@ -25,6 +40,34 @@ impl Member {
     /// Requests in flight per unit of weight, for comparing members.
     pub fn load(&self) -> f64 {
         f64::from(self.in_flight()) / f64::from(self.weight)
+    }
+}
+
+/// One member as `/metrics` reports it.
+pub struct MemberReport<'a> {
+    pub url: String,
+    pub state: MemberState,
+    pub in_flight: u32,
+    pub stats: &'a MemberStats,
+}
+
+/// Whether a member takes requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberState {
+    Up,
+    /// Its active probes fail.
+    ProbeDown,
+    /// Taken out after consecutive failures, for now.
+    Ejected,
+}
+
+impl MemberState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberState::Up => "up",
+            MemberState::ProbeDown => "probe_down",
+            MemberState::Ejected => "ejected",
+        }
     }
 }
 
@@ -58,6 +101,7 @@ impl Pool {
                     weight: m.weight,
                     in_flight: AtomicU32::new(0),
                     health: MemberHealth::new(probe),
+                    stats: Arc::default(),
                 })
                 .collect(),
             epoch: Instant::now(),
@@ -97,6 +141,28 @@ impl Pool {
         }
     }
 
+    /// Why no member may take a request, for the error.
+    pub fn why_unavailable(&self, backend: &str) -> String {
+        let now = self.now_ms();
+        let members = &self.members;
+        let down = members.iter().filter(|m| !m.health.probe_up()).count();
+        let ejected = members
+            .iter()
+            .filter(|m| m.health.probe_up() && m.health.ejected(now))
+            .count();
+        let mut reasons = vec![format!("{} members", members.len())];
+        if down > 0 {
+            reasons.push(format!("{down} failing probes"));
+        }
+        if ejected > 0 {
+            reasons.push(format!("{ejected} taken out after failures"));
+        }
+        if down + ejected < members.len() {
+            reasons.push("the rest at max_connections".into());
+        }
+        format!("backend {backend}: {}", reasons.join(", "))
+    }
+
     /// What a request to member `i` told of its health.
     pub fn report(&self, i: usize, ok: bool) {
         let health = &self.members[i].health;
@@ -121,6 +187,7 @@ impl Pool {
             (ejected + 1) * 100 <= self.ejection.max_ejected_percent as usize * self.members.len();
         if allowed && !health.ejected(now) {
             let until = health.eject(now, &self.ejection);
+            self.members[i].stats.ejections.inc();
             tracing::warn!(
                 member = %self.members[i].url,
                 "{threshold} failures in a row: member taken out for {} s",

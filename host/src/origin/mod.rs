@@ -10,6 +10,7 @@
 mod balance;
 mod body;
 mod client;
+mod counted;
 mod health;
 mod member;
 mod probe;
@@ -29,10 +30,12 @@ use tokio::task::AbortHandle;
 
 use crate::config::{BackendConfig, FieldError};
 use crate::http::{error_chain, ProxyBody};
+use crate::metrics::Counter;
 use balance::Balancer;
 pub use body::{BodyStalled, MemberBody};
 use client::HttpClient;
 use member::{InFlight, Pool};
+pub use member::{MemberReport, MemberState};
 use retry::RetryBudget;
 
 /// The `CDN-Loop` request field (RFC 8586).
@@ -80,6 +83,8 @@ pub struct Backend {
     pool: Arc<Pool>,
     balancer: Balancer,
     budget: RetryBudget,
+    /// Attempts sent to another member after one failed.
+    retried: Counter,
     retries: u32,
     /// Host header to send instead of the client's.
     pub host_header: Option<HeaderValue>,
@@ -116,11 +121,6 @@ impl Backend {
         node_id: &str,
     ) -> Result<Backend, FieldError> {
         let tls = crate::tls::client_config(config.tls.as_ref(), base_dir)?;
-        let clients = config
-            .members()
-            .iter()
-            .map(|m| client::build(config, &m.url, &tls))
-            .collect::<Result<Arc<[HttpClient]>, FieldError>>()?;
         let pool = Arc::new(Pool::new(
             config.members(),
             config.probe.as_ref(),
@@ -128,6 +128,11 @@ impl Backend {
             config.slow_start_ms,
             config.max_connections,
         ));
+        let clients = pool
+            .members
+            .iter()
+            .map(|m| client::build(config, &m.url, m.stats.clone(), &tls))
+            .collect::<Result<Arc<[HttpClient]>, FieldError>>()?;
         // Checked by `BackendConfig::validate`.
         let host_header = config
             .host_header
@@ -149,6 +154,7 @@ impl Backend {
             balancer: Balancer::new(config.balance, &pool, config.hash_balance_factor),
             pool,
             budget: RetryBudget::new(config.retry_budget_percent),
+            retried: Counter::default(),
             retries: config.retries,
             host_header,
             first_byte: Duration::from_millis(config.first_byte_timeout_ms),
@@ -160,6 +166,28 @@ impl Backend {
                 .unwrap_or_else(|_| HeaderValue::from_static("outpost")),
             probes,
         })
+    }
+
+    /// Each member's state and counters, for `/metrics`.
+    pub fn members(&self) -> impl Iterator<Item = MemberReport<'_>> {
+        let now = self.pool.now_ms();
+        self.pool.members.iter().map(move |m| MemberReport {
+            url: m.url.to_string(),
+            state: if !m.health.probe_up() {
+                MemberState::ProbeDown
+            } else if m.health.ejected(now) {
+                MemberState::Ejected
+            } else {
+                MemberState::Up
+            },
+            in_flight: m.in_flight(),
+            stats: &m.stats,
+        })
+    }
+
+    /// Attempts sent to another member after one failed, so far.
+    pub fn retries(&self) -> u64 {
+        self.retried.get()
     }
 
     /// Whether some member may take a request now.
@@ -185,7 +213,9 @@ impl Backend {
     ) -> Result<Response<MemberBody>, OriginError> {
         let order = self.balancer.order(&self.pool, key);
         if order.is_empty() {
-            return Err(OriginError::Unavailable(self.why_unavailable()));
+            return Err(OriginError::Unavailable(
+                self.pool.why_unavailable(&self.name),
+            ));
         }
         self.budget.request();
         let (mut parts, body) = request.into_parts();
@@ -233,6 +263,7 @@ impl Backend {
             if !retry {
                 return Err(error);
             }
+            self.retried.inc();
             tracing::debug!(backend = &*self.name, member = %member.url, "trying the next member: {error}");
             failed.push((member.url.to_string(), error));
         }
@@ -265,7 +296,15 @@ impl Backend {
     ) -> Result<Response<Incoming>, OriginError> {
         let (parts, body) = request.into_parts();
         let (body, upload) = upload::watch(body);
-        let exchange = self.clients[member].request(Request::from_parts(parts, body));
+        let started = std::time::Instant::now();
+        let exchange = async {
+            let result = self.clients[member]
+                .request(Request::from_parts(parts, body))
+                .await;
+            let stats = &self.pool.members[member].stats;
+            stats.first_byte.observe(started.elapsed());
+            result
+        };
         tokio::pin!(exchange);
         if let Some(upload) = upload {
             tokio::select! {
@@ -293,28 +332,6 @@ impl Backend {
                 Err(classify(&e, name))
             }
         }
-    }
-
-    /// Why no member may take a request, for the error.
-    fn why_unavailable(&self) -> String {
-        let now = self.pool.now_ms();
-        let members = &self.pool.members;
-        let down = members.iter().filter(|m| !m.health.probe_up()).count();
-        let ejected = members
-            .iter()
-            .filter(|m| m.health.probe_up() && m.health.ejected(now))
-            .count();
-        let mut reasons = vec![format!("{} members", members.len())];
-        if down > 0 {
-            reasons.push(format!("{down} failing probes"));
-        }
-        if ejected > 0 {
-            reasons.push(format!("{ejected} taken out after failures"));
-        }
-        if down + ejected < members.len() {
-            reasons.push("the rest at max_connections".into());
-        }
-        format!("backend {}: {}", self.name, reasons.join(", "))
     }
 
     /// One complete exchange (a guest's `fetch`): the request's URI is the

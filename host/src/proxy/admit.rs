@@ -99,6 +99,22 @@ pub(super) fn admit(
 }
 
 impl Refusal {
+    /// A short stable name for metrics.
+    pub(super) fn as_str(&self) -> &'static str {
+        match self {
+            Refusal::Connect => "connect",
+            Refusal::TransferCoding => "transfer_coding",
+            Refusal::TargetTooLong => "target_too_long",
+            Refusal::HeadTooLarge => "head_too_large",
+            Refusal::Authority(_) => "bad_authority",
+            Refusal::UnknownHost => "unknown_host",
+            Refusal::Misdirected { .. } => "misdirected",
+            Refusal::ToHttps { .. } => "to_https",
+            Refusal::BodyTooLarge => "body_too_large",
+            Refusal::Loop { .. } => "loop",
+        }
+    }
+
     /// The response that tells the client.
     pub(super) fn response(self) -> Response<ProxyBody> {
         match self {
@@ -276,6 +292,7 @@ mod tests {
                     scheme: Scheme::Http,
                     authority,
                     client_ip: IpAddr::from([127, 0, 0, 1]),
+                    request_id: crate::http::RequestId::generate(),
                 };
                 let copy = info.owned_copy();
                 prop_assert_eq!(copy.path_and_query(), info.path_and_query());

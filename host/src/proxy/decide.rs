@@ -7,6 +7,7 @@ use http::{Method, Response};
 use hyper::body::Incoming;
 
 use super::exchange::{memo_of, Exchange};
+use super::finish::Trail;
 use super::respond;
 use super::Context;
 use crate::http::{ProxyBody, RequestInfo};
@@ -26,10 +27,11 @@ pub(super) async fn run_policy(
     module: Arc<PolicyModule>,
     info: Arc<RequestInfo>,
     body: Incoming,
+    trail: Arc<Trail>,
 ) -> (Response<ProxyBody>, String) {
     let recall = memo_of(&tenant, &module).and_then(|m| m.recall(&info, &tenant.vars));
     let recalled = recall.as_ref().map(|r| r.decision().clone());
-    let mut exchange = Exchange::new(ctx, tenant, info, module, body, recalled);
+    let mut exchange = Exchange::new(ctx, tenant, info, module, body, recalled, trail);
     let decision = match exchange.decide(recall).await {
         Ok(decision) => decision,
         Err(failure) => {
@@ -55,7 +57,7 @@ impl Exchange {
     /// when it has one).
     async fn decide(&mut self, recall: Option<Recall>) -> Result<Decision, GuestFailure> {
         if let Some(Recall::Use(decision)) = recall {
-            self.ctx.metrics.memo_hits.inc();
+            self.tenant.metrics.memo_hit();
             return Ok(Decision::clone(&decision));
         }
         match Box::pin(self.start_instance()).await {

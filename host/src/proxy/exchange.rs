@@ -7,9 +7,11 @@ use http::{Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::finish::Trail;
 use super::respond;
 use super::Context;
 use crate::http::{BodyWatch, ProxyBody, RequestInfo};
+use crate::metrics::Event;
 use crate::runtime::memo::{DecisionMemo, Reads};
 use crate::runtime::{Decision, GuestContext, GuestFailure, GuestSession, PolicyModule};
 use crate::tenant::Tenant;
@@ -32,6 +34,8 @@ pub(super) struct Exchange {
     /// The memo's decision for this request, checked against the guest's
     /// whenever the guest runs.
     pub(super) recalled: Option<Arc<Decision>>,
+    /// What the access log learns on the way (the backend that answered).
+    pub(super) trail: Arc<Trail>,
 }
 
 /// A live guest instance and the tenant concurrency slot it holds.
@@ -69,6 +73,7 @@ impl Exchange {
         module: Arc<PolicyModule>,
         body: Incoming,
         recalled: Option<Arc<Decision>>,
+        trail: Arc<Trail>,
     ) -> Exchange {
         Exchange {
             ctx,
@@ -79,6 +84,7 @@ impl Exchange {
             body: Some(body),
             body_watch: Arc::default(),
             recalled,
+            trail,
         }
     }
 
@@ -97,6 +103,7 @@ impl Exchange {
             .clone()
             .try_acquire_owned()
             .map_err(|_| GuestFailure::ConcurrencyLimit(tenant.limits.max_concurrent))?;
+        let started = std::time::Instant::now();
         let reused = tenant
             .take_idle(&self.module.version)
             .and_then(|mut s| s.reuse(self.info.clone()).ok().map(|()| s));
@@ -116,6 +123,7 @@ impl Exchange {
             session.record_reads();
         }
         let decision = session.on_request().await;
+        self.module.request_hook_time.observe(started.elapsed());
         let reads = session.take_reads();
         // Kept even when the hook failed, so the slot returns on drop.
         self.instance = Some(Instance {
@@ -140,9 +148,7 @@ impl Exchange {
                     "decision memo disabled for this version: the policy decided \
                      differently for a request with the same inputs"
                 );
-                self.ctx
-                    .metrics
-                    .count("decision_memo_mismatches", &self.tenant.id, "mismatch");
+                self.tenant.metrics.event(Event::MemoMismatch, "mismatch");
             }
             Some(_) => {}
             None => {
@@ -176,9 +182,12 @@ impl Exchange {
             reason = failure.as_str(),
             "policy failed: {failure}"
         );
-        self.ctx
+        self.tenant
             .metrics
-            .count("guest_failures", tenant, failure.as_str());
+            .event(Event::GuestFailure, failure.as_str());
+        if let Some(limit) = failure.limit() {
+            self.tenant.metrics.event(Event::Limit, limit);
+        }
         let status = match failure {
             GuestFailure::Unavailable(_) | GuestFailure::ConcurrencyLimit(_) => {
                 StatusCode::SERVICE_UNAVAILABLE

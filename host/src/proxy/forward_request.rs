@@ -9,7 +9,7 @@ use super::exchange::Exchange;
 use super::respond;
 use super::route::{Forward, Validators};
 use crate::http::headers::{strip_hop_by_hop, via_value};
-use crate::http::{empty, watched, BodyLimits, ProxyBody};
+use crate::http::{empty, request_id, watched, BodyLimits, ProxyBody};
 use crate::origin::Backend;
 use crate::runtime::{HeaderEdit, Route};
 
@@ -51,6 +51,9 @@ impl Exchange {
             "x-forwarded-proto",
             HeaderValue::from_static(info.scheme.as_str()),
         );
+        // The id the client gave (or the one made for it), so the origin's
+        // logs and the node's tell of the same request.
+        headers.insert(request_id::HEADER, info.request_id.header_value());
         apply_edits(&mut headers, &route.request_headers);
         let body = match forward {
             Forward::Pass => match self.body.take() {

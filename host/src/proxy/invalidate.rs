@@ -29,6 +29,7 @@ pub async fn key_for(
         scheme: request.scheme,
         authority: request.authority.clone(),
         client_ip: request.client_ip,
+        request_id: request.request_id.clone(),
     });
     let module = tenant.policy.load_full();
     match decide_offline(runtime, tenant, &module, info).await.ok()? {

@@ -21,6 +21,7 @@ mod admit;
 mod conditional;
 mod decide;
 mod exchange;
+mod finish;
 mod forward_request;
 mod invalidate;
 mod lookup;
@@ -35,11 +36,13 @@ use arc_swap::ArcSwap;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
+use crate::access_log::AccessLog;
 use crate::cache::{CacheStatus, HttpCache};
-use crate::http::{Connection, ProxyBody, RequestInfo};
-use crate::metrics::Metrics;
+use crate::http::{request_id, Connection, ProxyBody, RequestId, RequestInfo};
+use crate::metrics::{Event, Metrics};
 use crate::runtime::Runtime;
 use crate::tenant::{Arm, Tenant, TenantTable};
+use finish::{Started, Trail};
 
 /// What the request path reads: an immutable view of the node, except for
 /// the tenant table, which the control plane swaps whole. A hit takes no
@@ -49,7 +52,7 @@ pub struct Context {
     pub tenants: Arc<ArcSwap<TenantTable>>,
     pub cache: Arc<HttpCache>,
     pub runtime: Arc<Runtime>,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     /// Log every request with its policy decision (the dev server does).
     pub trace_requests: bool,
     /// Longest request target accepted (`server.max_target_bytes`).
@@ -62,6 +65,8 @@ pub struct Context {
     pub https_port: std::sync::OnceLock<u16>,
     /// This node's `CDN-Loop` name (`server.node_id`).
     pub node_id: String,
+    /// Where a line per request goes (`server.access_log`), if anywhere.
+    pub access_log: Option<AccessLog>,
 }
 
 /// Serves one client request. Never fails: every problem is a response.
@@ -70,14 +75,16 @@ pub async fn handle(
     request: Request<Incoming>,
     connection: Connection,
 ) -> Response<ProxyBody> {
-    let mut response = handle_tenant(ctx, request, connection).await;
+    let request_id = RequestId::of(request.headers());
+    let id = request_id.header_value();
+    let mut response = handle_tenant(ctx, request, connection, request_id).await;
     // RFC 9211 on every response: those the node made itself (synthetic
     // answers, errors) say so.
-    if !response.headers().contains_key("cache-status") {
-        response
-            .headers_mut()
-            .insert("cache-status", CacheStatus::generated().to_header());
+    let headers = response.headers_mut();
+    if !headers.contains_key("cache-status") {
+        headers.insert("cache-status", CacheStatus::generated().to_header());
     }
+    headers.insert(request_id::HEADER, id);
     response
 }
 
@@ -85,11 +92,15 @@ async fn handle_tenant(
     ctx: Arc<Context>,
     request: Request<Incoming>,
     connection: Connection,
+    request_id: RequestId,
 ) -> Response<ProxyBody> {
-    ctx.metrics.requests.inc();
+    let started = Started::now();
     let (tenant, authority) = match admit::admit(&ctx, &request, &connection) {
         Ok(admitted) => admitted,
-        Err(refusal) => return refusal.response(),
+        Err(refusal) => {
+            ctx.metrics.node.refused(refusal.as_str());
+            return refusal.response();
+        }
     };
     let (parts, body) = request.into_parts();
     let info = Arc::new(RequestInfo {
@@ -99,16 +110,24 @@ async fn handle_tenant(
         scheme: connection.scheme(),
         authority,
         client_ip: connection.client_ip,
+        request_id,
     });
     tenant.recent.record(&info);
     let (module, arm) = tenant.module_for(&info);
+    let trail = Arc::new(Trail::default());
+    let access = ctx.access_log.is_some().then(|| finish::Access {
+        ctx: ctx.clone(),
+        info: info.clone(),
+        version: module.version.clone(),
+        trail: trail.clone(),
+    });
     let trace = ctx.trace_requests.then(|| info.clone());
     let (mut response, summary) =
-        decide::run_policy(ctx.clone(), tenant.clone(), module, info, body).await;
+        decide::run_policy(ctx.clone(), tenant.clone(), module, info, body, trail).await;
     if tenant.config.strip_cdn_cache_control {
         response.headers_mut().remove("cdn-cache-control");
     }
-    record_canary(&ctx, &tenant, arm, response.status().is_server_error());
+    record_canary(&tenant, arm, response.status().is_server_error());
     if let Some(info) = trace {
         let cache = response
             .headers()
@@ -125,12 +144,12 @@ async fn handle_tenant(
             response.status().as_u16(),
         );
     }
-    response
+    finish::measured(response, tenant, started, access)
 }
 
 /// Counts a request against the tenant's canary, and aborts the canary if
 /// its rule says so.
-fn record_canary(ctx: &Context, tenant: &Tenant, arm: Arm, failed: bool) {
+fn record_canary(tenant: &Tenant, arm: Arm, failed: bool) {
     let Some(canary) = &*tenant.canary.load() else {
         return;
     };
@@ -149,7 +168,6 @@ fn record_canary(ctx: &Context, tenant: &Tenant, arm: Arm, failed: bool) {
             version = &*canary.module.version,
             "canary aborted: {reason}"
         );
-        ctx.metrics
-            .count("canary_aborts", &tenant.id, "auto_rollback");
+        tenant.metrics.event(Event::CanaryAbort, "auto_rollback");
     }
 }

@@ -138,8 +138,10 @@ pub fn stored(
     if stored.targeted {
         strip_cache_targeted(&mut headers);
     }
+    let outcome = status.outcome();
     add_via_and_status(&mut headers, status);
     let mut r = Response::new(body);
+    r.extensions_mut().insert(outcome);
     *r.status_mut() = code;
     *r.headers_mut() = headers;
     r
@@ -232,8 +234,10 @@ pub fn streamed(
     cache: CacheStatus,
 ) -> Response<ProxyBody> {
     strip_hop_by_hop(&mut headers);
+    let outcome = cache.outcome();
     finish(&mut headers, cache);
     let mut r = Response::new(body);
+    r.extensions_mut().insert(outcome);
     *r.status_mut() = status;
     *r.headers_mut() = headers;
     r
@@ -282,9 +286,8 @@ pub fn origin_error(error: &FetchError, backend: &str, fwd: Fwd) -> Response<Pro
         ),
     };
     let mut r = plain(status, format!("backend {backend:?} {what}\n"));
-    finish(
-        r.headers_mut(),
-        CacheStatus::forwarded(fwd, None).detail(Detail::OriginError),
-    );
+    let cache = CacheStatus::forwarded(fwd, None).detail(Detail::OriginError);
+    r.extensions_mut().insert(cache.outcome());
+    finish(r.headers_mut(), cache);
     r
 }

@@ -14,6 +14,7 @@ use super::respond;
 use crate::cache::fill::{stale_if_error, stale_status, Fetched, StoreMode};
 use crate::cache::{CacheStatus, Fwd, StoredResponse};
 use crate::http::{BodyFailure, ProxyBody, ResponseInfo};
+use crate::metrics::Event;
 use crate::origin::Backend;
 use crate::runtime::{
     Attempt, FetchError, GuestFailure, OutcomeForGuest, ResponseDecision, Route, SyntheticResponse,
@@ -116,7 +117,12 @@ impl Exchange {
                 Err(e) => OutcomeForGuest::Error(e.clone()),
             };
             let decision = match self.session().await {
-                Ok(session) => session.on_response(attempt, for_guest).await,
+                Ok(session) => {
+                    let started = std::time::Instant::now();
+                    let decision = session.on_response(attempt, for_guest).await;
+                    self.module.response_hook_time.observe(started.elapsed());
+                    decision
+                }
                 Err(f) => Err(f),
             };
             let decision = match decision {
@@ -130,6 +136,9 @@ impl Exchange {
                     .as_ref()
                     .is_none_or(http_body::Body::is_end_stream);
             if let Some(result) = settle(decision, outcome, name, can_retry, stale) {
+                if result.is_ok() {
+                    self.trail.answered_by(name);
+                }
                 return result;
             }
         }
@@ -220,9 +229,16 @@ impl Exchange {
                         tenant = &*self.tenant.id,
                         "client request body failed: {error}"
                     );
+                    let limit = |name| self.tenant.metrics.event(Event::Limit, name);
                     match failure {
-                        BodyFailure::TooLarge => respond::body_too_large(),
-                        BodyFailure::Stalled => respond::body_stalled(),
+                        BodyFailure::TooLarge => {
+                            limit("request_body_bytes");
+                            respond::body_too_large()
+                        }
+                        BodyFailure::Stalled => {
+                            limit("request_body_read_timeout");
+                            respond::body_stalled()
+                        }
                         BodyFailure::Invalid => {
                             respond::plain(StatusCode::BAD_REQUEST, "invalid request body\n")
                         }
@@ -253,9 +269,9 @@ impl Exchange {
     }
 
     fn count_origin_error(&self, error: &FetchError) {
-        self.ctx
+        self.tenant
             .metrics
-            .count("origin_errors", &self.tenant.id, error.as_str());
+            .event(Event::OriginError, error.as_str());
     }
 
     /// A route that produced no response: counted, logged, then 502 or 504.
@@ -271,6 +287,7 @@ impl Exchange {
                 tenant = &*self.tenant.id,
                 backend,
                 reason = error.as_str(),
+                request_id = self.info.request_id.as_str(),
                 "origin failed: {error}"
             );
         }

@@ -291,6 +291,7 @@ mod tests {
             scheme: crate::http::Scheme::Http,
             authority: "a.test".into(),
             client_ip: "127.0.0.1".parse().unwrap(),
+            request_id: crate::http::RequestId::generate(),
         }
     }
 

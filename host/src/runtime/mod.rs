@@ -36,6 +36,7 @@ pub use policy::{
 pub use session::{GuestFailure, GuestSession, OutcomeForGuest};
 
 use crate::config::RuntimeConfig;
+use crate::metrics::Histogram;
 
 /// How often the epoch advances; the granularity of CPU deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
@@ -58,6 +59,11 @@ pub struct PolicyModule {
     /// Decisions of this version by the inputs they depend on; `None` when
     /// the component imports something that differs between runs.
     pub memo: Option<memo::DecisionMemo>,
+    /// Time in the request hook, instantiation included when the request
+    /// started an instance.
+    pub request_hook_time: Histogram,
+    /// Time in the response hook.
+    pub response_hook_time: Histogram,
 }
 
 impl Runtime {
@@ -146,6 +152,8 @@ impl Runtime {
             pre,
             version,
             memo: deterministic.then(memo::DecisionMemo::new),
+            request_hook_time: Histogram::default(),
+            response_hook_time: Histogram::default(),
         }))
     }
 
@@ -230,6 +238,9 @@ enum WitVersion {
     V0_1,
     V0_2,
 }
+
+/// The `outpost:edge` minor versions this node runs (build info).
+pub const SUPPORTED_WIT: &str = "0.1,0.2";
 
 /// A component linked and ready to instantiate, for the version it uses.
 pub(crate) enum Pre {

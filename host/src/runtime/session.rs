@@ -46,6 +46,17 @@ impl GuestFailure {
             GuestFailure::Unavailable(_) => "unavailable",
         }
     }
+
+    /// The limit this failure hit, if a limit is what stopped the guest.
+    pub fn limit(&self) -> Option<&'static str> {
+        match self {
+            GuestFailure::CpuLimit(_) => Some("guest_cpu"),
+            GuestFailure::MemoryLimit(_) => Some("guest_memory"),
+            GuestFailure::HostCallLimit(_) => Some("guest_host_calls"),
+            GuestFailure::ConcurrencyLimit(_) => Some("guest_instances"),
+            GuestFailure::Trap(_) | GuestFailure::Unavailable(_) => None,
+        }
+    }
 }
 
 /// A backend outcome as the response hook receives it.

@@ -21,6 +21,7 @@ use connection::{serve_http1, serve_http2, Serving};
 
 use crate::config::ServerConfig;
 use crate::http::{Connection, ProxyBody};
+use crate::metrics::{self, Metrics};
 use crate::tls::Terminator;
 
 /// How long shutdown waits for requests in flight.
@@ -112,6 +113,7 @@ pub async fn serve<H, F>(
     tls: Option<Terminator>,
     handler: H,
     config: ServerConfig,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) where
     H: Fn(hyper::Request<hyper::body::Incoming>, Connection) -> F
@@ -146,30 +148,40 @@ pub async fn serve<H, F>(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        metrics.node.accepted.inc();
         let serving = Serving {
             handler: handler.clone(),
             client: Connection::plain(peer.ip()),
             idle_timeout,
             shutdown: stop.clone(),
         };
-        let (builders, tls) = (builders.clone(), tls.clone());
+        let (builders, tls, metrics) = (builders.clone(), tls.clone(), metrics.clone());
         // Each stage is boxed: a task is as large as its largest state, and
         // an idle HTTP/1.1 connection should not keep room for an HTTP/2
         // connection or a TLS handshake.
         tokio::spawn(async move {
             let _slot = slot;
             let (h1, h2) = &*builders;
+            let node = &metrics.node;
             let Some(tls) = tls else {
                 match sniff(&stream, header_timeout).await {
                     None => tracing::debug!(%peer, "closed a connection that sent nothing"),
-                    Some(Protocol::Http1) => Box::pin(serve_http1(h1, stream, serving)).await,
-                    Some(Protocol::Http2) => Box::pin(serve_http2(h2, stream, serving)).await,
+                    Some(Protocol::Http1) => {
+                        let _open = node.opened(metrics::Protocol::Http1, false);
+                        Box::pin(serve_http1(h1, stream, serving)).await;
+                    }
+                    Some(Protocol::Http2) => {
+                        let _open = node.opened(metrics::Protocol::Http2, false);
+                        Box::pin(serve_http2(h2, stream, serving)).await;
+                    }
                 }
                 return;
             };
             let Some(accepted) = Box::pin(tls.handshake(stream, header_timeout)).await else {
+                node.tls_handshake_failures.inc();
                 return;
             };
+            node.tls_handshakes.inc();
             let serving = Serving {
                 client: Connection {
                     client_ip: peer.ip(),
@@ -178,8 +190,10 @@ pub async fn serve<H, F>(
                 ..serving
             };
             if accepted.http2 {
+                let _open = node.opened(metrics::Protocol::Http2, true);
                 Box::pin(serve_http2(h2, accepted.stream, serving)).await;
             } else {
+                let _open = node.opened(metrics::Protocol::Http1, true);
                 Box::pin(serve_http1(h1, accepted.stream, serving)).await;
             }
         });

@@ -144,6 +144,7 @@ mod tests {
             scheme: Scheme::Http,
             authority: "t.test".into(),
             client_ip: std::net::IpAddr::from(ip),
+            request_id: crate::http::RequestId::generate(),
         }
     }
 

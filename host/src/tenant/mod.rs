@@ -27,6 +27,7 @@ pub use tls::SniCertificates;
 
 use crate::cache::TenantStore;
 use crate::config::{Config, FieldError, LimitsConfig, PolicySource, TenantConfig};
+use crate::metrics::TenantMetrics;
 use crate::origin::Backend;
 use crate::runtime::{GuestSession, PolicyModule, Runtime};
 
@@ -62,6 +63,8 @@ pub struct Tenant {
     pub config: TenantConfig,
     /// Idle instances, when the tenant reuses them.
     idle: Mutex<Vec<GuestSession>>,
+    /// Its request counters, kept across rebuilds of the tenant.
+    pub metrics: Arc<TenantMetrics>,
 }
 
 impl Tenant {
@@ -103,6 +106,7 @@ impl Tenant {
         runtime: &Runtime,
         config: &Config,
         cache_quota_bytes: u64,
+        metrics: Arc<TenantMetrics>,
     ) -> Result<Tenant, FieldError> {
         let keep_versions = config.runtime.keep_versions;
         let policy_error = |m: String| FieldError::new("policy", m);
@@ -138,6 +142,7 @@ impl Tenant {
             recent: RecentRequests::default(),
             config: tc.clone(),
             idle: Mutex::new(Vec::new()),
+            metrics,
         })
     }
 

@@ -64,10 +64,15 @@ impl TenantTable {
                 .cloned();
             let tenant = match kept {
                 Some(t) => t,
-                None => Arc::new(
-                    Tenant::build(tc, runtime, config, config.cache_quota_bytes(tc))
-                        .map_err(within)?,
-                ),
+                None => {
+                    // A rebuilt tenant keeps counting where it was.
+                    let metrics = previous
+                        .and_then(|p| p.get(&tc.id))
+                        .map(|t| t.metrics.clone())
+                        .unwrap_or_default();
+                    let quota = config.cache_quota_bytes(tc);
+                    Arc::new(Tenant::build(tc, runtime, config, quota, metrics).map_err(within)?)
+                }
             };
             if let Some(files) = &tc.tls {
                 let files = files.resolved(&config.base_dir);
