@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use outpost::config::Config;
-use outpost::http::{RequestId, RequestInfo, Scheme};
+use outpost::http::{RequestId, RequestInfo, Scheme, TraceContext};
 use outpost::runtime::{GuestContext, GuestSession, Runtime};
 use outpost::tenant::Tenant;
 
@@ -28,6 +28,7 @@ fn request() -> Arc<RequestInfo> {
         authority: "bench.test".into(),
         client_ip: IpAddr::from([127, 0, 0, 1]),
         request_id: RequestId::generate(),
+        trace: TraceContext::start(),
     })
 }
 

@@ -45,6 +45,8 @@ pub struct Entry<'a> {
     /// The backend that answered, `-` if none did.
     pub backend: &'a str,
     pub request_id: &'a str,
+    /// The W3C trace id (32 hex digits).
+    pub trace_id: &'a str,
 }
 
 /// The handle the request path writes through.
@@ -117,7 +119,7 @@ fn plain(e: &Entry) -> String {
     let mut line = String::with_capacity(160);
     let _ = writeln!(
         line,
-        "{} {} {} {} \"{} {}\" {} {} {:.6} {} {} {}",
+        "{} {} {} {} \"{} {}\" {} {} {:.6} {} {} {} {}",
         httpdate::fmt_http_date(e.time),
         e.tenant,
         short_version(e.version),
@@ -130,6 +132,7 @@ fn plain(e: &Entry) -> String {
         e.outcome,
         e.backend,
         e.request_id,
+        e.trace_id,
     );
     line
 }
@@ -152,6 +155,7 @@ fn json(e: &Entry) -> String {
         "cache": e.outcome,
         "backend": e.backend,
         "request_id": e.request_id,
+        "trace_id": e.trace_id,
     })
     .to_string();
     line.push('\n');
@@ -181,6 +185,7 @@ mod tests {
             outcome: "hit",
             backend: "-",
             request_id: "abc",
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736",
         }
     }
 
@@ -189,7 +194,7 @@ mod tests {
         assert_eq!(
             plain(&entry("/a?b=c")),
             "Tue, 14 Nov 2023 22:13:20 GMT t sha256:0123456789ab t.test \"GET /a?b=c\" \
-             200 1024 0.001500 hit - abc\n"
+             200 1024 0.001500 hit - abc 4bf92f3577b34da6a3ce929d0e0e4736\n"
         );
     }
 

@@ -3,7 +3,10 @@
 //!
 //! | method and path | what |
 //! |---|---|
-//! | `GET /metrics` | Prometheus counters |
+//! | `GET /` | the status page (HTML; asks for the token, no data inside) |
+//! | `GET /status` | tenants, rates' counters, hit ratio, latency, backends (JSON) |
+//! | `GET /metrics` | every metric family, OpenMetrics text |
+//! | `GET /debug/pprof/profile?seconds=N` | a CPU profile (pprof protobuf; `&format=flamegraph`: SVG) |
 //! | `GET /tenants` | tenants and their active versions |
 //! | `GET /tenants/{id}` | active version, deployed versions, history, limits |
 //! | `PUT /tenants/{id}/modules` | deploy a component (body); `?activate=true` activates it |
@@ -22,6 +25,8 @@
 mod bodies;
 mod describe;
 mod metrics;
+mod pprof;
+mod status;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -105,6 +110,27 @@ fn error(status: StatusCode, message: impl Into<String>) -> AdminResponse {
     reply(status, json!({ "error": message.into() }))
 }
 
+/// `GET /`: the status page, locked down (its own script and styles
+/// only, talking to this listener only, never framed, never cached).
+fn status_page() -> AdminResponse {
+    let mut r = Response::new(Full::new(Bytes::from_static(status::PAGE.as_bytes())));
+    let headers = r.headers_mut();
+    let set = |h: &mut http::HeaderMap, name, value| {
+        h.insert(name, header::HeaderValue::from_static(value));
+    };
+    set(headers, header::CONTENT_TYPE, "text/html; charset=utf-8");
+    set(
+        headers,
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+         connect-src 'self'; form-action 'none'; frame-ancestors 'none'",
+    );
+    set(headers, header::X_FRAME_OPTIONS, "DENY");
+    set(headers, header::REFERRER_POLICY, "no-referrer");
+    set(headers, header::CACHE_CONTROL, "no-store");
+    r
+}
+
 /// Compares the bearer token in constant time.
 fn authorized(req: &Request<Incoming>, token: &str) -> bool {
     let Some(given) = req
@@ -144,6 +170,10 @@ fn answer<T>(result: Result<T, ControlError>, body: impl FnOnce(T) -> Value) -> 
 
 async fn handle(admin: &Admin, req: Request<Incoming>) -> AdminResponse {
     let control = &admin.control;
+    // The status page holds no data: it asks for the token itself.
+    if req.method() == Method::GET && req.uri().path() == "/" {
+        return status_page();
+    }
     if !authorized(&req, &admin.token) {
         // Read (and drop) a modest body first, so a client still sending
         // gets the 401 instead of a reset; larger bodies are not read.
@@ -159,6 +189,8 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> AdminResponse {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let method = req.method().clone();
     match (method, segments.as_slice()) {
+        (Method::GET, ["debug", "pprof", "profile"]) => pprof::profile(req.uri().query()).await,
+        (Method::GET, ["status"]) => reply(StatusCode::OK, status::status(control)),
         (Method::GET, ["metrics"]) => {
             let text = metrics::render(control);
             let mut r = Response::new(Full::new(Bytes::from(text)));

@@ -3,6 +3,7 @@
 mod dev;
 mod new;
 mod serve;
+mod status;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -50,6 +51,9 @@ enum Command {
     /// Create a new policy crate: a `no_std` skeleton on the guest SDK with
     /// a native unit test, ready for `cargo test` and `outpost dev NAME`.
     New(new::NewArgs),
+    /// The status page in the terminal: tenants, rates, hit ratio,
+    /// latency, backend members (from a running node's admin API).
+    Status(status::StatusArgs),
 }
 
 #[derive(clap::Args, Default)]
@@ -84,6 +88,7 @@ pub fn main() -> ExitCode {
             .map(|()| println!("{}: ok", config.display())),
         Command::Dev(args) => dev::run(args),
         Command::New(args) => new::run(args),
+        Command::Status(args) => status::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

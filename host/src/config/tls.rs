@@ -63,7 +63,7 @@ impl CertificateFiles {
 
 /// `[tenant.backends.NAME.tls]`: how an https backend is verified and
 /// what it is shown.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BackendTlsConfig {
     /// Trust only the CAs in this PEM file (default: the Mozilla roots).

@@ -9,10 +9,12 @@ mod connection;
 pub mod headers;
 pub mod range;
 pub mod request_id;
+pub mod trace_context;
 
 pub use client_body::{watched, BodyFailure, BodyLimits, BodyWatch};
 pub use connection::{CertificateOwner, Connection, TlsSession};
 pub use request_id::RequestId;
+pub use trace_context::TraceContext;
 
 use std::net::IpAddr;
 
@@ -77,6 +79,8 @@ pub struct RequestInfo {
     pub client_ip: IpAddr,
     /// Sent to origins as `X-Request-Id` and logged.
     pub request_id: RequestId,
+    /// Its W3C trace: the origin is told the node's span as its parent.
+    pub trace: TraceContext,
 }
 
 impl RequestInfo {
@@ -91,6 +95,7 @@ impl RequestInfo {
             authority: authority.to_ascii_lowercase(),
             client_ip: IpAddr::from([127, 0, 0, 1]),
             request_id: RequestId::generate(),
+            trace: TraceContext::start(),
         }
     }
 
@@ -115,6 +120,7 @@ impl RequestInfo {
             authority: self.authority.clone(),
             client_ip: self.client_ip,
             request_id: self.request_id.clone(),
+            trace: self.trace.clone(),
         }
     }
 }

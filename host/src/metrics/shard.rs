@@ -126,6 +126,30 @@ impl Histogram {
         self.snapshot().1
     }
 
+    /// The `q` quantile (0..1) in seconds, interpolated inside its bucket
+    /// as Prometheus' `histogram_quantile` does; `None` with no
+    /// observations. Above the last bound it answers that bound.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let (_, count, buckets) = self.snapshot();
+        if count == 0 {
+            return None;
+        }
+        let rank = q.clamp(0.0, 1.0) * count as f64;
+        let (mut below, mut lower) = (0u64, 0.0);
+        for (bound, n) in buckets {
+            if n > 0 && (below + n) as f64 >= rank {
+                if bound.is_infinite() {
+                    return Some(lower);
+                }
+                let within = (rank - below as f64) / n as f64;
+                return Some(lower + (bound - lower) * within);
+            }
+            below += n;
+            lower = bound;
+        }
+        Some(lower)
+    }
+
     /// (sum in seconds, count, count per bucket bound — not cumulative:
     /// prometheus-client's encoder adds them up).
     fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
@@ -171,6 +195,21 @@ impl EncodeMetric for Histogram {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quantiles_interpolate_inside_the_bucket_that_holds_them() {
+        let h = Histogram::default();
+        assert_eq!(h.quantile(0.5), None);
+        // 100 observations between 1 and 2.5 ms: the median is half way.
+        for _ in 0..100 {
+            h.observe(Duration::from_micros(2000));
+        }
+        let p50 = h.quantile(0.5).unwrap();
+        assert!((p50 - 0.00175).abs() < 1e-9, "{p50}");
+        assert!((h.quantile(1.0).unwrap() - 0.0025).abs() < 1e-9);
+        h.observe(Duration::from_secs(60));
+        assert_eq!(h.quantile(1.0), Some(10.0));
+    }
 
     #[test]
     fn counts_from_every_thread_add_up() {

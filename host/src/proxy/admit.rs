@@ -293,6 +293,7 @@ mod tests {
                     authority,
                     client_ip: IpAddr::from([127, 0, 0, 1]),
                     request_id: crate::http::RequestId::generate(),
+                    trace: crate::http::TraceContext::start(),
                 };
                 let copy = info.owned_copy();
                 prop_assert_eq!(copy.path_and_query(), info.path_and_query());

@@ -86,6 +86,7 @@ impl Pending {
         };
         let info = &access.info;
         let backend = access.trail.backend();
+        let trace_id = info.trace.trace_id_hex();
         log.write(&Entry {
             time: self.started.wall,
             tenant: &self.tenant.id,
@@ -99,6 +100,7 @@ impl Pending {
             outcome: self.outcome.as_str(),
             backend: backend.as_deref().unwrap_or("-"),
             request_id: info.request_id.as_str(),
+            trace_id: &trace_id,
         });
     }
 }

@@ -9,7 +9,7 @@ use super::exchange::Exchange;
 use super::respond;
 use super::route::{Forward, Validators};
 use crate::http::headers::{strip_hop_by_hop, via_value};
-use crate::http::{empty, request_id, watched, BodyLimits, ProxyBody};
+use crate::http::{empty, request_id, trace_context, watched, BodyLimits, ProxyBody};
 use crate::origin::Backend;
 use crate::runtime::{HeaderEdit, Route};
 
@@ -54,6 +54,14 @@ impl Exchange {
         // The id the client gave (or the one made for it), so the origin's
         // logs and the node's tell of the same request.
         headers.insert(request_id::HEADER, info.request_id.header_value());
+        // W3C Trace Context: the origin's parent is the node's span; the
+        // client's tracestate goes on unchanged, or none when the node
+        // started the trace.
+        headers.insert(trace_context::TRACEPARENT, info.trace.traceparent());
+        match &info.trace.state {
+            Some(state) => headers.insert(trace_context::TRACESTATE, state.clone()),
+            None => headers.remove(trace_context::TRACESTATE),
+        };
         apply_edits(&mut headers, &route.request_headers);
         let body = match forward {
             Forward::Pass => match self.body.take() {

@@ -30,6 +30,7 @@ pub async fn key_for(
         authority: request.authority.clone(),
         client_ip: request.client_ip,
         request_id: request.request_id.clone(),
+        trace: request.trace.clone(),
     });
     let module = tenant.policy.load_full();
     match decide_offline(runtime, tenant, &module, info).await.ok()? {

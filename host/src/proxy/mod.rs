@@ -38,7 +38,7 @@ use hyper::body::Incoming;
 
 use crate::access_log::AccessLog;
 use crate::cache::{CacheStatus, HttpCache};
-use crate::http::{request_id, Connection, ProxyBody, RequestId, RequestInfo};
+use crate::http::{request_id, Connection, ProxyBody, RequestId, RequestInfo, TraceContext};
 use crate::metrics::{Event, Metrics};
 use crate::runtime::Runtime;
 use crate::tenant::{Arm, Tenant, TenantTable};
@@ -103,6 +103,7 @@ async fn handle_tenant(
         }
     };
     let (parts, body) = request.into_parts();
+    let trace = TraceContext::of(&parts.headers);
     let info = Arc::new(RequestInfo {
         method: parts.method,
         uri: parts.uri,
@@ -111,6 +112,7 @@ async fn handle_tenant(
         authority,
         client_ip: connection.client_ip,
         request_id,
+        trace,
     });
     tenant.recent.record(&info);
     let (module, arm) = tenant.module_for(&info);

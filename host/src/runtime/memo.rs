@@ -292,6 +292,7 @@ mod tests {
             authority: "a.test".into(),
             client_ip: "127.0.0.1".parse().unwrap(),
             request_id: crate::http::RequestId::generate(),
+            trace: crate::http::TraceContext::start(),
         }
     }
 

@@ -145,6 +145,7 @@ mod tests {
             authority: "t.test".into(),
             client_ip: std::net::IpAddr::from(ip),
             request_id: crate::http::RequestId::generate(),
+            trace: crate::http::TraceContext::start(),
         }
     }
 
