@@ -563,12 +563,56 @@ impl Node {
 
     /// `spawn` with extra environment variables.
     pub fn spawn_env(args: &[&str], dir: &std::path::Path, env: &[(&str, &str)]) -> Node {
+        let mut command = Command::new(outpost_bin());
+        command.args(args).envs(env.iter().copied());
+        Node::launch(command, dir)
+    }
+
+    /// Starts a node on `config` that serves `socket` (passed as systemd's
+    /// socket activation does: fd 3, `LISTEN_FDS=1`, `LISTEN_PID` its own),
+    /// as a service manager restarting or upgrading a node would.
+    pub fn start_on_socket(config: &str, socket: &std::net::TcpListener) -> Node {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let dir = scratch_dir();
+        let path = dir.join("outpost.toml");
+        std::fs::write(&path, config).unwrap();
+        let fd = socket.as_raw_fd();
+        let mut command = Command::new("sh");
+        // `exec` keeps the shell's pid, which `$$` names.
+        command.args([
+            "-c",
+            "LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\"",
+            outpost_bin().to_str().unwrap(),
+            "serve",
+            "--config",
+            path.to_str().unwrap(),
+        ]);
+        // Between fork and exec: only async-signal-safe calls (dup2, fcntl).
+        unsafe {
+            command.pre_exec(move || {
+                let ok = if fd == 3 {
+                    libc::fcntl(3, libc::F_SETFD, 0) != -1
+                } else {
+                    libc::dup2(fd, 3) != -1
+                };
+                if ok {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        Node::launch(command, &dir)
+    }
+
+    fn launch(mut command: Command, dir: &std::path::Path) -> Node {
         let log = dir.join("node.log");
-        let mut child = Command::new(outpost_bin())
-            .args(args)
-            .env("OUTPOST_LOG", "info")
+        if !command.get_envs().any(|(k, _)| k == "OUTPOST_LOG") {
+            command.env("OUTPOST_LOG", "info");
+        }
+        let mut child = command
             .env_remove("RUST_BACKTRACE")
-            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -673,6 +717,11 @@ impl Node {
             .find_map(|l| l.strip_prefix("VmHWM:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or(0)
+    }
+
+    /// The node's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Every line printed on stdout so far.
@@ -835,6 +884,35 @@ impl Client {
             headers: parts.headers,
             body,
         }
+    }
+
+    /// GET to `addr`; `Err` when no complete response came (within 30 s).
+    pub async fn try_send_to(
+        &self,
+        addr: SocketAddr,
+        host: &str,
+        path: &str,
+    ) -> Result<Resp, String> {
+        let request = Request::builder()
+            .uri(format!("http://{addr}{path}"))
+            .header("host", host)
+            .body(full_body(Bytes::new()))
+            .unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(30), self.inner.request(request))
+            .await
+            .map_err(|_| "no response within 30 s".to_string())?
+            .map_err(|e| format!("{e:?}"))?;
+        let (parts, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| format!("body failed: {e}"))?
+            .to_bytes();
+        Ok(Resp {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
     }
 
     /// Sends a request with an empty body from a task of its own, so that

@@ -116,6 +116,8 @@ fn init_logging(format: LogFormat) {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Before any thread: it clears the LISTEN_* variables.
+    let listeners = crate::server::Inherited::take().map_err(anyhow::Error::msg)?;
     let mut config = if let Some(path) = &args.config {
         Config::load(path)?
     } else if let Some(backend) = &args.backend {
@@ -132,6 +134,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let options = RunOptions {
         config_path: args.config.clone(),
         trace_requests: false,
+        listeners,
     };
     runtime.block_on(run(config, options, shutdown_signal(), |_, addr| {
         announce(addr)

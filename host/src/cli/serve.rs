@@ -21,6 +21,9 @@ pub struct RunOptions {
     pub config_path: Option<PathBuf>,
     /// Log every request's decision.
     pub trace_requests: bool,
+    /// Listening sockets passed in (socket activation), used instead of
+    /// binding `server.listen` / `server.tls.listen`.
+    pub listeners: crate::server::Inherited,
 }
 
 /// Binds the node's listeners and serves until `shutdown` resolves.
@@ -51,9 +54,13 @@ pub async fn run(
     let handler = move |request, connection| crate::proxy::handle(ctx.clone(), request, connection);
     let shutdown = shutdown.shared();
     let mut tls_listener = None;
+    let mut inherited = options.listeners;
     if let Some(tls) = &config.server.tls {
-        let listener = crate::server::bind(tls.listen, config.server.listen_backlog)
-            .map_err(|e| anyhow::anyhow!("server.tls.listen {}: {e}", tls.listen))?;
+        let listener = match inherited.tls.take() {
+            Some(socket) => TcpListener::from_std(socket)?,
+            None => crate::server::bind(tls.listen, config.server.listen_backlog)
+                .map_err(|e| anyhow::anyhow!("server.tls.listen {}: {e}", tls.listen))?,
+        };
         let addr = listener.local_addr()?;
         let _ = control.context().https_port.set(addr.port());
         let certificates = Arc::new(SniCertificates(control.context().tenants.clone()));
@@ -70,8 +77,14 @@ pub async fn run(
         )));
     }
     let listen = config.server.listen;
-    let listener = crate::server::bind(listen, config.server.listen_backlog)
-        .map_err(|e| anyhow::anyhow!("server.listen {listen}: {e}"))?;
+    let listener = match inherited.plain.take() {
+        Some(socket) => TcpListener::from_std(socket)?,
+        None => crate::server::bind(listen, config.server.listen_backlog)
+            .map_err(|e| anyhow::anyhow!("server.listen {listen}: {e}"))?,
+    };
+    if inherited.tls.is_some() {
+        anyhow::bail!("LISTEN_FDS passed a TLS socket but the config has no [server.tls]");
+    }
     let addr = listener.local_addr()?;
     for tenant in control.context().tenants.load().tenants() {
         tracing::info!(

@@ -90,6 +90,10 @@ pub struct ServerConfig {
     /// A line per request on stdout: `"off"` (default), `"plain"` or
     /// `"json"`.
     pub access_log: crate::access_log::Format,
+    /// On SIGTERM, how long requests in flight (and idle keep-alive
+    /// connections' last requests) may take before the node closes, in
+    /// seconds.
+    pub drain_s: u64,
 }
 
 impl Default for ServerConfig {
@@ -107,6 +111,7 @@ impl Default for ServerConfig {
             tls: None,
             node_id: None,
             access_log: crate::access_log::Format::Off,
+            drain_s: 10,
         }
     }
 }

@@ -11,6 +11,7 @@ mod balance;
 mod body;
 mod client;
 mod counted;
+mod failure_log;
 mod health;
 mod member;
 mod probe;
@@ -80,6 +81,8 @@ impl OriginError {
 /// One named backend of a tenant.
 pub struct Backend {
     pub name: String,
+    /// The tenant it belongs to, for the log.
+    tenant: Arc<str>,
     pool: Arc<Pool>,
     balancer: Balancer,
     budget: RetryBudget,
@@ -110,11 +113,12 @@ impl Drop for Backend {
 }
 
 impl Backend {
-    /// A backend from its (validated) config; relative TLS file paths are
+    /// `tenant`'s backend from its (validated) config; relative TLS file paths are
     /// resolved against `base_dir`; `node_id` names this node in
     /// `CDN-Loop`. Its probes start if it has any and a tokio runtime runs.
     /// The error names the field under the backend (`tls.ca`, ...).
     pub fn new(
+        tenant: &str,
         name: &str,
         config: &BackendConfig,
         base_dir: &Path,
@@ -151,6 +155,7 @@ impl Backend {
         };
         Ok(Backend {
             name: name.to_string(),
+            tenant: tenant.into(),
             balancer: Balancer::new(config.balance, &pool, config.hash_balance_factor),
             pool,
             budget: RetryBudget::new(config.retry_budget_percent),
@@ -251,9 +256,11 @@ impl Backend {
             };
             // A broken exchange while the client's body streamed may be the
             // client's doing (an upload that stopped): only the member's
-            // own failures count against its health.
+            // own failures count against its health (and are logged).
             if replayable || !matches!(error, OriginError::Invalid(_)) {
                 self.pool.report(i, false);
+                let url = member.url.to_string();
+                failure_log::member_failed(&self.tenant, &self.name, &url, &error);
             }
             let retry = !last
                 && (error.nothing_sent()

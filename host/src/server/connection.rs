@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::Incoming;
-use hyper::server::conn::{http1, http2};
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
@@ -27,6 +27,7 @@ use tokio::sync::watch;
 
 use super::activity::{Activity, Tracked};
 use super::rewind::Rewind;
+use super::Builders;
 use crate::http::{Connection, ProxyBody};
 
 /// How long an HTTP/1.1 connection stays with hyper after its last
@@ -38,6 +39,9 @@ pub(super) struct Serving<H> {
     pub(super) handler: H,
     pub(super) client: Connection,
     pub(super) idle_timeout: Duration,
+    /// How long an idle connection waits for a last request once the node
+    /// shuts down (`server.drain_s`).
+    pub(super) drain: Duration,
     /// Changes once, when the node shuts down.
     pub(super) shutdown: watch::Receiver<bool>,
 }
@@ -79,8 +83,12 @@ where
 }
 
 /// Serves HTTP/1.1 on `io` until the client closes, the connection idles
-/// past the timeout, or the node shuts down.
-pub(super) async fn serve_http1<I, H, F>(builder: &http1::Builder, io: I, mut serving: Serving<H>)
+/// past the timeout, or the node shuts down. Shutting down, a request in
+/// flight finishes with `Connection: close`, and an idle connection still
+/// answers its next request (with `Connection: close`) until the drain
+/// ends: a client that sent one just as the node began to drain gets its
+/// answer instead of a reset (RFC 9112 section 9.6).
+pub(super) async fn serve_http1<I, H, F>(builders: &Builders, io: I, mut serving: Serving<H>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Fn(hyper::Request<Incoming>, Connection) -> F + Clone + Send + Sync + Unpin + 'static,
@@ -90,6 +98,12 @@ where
     let mut prefix = Bytes::new();
     let mut io = io;
     loop {
+        let closing = *serving.shutdown.borrow();
+        let builder = if closing {
+            &builders.h1_last
+        } else {
+            &builders.h1
+        };
         let activity = Activity::new();
         let service = service(&serving.handler, &serving.client, &activity);
         // Boxed, so a parked connection's task does not keep room for it.
@@ -100,14 +114,16 @@ where
         let ended = loop {
             tokio::select! {
                 ended = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break ended,
-                () = activity.quiet_for(PARK_AFTER), if parked_at.is_none() => {
+                () = activity.quiet_for(PARK_AFTER), if parked_at.is_none() && !closing => {
                     // Lets an idle connection go at once; one that started a
                     // request meanwhile answers it with Connection: close.
                     parked_at = Some(activity.requests());
                     std::pin::Pin::new(&mut *conn).graceful_shutdown();
                 }
-                _ = serving.shutdown.changed(), if parked_at.is_none() => {
-                    parked_at = Some(usize::MAX);
+                _ = serving.shutdown.changed(), if parked_at.is_none() && !closing => {
+                    // As parking: a request in flight ends the connection
+                    // with Connection: close; an idle one is parked.
+                    parked_at = Some(activity.requests());
                     std::pin::Pin::new(&mut *conn).graceful_shutdown();
                 }
             }
@@ -140,20 +156,35 @@ where
 }
 
 /// Waits for the first byte of a parked connection's next request, for at
-/// most the idle timeout; `None` when the client closed, the connection
-/// idled out, or the node shuts down.
+/// most the idle timeout, or once the node shuts down the drain; `None`
+/// when the client closed or the connection idled out.
 async fn park<I, H>(io: &mut I, serving: &mut Serving<H>) -> Option<Bytes>
 where
     I: AsyncRead + Unpin,
 {
     let mut first = [0u8; 1];
-    tokio::select! {
-        read = io.read(&mut first) => match read {
-            Ok(1) => Some(Bytes::copy_from_slice(&first)),
-            _ => None,
-        },
-        () = tokio::time::sleep(serving.idle_timeout) => None,
-        _ = serving.shutdown.changed() => None,
+    let mut wait = serving.idle_timeout;
+    if *serving.shutdown.borrow() {
+        wait = wait.min(serving.drain);
+    }
+    let timer = tokio::time::sleep(wait);
+    tokio::pin!(timer);
+    let mut draining = *serving.shutdown.borrow();
+    loop {
+        tokio::select! {
+            read = io.read(&mut first) => return match read {
+                Ok(1) => Some(Bytes::copy_from_slice(&first)),
+                _ => None,
+            },
+            () = &mut timer => return None,
+            _ = serving.shutdown.changed(), if !draining => {
+                draining = true;
+                let deadline = tokio::time::Instant::now() + serving.drain;
+                if deadline < timer.deadline() {
+                    timer.as_mut().reset(deadline);
+                }
+            }
+        }
     }
 }
 

@@ -5,7 +5,10 @@
 
 mod activity;
 mod connection;
+mod inherit;
 mod rewind;
+
+pub use inherit::Inherited;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -23,9 +26,6 @@ use crate::config::ServerConfig;
 use crate::http::{Connection, ProxyBody};
 use crate::metrics::{self, Metrics};
 use crate::tls::Terminator;
-
-/// How long shutdown waits for requests in flight.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// HTTP/2 PINGs on a quiet connection, and how long the answer may take:
 /// a dead h2c peer is noticed and its connection closed.
@@ -83,8 +83,16 @@ async fn sniff(stream: &TcpStream, timeout: Duration) -> Option<Protocol> {
     }
 }
 
-/// The HTTP/1.1 and the HTTP/2 connection builders, with the limits.
-fn builders(config: &ServerConfig) -> (http1::Builder, http2::Builder<TokioExecutor>) {
+/// The connection builders, with the limits.
+pub(super) struct Builders {
+    pub(super) h1: http1::Builder,
+    /// For a connection's last request while the node drains: its
+    /// response says `Connection: close`.
+    pub(super) h1_last: http1::Builder,
+    pub(super) h2: http2::Builder<TokioExecutor>,
+}
+
+fn builders(config: &ServerConfig) -> Builders {
     let mut h1 = http1::Builder::new();
     h1.timer(TokioTimer::new())
         .header_read_timeout(Duration::from_millis(config.header_read_timeout_ms))
@@ -92,13 +100,15 @@ fn builders(config: &ServerConfig) -> (http1::Builder, http2::Builder<TokioExecu
         // path, which tells a long target (414) from a large head (431);
         // past it hyper answers 431 itself.
         .max_buf_size((2 * config.max_header_bytes).max(8192));
+    let mut h1_last = h1.clone();
+    h1_last.keep_alive(false);
     let mut h2 = http2::Builder::new(TokioExecutor::new());
     h2.timer(TokioTimer::new())
         .keep_alive_interval(H2_PING_INTERVAL)
         .keep_alive_timeout(H2_PING_TIMEOUT)
         .max_concurrent_streams(config.max_concurrent_streams)
         .max_header_list_size(u32::try_from(2 * config.max_header_bytes).unwrap_or(u32::MAX));
-    (h1, h2)
+    Builders { h1, h1_last, h2 }
 }
 
 /// Accepts connections until `shutdown` resolves, then drains. Each
@@ -126,6 +136,7 @@ pub async fn serve<H, F>(
 {
     let header_timeout = Duration::from_millis(config.header_read_timeout_ms);
     let idle_timeout = Duration::from_millis(config.idle_timeout_ms);
+    let drain = Duration::from_secs(config.drain_s);
     let builders = Arc::new(builders(&config));
     let slots = Arc::new(Semaphore::new(config.max_connections as usize));
     let (stopping, stop) = watch::channel(false);
@@ -153,6 +164,7 @@ pub async fn serve<H, F>(
             handler: handler.clone(),
             client: Connection::plain(peer.ip()),
             idle_timeout,
+            drain,
             shutdown: stop.clone(),
         };
         let (builders, tls, metrics) = (builders.clone(), tls.clone(), metrics.clone());
@@ -161,14 +173,14 @@ pub async fn serve<H, F>(
         // connection or a TLS handshake.
         tokio::spawn(async move {
             let _slot = slot;
-            let (h1, h2) = &*builders;
+            let Builders { h2, .. } = &*builders;
             let node = &metrics.node;
             let Some(tls) = tls else {
                 match sniff(&stream, header_timeout).await {
                     None => tracing::debug!(%peer, "closed a connection that sent nothing"),
                     Some(Protocol::Http1) => {
                         let _open = node.opened(metrics::Protocol::Http1, false);
-                        Box::pin(serve_http1(h1, stream, serving)).await;
+                        Box::pin(serve_http1(&builders, stream, serving)).await;
                     }
                     Some(Protocol::Http2) => {
                         let _open = node.opened(metrics::Protocol::Http2, false);
@@ -194,18 +206,22 @@ pub async fn serve<H, F>(
                 Box::pin(serve_http2(h2, accepted.stream, serving)).await;
             } else {
                 let _open = node.opened(metrics::Protocol::Http1, true);
-                Box::pin(serve_http1(h1, accepted.stream, serving)).await;
+                Box::pin(serve_http1(&builders, accepted.stream, serving)).await;
             }
         });
     }
     drop(listener);
     let _ = stopping.send(true);
-    // Every connection holds a slot until it is done.
+    // Every connection holds a slot until it is done: HTTP/2 ones after
+    // their GOAWAY and open streams, HTTP/1.1 ones after a last response
+    // that says Connection: close (or the drain's end, for the idle).
     let all = config.max_connections;
-    if tokio::time::timeout(DRAIN_TIMEOUT, slots.acquire_many(all))
+    if tokio::time::timeout(drain, slots.acquire_many(all))
         .await
         .is_err()
     {
-        tracing::warn!("shutdown: requests still running after {DRAIN_TIMEOUT:?}; closing");
+        tracing::warn!(
+            "shutdown: connections still open after {drain:?} (server.drain_s); closing"
+        );
     }
 }

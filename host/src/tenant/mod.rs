@@ -118,8 +118,9 @@ impl Tenant {
             .backends
             .iter()
             .map(|(name, bc)| {
-                let backend = Backend::new(name, bc, &config.base_dir, &config.server.node_id())
-                    .map_err(|e| e.within(&format!("backends.{name}.")))?;
+                let backend =
+                    Backend::new(&tc.id, name, bc, &config.base_dir, &config.server.node_id())
+                        .map_err(|e| e.within(&format!("backends.{name}.")))?;
                 Ok((name.clone(), Arc::new(backend)))
             })
             .collect::<Result<_, FieldError>>()?;
