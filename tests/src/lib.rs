@@ -902,17 +902,7 @@ impl Client {
             .await
             .map_err(|_| "no response within 30 s".to_string())?
             .map_err(|e| format!("{e:?}"))?;
-        let (parts, body) = response.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map_err(|e| format!("body failed: {e}"))?
-            .to_bytes();
-        Ok(Resp {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        })
+        collected(response).await
     }
 
     /// Sends a request with an empty body from a task of its own, so that
@@ -970,18 +960,23 @@ impl Client {
         let response = self
             .open(node, Method::GET, host, path, &[], full_body(Bytes::new()))
             .await?;
-        let (parts, body) = response.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map_err(|e| format!("body failed: {e}"))?
-            .to_bytes();
-        Ok(Resp {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        })
+        collected(response).await
     }
+}
+
+/// A response read whole; `Err` when its body fails.
+async fn collected(response: Response<Incoming>) -> Result<Resp, String> {
+    let (parts, body) = response.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(|e| format!("body failed: {e}"))?
+        .to_bytes();
+    Ok(Resp {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    })
 }
 
 /// A `[[tenant]]` block: `policy` is `builtin:NAME` or an example's name
