@@ -144,18 +144,38 @@ impl Drop for Browser {
     }
 }
 
+/// Chromium's command; installed with apt-get (Debian's `chromium`) the
+/// first time a test needs it on a machine without it, so `cargo test`
+/// sets itself up as the README says.
 fn chromium() -> &'static str {
-    ["chromium", "chromium-browser", "google-chrome"]
-        .into_iter()
-        .find(|name| {
-            Command::new(name)
-                .arg("--version")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok()
-        })
-        .unwrap_or("chromium")
+    static FOUND: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+    FOUND.get_or_init(|| {
+        let installed = || {
+            ["chromium", "chromium-browser", "google-chrome"]
+                .into_iter()
+                .find(|name| {
+                    Command::new(name)
+                        .arg("--version")
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status()
+                        .is_ok_and(|s| s.success())
+                })
+        };
+        if let Some(name) = installed() {
+            return name;
+        }
+        let _ = Command::new("sh")
+            .args([
+                "-c",
+                "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium",
+            ])
+            .stdout(Stdio::null())
+            .status();
+        installed().expect(
+            "Chromium is needed for the status page test: `apt-get install chromium` failed",
+        )
+    })
 }
 
 /// The WebSocket of the browser's first tab, from its `/json/list` (the

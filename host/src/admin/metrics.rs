@@ -193,6 +193,10 @@ fn guests(scrape: &mut Scrape, tenants: &[&Arc<Tenant>]) -> Written {
             (labels("request"), &module.request_hook_time),
             (labels("response"), &module.response_hook_time),
         ]
+        .into_iter()
+        // Versions kept for rollback that never ran add no series (a node
+        // of many tenants keeps several versions each).
+        .filter(|(_, histogram)| histogram.count() > 0)
     });
     scrape.histograms(
         "outpost_guest_duration_seconds",
