@@ -38,6 +38,9 @@ pub struct BackendConfig {
     /// stalls longer is cut, and the client sees it aborted.
     #[serde(default = "default_between_bytes_timeout_ms")]
     pub between_bytes_timeout_ms: u64,
+    /// How long an idle pooled connection to a member is kept open.
+    #[serde(default = "default_keepalive_idle_ms")]
+    pub keepalive_idle_ms: u64,
     /// How many other members a request may be retried on after its
     /// attempt failed: after a failed connect for any method, after the
     /// request was sent only for idempotent ones (RFC 9110 section 9.2.2).
@@ -133,6 +136,10 @@ fn default_between_bytes_timeout_ms() -> u64 {
     15_000
 }
 
+fn default_keepalive_idle_ms() -> u64 {
+    60_000
+}
+
 fn default_retries() -> u32 {
     2
 }
@@ -156,6 +163,7 @@ impl BackendConfig {
             connect_timeout_ms: default_connect_timeout_ms(),
             first_byte_timeout_ms: default_first_byte_timeout_ms(),
             between_bytes_timeout_ms: default_between_bytes_timeout_ms(),
+            keepalive_idle_ms: default_keepalive_idle_ms(),
             retries: default_retries(),
             retry_budget_percent: default_retry_budget_percent(),
             slow_start_ms: default_slow_start_ms(),
@@ -192,6 +200,7 @@ impl BackendConfig {
         at_least_one(self.connect_timeout_ms, "connect_timeout_ms")?;
         at_least_one(self.first_byte_timeout_ms, "first_byte_timeout_ms")?;
         at_least_one(self.between_bytes_timeout_ms, "between_bytes_timeout_ms")?;
+        at_least_one(self.keepalive_idle_ms, "keepalive_idle_ms")?;
         check(self.url.is_some() == self.members.is_empty(), "url", || {
             "set either url or members (a pool), not both".into()
         })?;

@@ -390,6 +390,21 @@ mod tests {
     }
 
     #[test]
+    fn a_zero_keepalive_idle_time_is_refused_by_name() {
+        let text = "[[tenant]]\nid = \"a\"\nhosts = [\"a.test\"]\npolicy = \"builtin:default\"\n\
+                    [tenant.backends.origin]\nurl = \"http://127.0.0.1:9\"\nkeepalive_idle_ms = 0\n";
+        let config = Config::from_toml(text, "t.toml", Path::new("."));
+        let err = config
+            .and_then(|c| c.validate().map_err(|e| c.field_error("t.toml", e)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("tenant[0].backends.origin.keepalive_idle_ms"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn an_unknown_builtin_policy_names_the_field_and_line() {
         let text = "[[tenant]]\nid = \"a\"\nhosts = [\"a.test\"]\npolicy = \"builtin:nope\"\n";
         let err = Config::from_toml(text, "t.toml", Path::new("."))

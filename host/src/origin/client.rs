@@ -27,9 +27,6 @@ use crate::http::ProxyBody;
 
 pub(super) type HttpClient = Client<HttpsConnector<Dial>, ProxyBody>;
 
-/// How long an idle pooled connection is kept.
-const POOL_IDLE: Duration = Duration::from_secs(60);
-
 /// Idle connections kept per member.
 const POOL_MAX_IDLE: usize = 256;
 
@@ -98,7 +95,7 @@ pub(super) fn build(
     };
     let mut client = Client::builder(TokioExecutor::new());
     client
-        .pool_idle_timeout(POOL_IDLE)
+        .pool_idle_timeout(Duration::from_millis(config.keepalive_idle_ms))
         .pool_max_idle_per_host(POOL_MAX_IDLE);
     if config.protocol == Protocol::H2c {
         // RFC 9113 section 3.3: HTTP/2 with prior knowledge.
