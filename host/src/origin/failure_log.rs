@@ -10,7 +10,7 @@ use super::OriginError;
 const LINES_PER_SECOND: u64 = 10;
 
 pub(super) fn member_failed(tenant: &str, backend: &str, member: &str, error: &OriginError) {
-    if !within_budget() {
+    if !within_log_budget() {
         return;
     }
     tracing::warn!(
@@ -34,7 +34,9 @@ fn reason(error: &OriginError) -> &'static str {
     }
 }
 
-fn within_budget() -> bool {
+/// Whether one more origin warning fits this second's budget (shared by
+/// the member warnings here and the route's "origin failed" line).
+pub(crate) fn within_log_budget() -> bool {
     static WINDOW: AtomicU64 = AtomicU64::new(0);
     static LOGGED: AtomicU64 = AtomicU64::new(0);
     let second = SystemTime::now()

@@ -35,6 +35,7 @@ use crate::metrics::Counter;
 use balance::Balancer;
 pub use body::{BodyStalled, MemberBody};
 use client::HttpClient;
+pub(crate) use failure_log::within_log_budget;
 use member::{InFlight, Pool};
 pub use member::{MemberReport, MemberState};
 use retry::RetryBudget;

@@ -1,7 +1,6 @@
 //! The route loop: a route's backends in order, the response hook deciding
 //! after each attempt, and the request each backend is sent.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -282,7 +281,7 @@ impl Exchange {
         fwd: Fwd,
     ) -> Response<ProxyBody> {
         self.count_origin_error(error);
-        if log_budget() {
+        if crate::origin::within_log_budget() {
             tracing::warn!(
                 tenant = &*self.tenant.id,
                 backend,
@@ -293,24 +292,6 @@ impl Exchange {
         }
         respond::origin_error(error, backend, fwd)
     }
-}
-
-/// Origin failures logged per second at most, so an outage does not flood
-/// the log (the counter still counts every one).
-const ORIGIN_LOG_LINES_PER_SECOND: u64 = 10;
-
-/// Whether another origin failure may be logged this second.
-fn log_budget() -> bool {
-    use std::sync::atomic::AtomicU64;
-    static WINDOW: AtomicU64 = AtomicU64::new(0);
-    static LOGGED: AtomicU64 = AtomicU64::new(0);
-    let second = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    if WINDOW.swap(second, Ordering::Relaxed) != second {
-        LOGGED.store(0, Ordering::Relaxed);
-    }
-    LOGGED.fetch_add(1, Ordering::Relaxed) < ORIGIN_LOG_LINES_PER_SECOND
 }
 
 /// What the response hook's decision makes of an attempt: the route's
