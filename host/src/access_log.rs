@@ -47,6 +47,10 @@ pub struct Entry<'a> {
     pub request_id: &'a str,
     /// The W3C trace id (32 hex digits).
     pub trace_id: &'a str,
+    /// Time spent in the tenant's guest (its hooks).
+    pub guest: Duration,
+    /// Time spent waiting for backends' response heads.
+    pub origin: Duration,
 }
 
 /// The handle the request path writes through.
@@ -156,6 +160,8 @@ fn json(e: &Entry) -> String {
         "backend": e.backend,
         "request_id": e.request_id,
         "trace_id": e.trace_id,
+        "guest_s": e.guest.as_secs_f64(),
+        "origin_s": e.origin.as_secs_f64(),
     })
     .to_string();
     line.push('\n');
@@ -186,6 +192,8 @@ mod tests {
             backend: "-",
             request_id: "abc",
             trace_id: "4bf92f3577b34da6a3ce929d0e0e4736",
+            guest: Duration::from_micros(20),
+            origin: Duration::ZERO,
         }
     }
 

@@ -7,7 +7,8 @@
 //!   body type, header rules), [`metrics`], [`guests`] (built-in policies);
 //! - engines: [`runtime`] (wasmtime, bindings, limits, memo), [`origin`]
 //!   (backends and their errors), [`cache`] (storage and RFC 9111 rules),
-//!   [`tls`] (rustls settings, certificates from files, handshakes);
+//!   [`tls`] (rustls settings, certificates from files, handshakes),
+//!   [`span_export`] (OTLP spans of requests);
 //! - [`tenant`]: a tenant's policy, backends, store and canary, and the
 //!   guest environment it gives its instances;
 //! - data plane: [`proxy`] (the request path) and [`server`] (listeners);
@@ -29,5 +30,6 @@ pub(crate) mod origin;
 pub(crate) mod proxy;
 pub mod runtime;
 pub(crate) mod server;
+pub(crate) mod span_export;
 pub mod tenant;
 pub(crate) mod tls;

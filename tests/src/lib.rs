@@ -344,6 +344,11 @@ impl Origin {
         self.state.max_in_flight.load(Ordering::SeqCst)
     }
 
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.state.connections.lock().unwrap().len()
+    }
+
     /// All requests received.
     pub fn total(&self) -> usize {
         self.state.seen.lock().unwrap().len()

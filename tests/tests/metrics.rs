@@ -94,14 +94,25 @@ async fn guest_failures_and_limit_hits_are_counted_by_kind_for_their_tenant_only
         &[("origin", &origin.url())],
     ));
     config.push_str("[tenant.limits]\nmemory_mb = 8\ncpu_ms = 50\n");
-    config.push_str(&tenant(
+    config.push_str(&tenant_with(
         "good",
         &["good.test"],
         "builtin:default",
         &[("origin", &origin.url())],
+        "max_body_mb = 1",
     ));
     let node = Node::start(&config);
     let client = Client::new();
+    // Refused on its Content-Length, before any guest runs.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+        let head = "PUT /up HTTP/1.1\r\nHost: good.test\r\nContent-Length: 2097152\r\n\r\n";
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut reply = [0u8; 12];
+        stream.read_exact(&mut reply).await.unwrap();
+        assert_eq!(&reply, b"HTTP/1.1 413");
+    }
     assert_eq!(client.get(&node, "bad.test", "/trap").await.status, 500);
     assert_eq!(client.get(&node, "bad.test", "/trap").await.status, 500);
     assert_eq!(client.get(&node, "bad.test", "/loop").await.status, 500);
@@ -124,6 +135,13 @@ async fn guest_failures_and_limit_hits_are_counted_by_kind_for_their_tenant_only
     assert_eq!(
         m.sum("outpost_guest_failures_total", &[("tenant", "good")]),
         0.0
+    );
+    assert_eq!(
+        m.value(
+            "outpost_limit_hits_total",
+            &[("tenant", "good"), ("reason", "request_body_bytes")]
+        ),
+        1.0
     );
     assert_eq!(
         m.value("outpost_requests_total", &[bad, ("code", "5xx")]),

@@ -223,3 +223,23 @@ async fn a_hot_key_under_bounded_load_spills_to_the_next_member() {
     );
     assert!(spread.iter().filter(|&&n| n > 0).count() >= 2, "{spread:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_origin_connection_is_reused_until_keepalive_idle_ms_then_replaced() {
+    let origin = Origin::start("origin").await;
+    origin.reply_to_all(Reply::ok().only("cache-control", "no-store"));
+    let node = Node::start(&pool_config_with(
+        &[(origin.url(), 1)],
+        "keepalive_idle_ms = 200",
+    ));
+    let client = Client::new();
+    for i in 0..3 {
+        let path = format!("/busy{i}");
+        assert_eq!(client.get(&node, "t.test", &path).await.status, 200);
+    }
+    assert_eq!(origin.connections(), 1, "back-to-back requests share one");
+    // Idle far longer than keepalive_idle_ms: the pooled one is gone.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(client.get(&node, "t.test", "/later").await.status, 200);
+    assert_eq!(origin.connections(), 2);
+}

@@ -107,6 +107,13 @@ pub async fn run(
     if let Some(tls) = tls_listener {
         let _ = tls.await;
     }
+    // The spans of the last requests, sent before the process ends. The
+    // SDK's thread waits for the export, which runs on this runtime: wait
+    // for it off the runtime's threads.
+    let ctx = control.context().clone();
+    if ctx.spans.is_some() {
+        let _ = tokio::task::spawn_blocking(move || ctx.spans.as_ref().map(|s| s.flush())).await;
+    }
     Ok(())
 }
 

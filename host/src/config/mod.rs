@@ -11,6 +11,7 @@ mod backend;
 mod health;
 mod load;
 mod locate;
+mod otlp;
 mod tls;
 mod validate;
 mod values;
@@ -24,6 +25,7 @@ use serde::Deserialize;
 pub use backend::{BackendConfig, Balance, MemberConfig, Protocol};
 pub use health::{EjectionConfig, ProbeConfig};
 pub use load::{ConfigError, FieldError, DEFAULT_TOML};
+pub use otlp::OtlpConfig;
 pub use tls::{BackendTlsConfig, CertificateFiles, ServerTlsConfig};
 pub use values::{BackendUrl, PolicySource, BUILTIN_POLICIES};
 
@@ -94,6 +96,8 @@ pub struct ServerConfig {
     /// connections' last requests) may take before the node closes, in
     /// seconds.
     pub drain_s: u64,
+    /// Spans of sampled requests sent to an OpenTelemetry collector.
+    pub otlp: Option<OtlpConfig>,
 }
 
 impl Default for ServerConfig {
@@ -112,6 +116,7 @@ impl Default for ServerConfig {
             node_id: None,
             access_log: crate::access_log::Format::Off,
             drain_s: 10,
+            otlp: None,
         }
     }
 }

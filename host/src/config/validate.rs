@@ -70,6 +70,9 @@ impl Config {
                 || "an OCSP response needs the certificate it is for (cert)".into(),
             )?;
         }
+        if let Some(otlp) = &self.server.otlp {
+            otlp.validate().map_err(|e| e.within("server.otlp."))?;
+        }
         if let Some(admin) = &self.admin {
             match admin.resolved_token() {
                 None => {

@@ -66,6 +66,12 @@ impl Control {
             https_port: std::sync::OnceLock::new(),
             node_id: config.server.node_id(),
             access_log: crate::access_log::AccessLog::start(config.server.access_log),
+            spans: crate::span_export::SpanExport::start(
+                config.server.otlp.as_ref(),
+                &config.base_dir,
+                &config.server.node_id(),
+            )
+            .map_err(|e| ConfigError::field(source_name, e))?,
         };
         Ok(Arc::new(Control {
             ctx: Arc::new(ctx),

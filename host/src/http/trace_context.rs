@@ -10,6 +10,10 @@ use http::{HeaderMap, HeaderValue};
 pub const TRACEPARENT: &str = "traceparent";
 pub const TRACESTATE: &str = "tracestate";
 
+/// `trace-flags` bit 0 (section 3.2.2.5): the caller may have recorded
+/// the trace, and the node exports its span when it sends spans at all.
+const SAMPLED: u8 = 0x01;
+
 /// Longest `tracestate` passed on (section 3.3.1.5: at least 512
 /// characters SHOULD be propagated; a longer one is dropped whole rather
 /// than cut in a list member).
@@ -52,8 +56,8 @@ impl TraceContext {
         }
     }
 
-    /// A new trace, started here; not sampled (the node records no spans
-    /// of its own for it).
+    /// A new trace, started here; not sampled unless [`Self::sample`] is
+    /// called.
     pub fn start() -> TraceContext {
         let mut trace_id = rand::random::<[u8; 16]>();
         if trace_id == [0; 16] {
@@ -65,6 +69,21 @@ impl TraceContext {
             parent_id: None,
             flags: 0,
             state: None,
+        }
+    }
+
+    /// Whether the trace is sampled: the client said so, or the node
+    /// decided to when it started the trace.
+    pub fn sampled(&self) -> bool {
+        self.flags & SAMPLED != 0
+    }
+
+    /// Marks a trace the node started as sampled; a client's trace keeps
+    /// the client's decision (its `sampled` flag), so that the caller's
+    /// and the edge's spans are recorded together or not at all.
+    pub fn sample(&mut self) {
+        if self.parent_id.is_none() {
+            self.flags |= SAMPLED;
         }
     }
 

@@ -93,6 +93,10 @@ pub(super) fn admit(
         _ => {}
     }
     if declared_length(request.headers()).is_some_and(|len| len > tenant.max_body_bytes()) {
+        // The tenant's limit, counted as the one a streamed body hits.
+        tenant
+            .metrics
+            .event(crate::metrics::Event::Limit, "request_body_bytes");
         return Err(Refusal::BodyTooLarge);
     }
     Ok((tenant.clone(), authority))

@@ -123,7 +123,9 @@ impl Exchange {
             session.record_reads();
         }
         let decision = session.on_request().await;
-        self.module.request_hook_time.observe(started.elapsed());
+        let took = started.elapsed();
+        self.module.request_hook_time.observe(took);
+        self.trail.guest_ran(took);
         let reads = session.take_reads();
         // Kept even when the hook failed, so the slot returns on drop.
         self.instance = Some(Instance {

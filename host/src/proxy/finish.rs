@@ -4,9 +4,10 @@
 //! and the access log gets its line.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::Response;
@@ -34,13 +35,30 @@ impl Started {
     }
 }
 
-/// What the request path learns on the way that the log wants.
+/// What the request path learns on the way that the log and the span
+/// want.
 #[derive(Default)]
 pub(super) struct Trail {
     backend: Mutex<Option<Arc<str>>>,
+    /// Nanoseconds in the guest's hooks.
+    guest: AtomicU64,
+    /// Nanoseconds waiting for backends' response heads.
+    origin: AtomicU64,
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl Trail {
+    pub(super) fn guest_ran(&self, d: Duration) {
+        self.guest.fetch_add(nanos(d), Ordering::Relaxed);
+    }
+
+    pub(super) fn origin_took(&self, d: Duration) {
+        self.origin.fetch_add(nanos(d), Ordering::Relaxed);
+    }
+
     /// `backend` answered (the last one to, when the chain moved on).
     pub(super) fn answered_by(&self, backend: &str) {
         *self.backend.lock().unwrap_or_else(|p| p.into_inner()) = Some(backend.into());
@@ -54,7 +72,7 @@ impl Trail {
     }
 }
 
-/// What an access log line needs beyond the counters.
+/// What an access log line or a span needs beyond the counters.
 pub(super) struct Access {
     pub(super) ctx: Arc<Context>,
     pub(super) info: Arc<RequestInfo>,
@@ -81,13 +99,10 @@ impl Pending {
         let Some(access) = self.access else {
             return;
         };
-        let Some(log) = &access.ctx.access_log else {
-            return;
-        };
         let info = &access.info;
         let backend = access.trail.backend();
         let trace_id = info.trace.trace_id_hex();
-        log.write(&Entry {
+        let entry = Entry {
             time: self.started.wall,
             tenant: &self.tenant.id,
             version: &access.version,
@@ -101,7 +116,15 @@ impl Pending {
             backend: backend.as_deref().unwrap_or("-"),
             request_id: info.request_id.as_str(),
             trace_id: &trace_id,
-        });
+            guest: Duration::from_nanos(access.trail.guest.load(Ordering::Relaxed)),
+            origin: Duration::from_nanos(access.trail.origin.load(Ordering::Relaxed)),
+        };
+        if let Some(log) = &access.ctx.access_log {
+            log.write(&entry);
+        }
+        if let Some(spans) = &access.ctx.spans {
+            spans.record(&info.trace, &entry);
+        }
     }
 }
 
@@ -158,8 +181,8 @@ impl Drop for Measured {
     }
 }
 
-/// Wraps a tenant's response so that its end is counted (and logged, with
-/// `access`). Responses the cache or a backend did not make (synthetic
+/// Wraps a tenant's response so that its end is counted (and logged and
+/// its span exported, with `access`). Responses the cache or a backend did not make (synthetic
 /// answers, errors of the node) count as `synthetic`.
 pub(super) fn measured(
     response: Response<ProxyBody>,

@@ -41,6 +41,7 @@ use crate::cache::{CacheStatus, HttpCache};
 use crate::http::{request_id, Connection, ProxyBody, RequestId, RequestInfo, TraceContext};
 use crate::metrics::{Event, Metrics};
 use crate::runtime::Runtime;
+use crate::span_export::SpanExport;
 use crate::tenant::{Arm, Tenant, TenantTable};
 use finish::{Started, Trail};
 
@@ -67,6 +68,8 @@ pub struct Context {
     pub node_id: String,
     /// Where a line per request goes (`server.access_log`), if anywhere.
     pub access_log: Option<AccessLog>,
+    /// Where spans of sampled requests go (`server.otlp`), if anywhere.
+    pub spans: Option<SpanExport>,
 }
 
 /// Serves one client request. Never fails: every problem is a response.
@@ -103,7 +106,10 @@ async fn handle_tenant(
         }
     };
     let (parts, body) = request.into_parts();
-    let trace = TraceContext::of(&parts.headers);
+    let mut trace = TraceContext::of(&parts.headers);
+    if ctx.spans.as_ref().is_some_and(|s| s.sample_new_trace()) {
+        trace.sample();
+    }
     let info = Arc::new(RequestInfo {
         method: parts.method,
         uri: parts.uri,
@@ -117,7 +123,8 @@ async fn handle_tenant(
     tenant.recent.record(&info);
     let (module, arm) = tenant.module_for(&info);
     let trail = Arc::new(Trail::default());
-    let access = ctx.access_log.is_some().then(|| finish::Access {
+    let spans = ctx.spans.is_some() && info.trace.sampled();
+    let access = (ctx.access_log.is_some() || spans).then(|| finish::Access {
         ctx: ctx.clone(),
         info: info.clone(),
         version: module.version.clone(),

@@ -96,8 +96,12 @@ impl Exchange {
             let mut outcome = match self.tenant.backends.get(name).cloned() {
                 None => Err(FetchError::UnknownBackend(name.clone())),
                 Some(backend) => {
-                    self.send(&backend, route, forward, &mut failed_members)
-                        .await
+                    let started = std::time::Instant::now();
+                    let sent = self
+                        .send(&backend, route, forward, &mut failed_members)
+                        .await;
+                    self.trail.origin_took(started.elapsed());
+                    sent
                 }
             };
             let attempt = Attempt {
@@ -119,7 +123,9 @@ impl Exchange {
                 Ok(session) => {
                     let started = std::time::Instant::now();
                     let decision = session.on_response(attempt, for_guest).await;
-                    self.module.response_hook_time.observe(started.elapsed());
+                    let took = started.elapsed();
+                    self.module.response_hook_time.observe(took);
+                    self.trail.guest_ran(took);
                     decision
                 }
                 Err(f) => Err(f),
