@@ -1,5 +1,7 @@
 //! The ceiling for any hyper-based server on this machine: HTTP/1.1 with
-//! keep-alive, a fixed body from memory chosen by path, nothing else.
+//! keep-alive, a fixed body from memory chosen by path, nothing else. Also
+//! the origin of the memory workload: `/size/N/anything` answers N bytes
+//! (at most 16 MiB), cacheable, so every path is a new object of that size.
 //!
 //!     hyper-ceiling 127.0.0.1:18085
 
@@ -32,11 +34,15 @@ async fn main() -> std::io::Result<()> {
         let _ = stream.set_nodelay(true);
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| async move {
-                let found = bodies.iter().find(|(path, _)| *path == req.uri().path());
+                let found = bodies
+                    .iter()
+                    .find(|(path, _)| *path == req.uri().path())
+                    .map(|(_, b)| b.clone())
+                    .or_else(|| sized(req.uri().path()));
                 let response = match found {
-                    Some((_, b)) => Response::builder()
+                    Some(b) => Response::builder()
                         .header("cache-control", "public, max-age=3600")
-                        .body(Full::new(b.clone())),
+                        .body(Full::new(b)),
                     None => Response::builder()
                         .status(404)
                         .body(Full::new(Bytes::new())),
@@ -48,6 +54,22 @@ async fn main() -> std::io::Result<()> {
                 .await;
         });
     }
+}
+
+/// Largest body `/size/N/...` answers.
+const MAX_SIZED: usize = 16 * 1024 * 1024;
+
+/// The body of `/size/N/...`: N bytes, a slice of one static buffer.
+fn sized(path: &str) -> Option<Bytes> {
+    static ALL: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+    let n: usize = path
+        .strip_prefix("/size/")?
+        .split('/')
+        .next()?
+        .parse()
+        .ok()?;
+    let all = ALL.get_or_init(|| body(MAX_SIZED));
+    Some(all.slice(..n.min(MAX_SIZED)))
 }
 
 fn body(len: usize) -> Bytes {

@@ -20,6 +20,7 @@ pub mod slice;
 mod status;
 pub mod store;
 mod stored;
+mod weight;
 
 use std::sync::Arc;
 use std::time::Duration;

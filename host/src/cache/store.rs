@@ -82,6 +82,20 @@ impl moka::Expiry<Box<str>, Arc<Variants>> for Retention {
     }
 }
 
+/// What a key and its variants cost (see `weight`). moka's weigher is
+/// handed `&K`, hence the `&Box<str>`.
+#[allow(clippy::borrowed_box)]
+fn weigh(key: &Box<str>, value: &Arc<Variants>) -> u32 {
+    let tags = value.list.iter().map(|v| v.tags.len()).sum();
+    let key = super::weight::key(key, value.list.len(), tags);
+    value
+        .list
+        .iter()
+        .fold(key.min(u64::from(u32::MAX)) as u32, |sum, v| {
+            sum.saturating_add(v.weight())
+        })
+}
+
 impl TenantStore {
     /// A store holding at most `quota_bytes` of responses.
     pub fn new(quota_bytes: u64, stale_retention: Duration, hit_for_miss: Duration) -> TenantStore {
@@ -91,12 +105,7 @@ impl TenantStore {
         let evicted = evictions.clone();
         let entries = Cache::builder()
             .max_capacity(quota_bytes)
-            .weigher(|_key, value: &Arc<Variants>| {
-                value
-                    .list
-                    .iter()
-                    .fold(0u32, |sum, v| sum.saturating_add(v.weight()))
-            })
+            .weigher(weigh)
             .expire_after(Retention(stale_retention))
             .eviction_listener(move |key: Arc<Box<str>>, value: Arc<Variants>, cause| {
                 // A replaced entry's key is still there (with new tags).

@@ -9,7 +9,7 @@ use http::{HeaderMap, StatusCode};
 
 use super::body::SharedBody;
 use super::freshness::Freshness;
-use crate::http::headers::{has_cache_targeted, is_hop_by_hop, owned_copy};
+use crate::http::headers::{compact_copy, has_cache_targeted, is_hop_by_hop};
 
 /// A stored response: head, body and the facts needed to compute its age
 /// and freshness at any later time.
@@ -36,8 +36,8 @@ pub struct StoredResponse {
 
 impl StoredResponse {
     /// A response as the cache keeps it, stored now. `headers` are copied
-    /// into storage of their own (see `owned_copy`), so the entry's memory
-    /// is what its weight says.
+    /// into storage of their own (see `compact_copy`), so the entry's
+    /// memory is what its weight says.
     pub fn new(
         status: StatusCode,
         headers: &HeaderMap,
@@ -48,7 +48,7 @@ impl StoredResponse {
     ) -> StoredResponse {
         StoredResponse {
             status,
-            headers: owned_copy(headers),
+            headers: compact_copy(headers),
             body,
             stored_at: Instant::now(),
             freshness,
@@ -138,14 +138,9 @@ impl StoredResponse {
         self.headers.get(http::header::LAST_MODIFIED)
     }
 
-    /// Bytes this entry costs the cache.
+    /// Bytes this response costs the cache (see `weight`).
     pub fn weight(&self) -> u32 {
-        let headers: usize = self
-            .headers
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.len() + 32)
-            .sum();
-        (self.body.weight() + headers as u64 + 256).min(u32::MAX as u64) as u32
+        super::weight::response(self).min(u64::from(u32::MAX)) as u32
     }
 }
 
