@@ -204,6 +204,20 @@ fn guests(scrape: &mut Scrape, tenants: &[&Arc<Tenant>]) -> Written {
         hooks,
     )?;
     scrape.counters(
+        "outpost_guest_cpu_seconds",
+        "CPU worker threads spent running the tenant's guests (instantiation and hooks).",
+        tenants
+            .iter()
+            .map(|t| ([("tenant", &*t.id)], t.metrics.guest_cpu_seconds())),
+    )?;
+    scrape.gauges(
+        "outpost_tenant_cpu_held",
+        "1 while the tenant is held to its share of guest CPU (the node is contended and it used more).",
+        tenants
+            .iter()
+            .map(|t| ([("tenant", &*t.id)], f64::from(u8::from(t.cpu.is_held())))),
+    )?;
+    scrape.counters(
         "outpost_decision_memo_hits",
         "Requests whose policy decision came from the decision memo (no guest ran).",
         tenants

@@ -41,7 +41,10 @@ pub struct SharedBody {
     /// `COMPACT_MAX`): a hit reads it without the lock or the progress
     /// channel, which every hit on a popular object would otherwise share.
     whole: OnceLock<Bytes>,
-    progress: watch::Sender<Progress>,
+    /// How far the fill has got, for readers that follow it; `None` for a
+    /// body that was whole when stored (most small ones), which has no fill
+    /// to wait for and is spared the channel's few hundred bytes.
+    progress: Option<watch::Sender<Progress>>,
     /// The length the origin announced, if any.
     pub expected_len: Option<u64>,
 }
@@ -57,7 +60,7 @@ impl SharedBody {
         Arc::new(SharedBody {
             chunks: RwLock::new(Chunks::default()),
             whole: OnceLock::new(),
-            progress: watch::Sender::new(Progress::Filling(0)),
+            progress: Some(watch::Sender::new(Progress::Filling(0))),
             expected_len,
         })
     }
@@ -83,7 +86,7 @@ impl SharedBody {
                 list: chunks,
             }),
             whole,
-            progress: watch::Sender::new(Progress::Complete),
+            progress: None,
             expected_len: Some(len),
         })
     }
@@ -98,7 +101,7 @@ impl SharedBody {
             chunks.list.push(chunk);
             chunks.list.len()
         };
-        self.progress.send_replace(Progress::Filling(count));
+        self.send(Progress::Filling(count));
     }
 
     pub fn finish(&self) {
@@ -122,11 +125,23 @@ impl SharedBody {
                 _ => {}
             }
         }
-        self.progress.send_replace(Progress::Complete);
+        self.send(Progress::Complete);
     }
 
     pub fn fail(&self, reason: &str) {
-        self.progress.send_replace(Progress::Failed(reason.into()));
+        self.send(Progress::Failed(reason.into()));
+    }
+
+    fn send(&self, progress: Progress) {
+        if let Some(tx) = &self.progress {
+            tx.send_replace(progress);
+        }
+    }
+
+    /// Whether readers can follow a fill of this body (it was stored
+    /// before it was whole).
+    pub fn has_fill_channel(&self) -> bool {
+        self.progress.is_some()
     }
 
     /// The complete body as one buffer, if it is complete and that small.
@@ -135,7 +150,9 @@ impl SharedBody {
     }
 
     pub fn is_complete(&self) -> bool {
-        *self.progress.borrow() == Progress::Complete
+        self.progress
+            .as_ref()
+            .is_none_or(|tx| *tx.borrow() == Progress::Complete)
     }
 
     /// Bytes received so far.
@@ -200,13 +217,17 @@ impl SharedBody {
     pub fn reader(
         self: &Arc<Self>,
     ) -> impl futures::Stream<Item = Result<Bytes, BoxError>> + Send + 'static {
-        let state = Some((self.clone(), self.progress.subscribe(), Cursor::default()));
+        let rx = self.progress.as_ref().map(watch::Sender::subscribe);
+        let state = Some((self.clone(), rx, Cursor::default()));
         futures::stream::unfold(state, |state| async move {
             let (body, mut rx, mut cursor) = state?;
             loop {
                 // Read the progress before the chunks: a push after this
                 // point wakes `changed`, a push before it is seen below.
-                let progress = rx.borrow_and_update().clone();
+                let progress = match &mut rx {
+                    Some(rx) => rx.borrow_and_update().clone(),
+                    None => Progress::Complete,
+                };
                 let chunk = cursor.next(&body.chunks.read().unwrap_or_else(|p| p.into_inner()));
                 if let Some(chunk) = chunk {
                     return Some((Ok(chunk), Some((body, rx, cursor))));
@@ -219,6 +240,7 @@ impl SharedBody {
                         return Some((Err(error), None));
                     }
                     Progress::Filling(_) => {
+                        let rx = rx.as_mut()?;
                         if rx.changed().await.is_err() {
                             return None;
                         }

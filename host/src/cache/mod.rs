@@ -15,6 +15,7 @@ mod coalesce;
 pub mod directives;
 pub mod fill;
 pub mod freshness;
+pub mod head;
 pub mod lookup;
 pub mod slice;
 mod status;

@@ -82,13 +82,13 @@ pub fn cached(
     if !stored.is_fresh(Instant::now()) || !stored.body.is_complete() {
         return Ok(None);
     }
-    let (_, _, total) =
-        content_range(&stored.headers).ok_or_else(|| SliceError("bad slice".into()))?;
+    let headers = stored.headers.to_map();
+    let (_, _, total) = content_range(&headers).ok_or_else(|| SliceError("bad slice".into()))?;
     Ok(Some(Slice {
         body: stored.body.clone(),
         total,
-        validator: validator(&stored.headers),
-        headers: stored.headers.clone(),
+        validator: validator(&headers),
+        headers,
         from_cache: true,
     }))
 }

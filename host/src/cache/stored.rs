@@ -9,7 +9,8 @@ use http::{HeaderMap, StatusCode};
 
 use super::body::SharedBody;
 use super::freshness::Freshness;
-use crate::http::headers::{compact_copy, has_cache_targeted, is_hop_by_hop};
+use super::head::StoredHead;
+use crate::http::headers::{has_cache_targeted, is_hop_by_hop};
 
 /// A stored response: head, body and the facts needed to compute its age
 /// and freshness at any later time.
@@ -17,7 +18,7 @@ use crate::http::headers::{compact_copy, has_cache_targeted, is_hop_by_hop};
 pub struct StoredResponse {
     pub status: StatusCode,
     /// End-to-end header fields as received from the origin.
-    pub headers: HeaderMap,
+    pub headers: StoredHead,
     pub body: Arc<SharedBody>,
     /// When it was stored (the `response_time` of RFC 9111 section 4.2.3).
     pub stored_at: Instant,
@@ -36,7 +37,7 @@ pub struct StoredResponse {
 
 impl StoredResponse {
     /// A response as the cache keeps it, stored now. `headers` are copied
-    /// into storage of their own (see `compact_copy`), so the entry's
+    /// into storage of their own (see `StoredHead`), so the entry's
     /// memory is what its weight says.
     pub fn new(
         status: StatusCode,
@@ -48,7 +49,7 @@ impl StoredResponse {
     ) -> StoredResponse {
         StoredResponse {
             status,
-            headers: compact_copy(headers),
+            headers: StoredHead::of(headers),
             body,
             stored_at: Instant::now(),
             freshness,
@@ -131,11 +132,11 @@ impl StoredResponse {
     }
 
     pub fn etag(&self) -> Option<&HeaderValue> {
-        self.headers.get(http::header::ETAG)
+        self.headers.get(&http::header::ETAG)
     }
 
     pub fn last_modified(&self) -> Option<&HeaderValue> {
-        self.headers.get(http::header::LAST_MODIFIED)
+        self.headers.get(&http::header::LAST_MODIFIED)
     }
 
     /// Bytes this response costs the cache (see `weight`).
@@ -203,7 +204,7 @@ pub fn surrogate_keys(headers: &HeaderMap) -> Vec<String> {
 /// RFC 9111 section 3.2: the stored header fields updated with those of a
 /// 304, except the ones describing the body.
 pub fn merge_not_modified(stale: &StoredResponse, update: &HeaderMap) -> HeaderMap {
-    let mut merged = stale.headers.clone();
+    let mut merged = stale.headers.to_map();
     let mut replaced: Vec<&HeaderName> = Vec::new();
     for (name, value) in update {
         if matches!(

@@ -50,6 +50,12 @@ pub async fn run(
             path,
         ));
     }
+    // Fair shares of guest CPU between tenants (tenant::cpu_share).
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    tokio::spawn(crate::tenant::cpu_share::balance(
+        control.context().tenants.clone(),
+        workers,
+    ));
     let ctx = control.context().clone();
     let handler = move |request, connection| crate::proxy::handle(ctx.clone(), request, connection);
     let shutdown = shutdown.shared();

@@ -309,6 +309,10 @@ pub struct LimitsConfig {
     /// Requests of this tenant running a guest instance at once; past it a
     /// request gets 503, so one hot tenant cannot take every pool slot.
     pub max_concurrent: u32,
+    /// The tenant's weight in the node's fair share of guest CPU: while
+    /// the node is contended, a tenant gets at most weight / (sum of the
+    /// busy tenants' weights) of it (see `tenant::cpu_share`).
+    pub cpu_weight: u32,
 }
 
 impl Default for LimitsConfig {
@@ -319,6 +323,7 @@ impl Default for LimitsConfig {
             max_host_calls: 1000,
             max_subrequests: 8,
             max_concurrent: 256,
+            cpu_weight: 1,
         }
     }
 }

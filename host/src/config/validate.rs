@@ -172,6 +172,11 @@ impl TenantConfig {
             },
         )?;
         at_least_one(limits.cpu_ms, "limits.cpu_ms")?;
+        check(
+            (1..=1000).contains(&limits.cpu_weight),
+            "limits.cpu_weight",
+            || "must be between 1 and 1000".into(),
+        )?;
         for (name, backend) in &self.backends {
             backend
                 .validate()

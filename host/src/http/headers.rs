@@ -79,29 +79,6 @@ pub fn owned_copy(head: &HeaderMap) -> HeaderMap {
     copy
 }
 
-/// A copy of a head for long storage (a cached response): as
-/// [`owned_copy`], but with exactly as many slots as fields and every value
-/// a slice of one buffer, so a stored head costs one allocation for its
-/// values and one table, not one allocation per field and spare slots.
-pub fn compact_copy(head: &HeaderMap) -> HeaderMap {
-    let total: usize = head.values().map(HeaderValue::len).sum();
-    let mut block = bytes::BytesMut::with_capacity(total);
-    for value in head.values() {
-        block.extend_from_slice(value.as_bytes());
-    }
-    let block = block.freeze();
-    let mut copy = HeaderMap::with_capacity(head.len());
-    let mut at = 0;
-    for (name, value) in head {
-        let bytes = block.slice(at..at + value.len());
-        at += value.len();
-        let mut owned = HeaderValue::from_maybe_shared(bytes).unwrap_or_else(|_| value.clone());
-        owned.set_sensitive(value.is_sensitive());
-        copy.append(name.clone(), owned);
-    }
-    copy
-}
-
 /// The Via entry this node adds (RFC 9110 section 7.6.3).
 pub fn via_value(version: http::Version) -> HeaderValue {
     HeaderValue::from_static(match version {

@@ -35,12 +35,16 @@ pub struct Scrape<'a>(pub DescriptorEncoder<'a>);
 type Written = Result<(), std::fmt::Error>;
 
 impl Scrape<'_> {
-    pub fn counters<L: EncodeLabelSet>(
+    /// Counter families: whole counts (`u64`) or totals of seconds (`f64`).
+    pub fn counters<L: EncodeLabelSet, N>(
         &mut self,
         name: &str,
         help: &str,
-        samples: impl IntoIterator<Item = (L, u64)>,
-    ) -> Written {
+        samples: impl IntoIterator<Item = (L, N)>,
+    ) -> Written
+    where
+        ConstCounter<N>: EncodeMetric,
+    {
         let samples = samples.into_iter().map(|(l, v)| (l, ConstCounter::new(v)));
         self.family(name, help, MetricType::Counter, samples)
     }

@@ -113,6 +113,8 @@ struct Cells {
     outcomes: [AtomicU64; Outcome::ALL.len()],
     bytes_sent: AtomicU64,
     memo_hits: AtomicU64,
+    /// Nanoseconds worker threads spent running the tenant's guests.
+    guest_cpu: AtomicU64,
 }
 
 #[derive(Default)]
@@ -139,6 +141,16 @@ impl TenantMetrics {
     /// A decision that came from the memo instead of the guest.
     pub fn memo_hit(&self) {
         add(&self.cells.local().memo_hits, 1);
+    }
+
+    /// CPU the tenant's guests used (see `runtime::on_cpu`).
+    pub fn guest_cpu(&self, used: Duration) {
+        let ns = u64::try_from(used.as_nanos()).unwrap_or(u64::MAX);
+        add(&self.cells.local().guest_cpu, ns);
+    }
+
+    pub fn guest_cpu_seconds(&self) -> f64 {
+        self.sum(|c| &c.guest_cpu) as f64 / 1e9
     }
 
     pub fn event(&self, event: Event, reason: &'static str) {

@@ -2,6 +2,7 @@
 
 use http::header::{self, HeaderMap, HeaderValue};
 
+use crate::cache::head::StoredHead;
 use crate::cache::StoredResponse;
 
 /// Whether a GET/HEAD with these headers should get 304 Not Modified for
@@ -29,7 +30,7 @@ fn last_modified(stored: &StoredResponse) -> Option<std::time::SystemTime> {
     stored
         .last_modified()
         .and_then(http_date)
-        .or_else(|| stored.headers.get(header::DATE).and_then(http_date))
+        .or_else(|| stored.headers.get(&header::DATE).and_then(http_date))
 }
 
 /// If-None-Match evaluates false when any listed tag weakly matches, or
@@ -58,7 +59,7 @@ fn http_date(value: &HeaderValue) -> Option<std::time::SystemTime> {
 }
 
 /// The fields a 304 carries (RFC 9110 section 15.4.5).
-pub fn not_modified_headers(stored: &HeaderMap) -> HeaderMap {
+pub fn not_modified_headers(stored: &StoredHead) -> HeaderMap {
     let mut out = HeaderMap::new();
     for name in [
         header::CACHE_CONTROL,

@@ -13,6 +13,7 @@ use super::Context;
 use crate::http::{BodyWatch, ProxyBody, RequestInfo};
 use crate::metrics::Event;
 use crate::runtime::memo::{DecisionMemo, Reads};
+use crate::runtime::on_cpu;
 use crate::runtime::{Decision, GuestContext, GuestFailure, GuestSession, PolicyModule};
 use crate::tenant::Tenant;
 
@@ -98,12 +99,16 @@ impl Exchange {
     /// the request hook in it, feeding and checking the decision memo.
     pub(super) async fn start_instance(&mut self) -> Result<Decision, GuestFailure> {
         let tenant = &self.tenant;
+        // A tenant held to its share of guest CPU runs no more request
+        // hooks at once than its share of the workers (tenant::cpu_share).
+        let turn = tenant.cpu.enter().await.ok_or(GuestFailure::CpuShare)?;
         let slot = tenant
             .instances
             .clone()
             .try_acquire_owned()
             .map_err(|_| GuestFailure::ConcurrencyLimit(tenant.limits.max_concurrent))?;
         let started = std::time::Instant::now();
+        let mut cpu = std::time::Duration::ZERO;
         let reused = tenant
             .take_idle(&self.module.version)
             .and_then(|mut s| s.reuse(self.info.clone()).ok().map(|()| s));
@@ -115,14 +120,22 @@ impl Exchange {
                     version: self.module.version.clone(),
                     offline: false,
                 };
-                GuestSession::start(&self.ctx.runtime, &self.module, ctx, self.info.clone()).await?
+                let start =
+                    GuestSession::start(&self.ctx.runtime, &self.module, ctx, self.info.clone());
+                let started = on_cpu::timed(start, &mut cpu).await;
+                if started.is_err() {
+                    charge(tenant, cpu);
+                }
+                started?
             }
         };
         let memo = memo_of(tenant, &self.module).filter(|m| m.is_enabled());
         if memo.is_some() {
             session.record_reads();
         }
-        let decision = session.on_request().await;
+        let decision = on_cpu::timed(session.on_request(), &mut cpu).await;
+        drop(turn);
+        charge(tenant, cpu);
         let took = started.elapsed();
         self.module.request_hook_time.observe(took);
         self.trail.guest_ran(took);
@@ -178,12 +191,16 @@ impl Exchange {
     /// A guest failed: a 5xx for this request, a log line and a metric.
     pub(super) fn guest_failed(&self, failure: GuestFailure) -> Response<ProxyBody> {
         let (tenant, version) = (&*self.tenant.id, &*self.module.version);
-        tracing::warn!(
-            tenant,
-            version,
-            reason = failure.as_str(),
-            "policy failed: {failure}"
-        );
+        // Refusals of a held tenant are counted, not logged one by one: the
+        // balancer logs when it starts and stops holding the tenant.
+        if !matches!(failure, GuestFailure::CpuShare) {
+            tracing::warn!(
+                tenant,
+                version,
+                reason = failure.as_str(),
+                "policy failed: {failure}"
+            );
+        }
         self.tenant
             .metrics
             .event(Event::GuestFailure, failure.as_str());
@@ -191,16 +208,30 @@ impl Exchange {
             self.tenant.metrics.event(Event::Limit, limit);
         }
         let status = match failure {
-            GuestFailure::Unavailable(_) | GuestFailure::ConcurrencyLimit(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            GuestFailure::Unavailable(_)
+            | GuestFailure::ConcurrencyLimit(_)
+            | GuestFailure::CpuShare => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let mut response = respond::plain(status, format!("policy error: {}\n", failure.as_str()));
+        if matches!(failure, GuestFailure::CpuShare) {
+            // The balancer looks again within a period (RFC 9110 section
+            // 10.2.3: the client may retry after this many seconds).
+            response.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("1"),
+            );
+        }
         response.headers_mut().insert(
             "x-outpost-error",
             http::HeaderValue::from_static(failure.as_str()),
         );
         response
     }
+}
+
+/// Charges guest CPU to the tenant's share and its metrics.
+fn charge(tenant: &Tenant, cpu: std::time::Duration) {
+    tenant.cpu.charge(cpu);
+    tenant.metrics.guest_cpu(cpu);
 }

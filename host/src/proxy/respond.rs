@@ -15,7 +15,7 @@ use hyper::body::Frame;
 
 use super::{conditional, range};
 use crate::cache::{CacheStatus, Detail, Fwd, SharedBody, StoredResponse};
-use crate::http::headers::{owned_copy, strip_cache_targeted, strip_hop_by_hop, via_value};
+use crate::http::headers::{strip_cache_targeted, strip_hop_by_hop, via_value};
 use crate::http::{empty, full, ProxyBody, RequestInfo};
 use crate::runtime::{FetchError, SyntheticResponse};
 
@@ -110,8 +110,8 @@ pub fn stored(
         headers = conditional::not_modified_headers(&stored.headers);
         (StatusCode::NOT_MODIFIED, empty())
     } else {
-        // Not a clone: see `owned_copy`.
-        headers = owned_copy(&stored.headers);
+        // Not a clone: see `StoredHead::to_map`.
+        headers = stored.headers.to_map();
         if info.method == Method::GET
             && (stored.body.whole().is_some() || stored.body.is_complete())
         {

@@ -15,6 +15,7 @@ use crate::cache::{CacheStatus, Fwd, StoredResponse};
 use crate::http::{BodyFailure, ProxyBody, ResponseInfo};
 use crate::metrics::Event;
 use crate::origin::Backend;
+use crate::runtime::on_cpu;
 use crate::runtime::{
     Attempt, FetchError, GuestFailure, OutcomeForGuest, ResponseDecision, Route, SyntheticResponse,
 };
@@ -122,7 +123,11 @@ impl Exchange {
             let decision = match self.session().await {
                 Ok(session) => {
                     let started = std::time::Instant::now();
-                    let decision = session.on_response(attempt, for_guest).await;
+                    let mut cpu = std::time::Duration::ZERO;
+                    let decision =
+                        on_cpu::timed(session.on_response(attempt, for_guest), &mut cpu).await;
+                    self.tenant.cpu.charge(cpu);
+                    self.tenant.metrics.guest_cpu(cpu);
                     let took = started.elapsed();
                     self.module.response_hook_time.observe(took);
                     self.trail.guest_ran(took);

@@ -14,6 +14,7 @@ mod env;
 mod heads;
 mod host_impl;
 pub mod memo;
+pub mod on_cpu;
 mod policy;
 mod session;
 mod state;

@@ -32,6 +32,8 @@ pub enum GuestFailure {
     ConcurrencyLimit(u32),
     #[error("no guest instance available: {0}")]
     Unavailable(String),
+    #[error("tenant is held to its share of guest CPU")]
+    CpuShare,
 }
 
 impl GuestFailure {
@@ -44,6 +46,7 @@ impl GuestFailure {
             GuestFailure::HostCallLimit(_) => "host_call_limit",
             GuestFailure::ConcurrencyLimit(_) => "concurrency_limit",
             GuestFailure::Unavailable(_) => "unavailable",
+            GuestFailure::CpuShare => "cpu_share",
         }
     }
 
@@ -54,6 +57,7 @@ impl GuestFailure {
             GuestFailure::MemoryLimit(_) => Some("guest_memory"),
             GuestFailure::HostCallLimit(_) => Some("guest_host_calls"),
             GuestFailure::ConcurrencyLimit(_) => Some("guest_instances"),
+            GuestFailure::CpuShare => Some("guest_cpu_share"),
             GuestFailure::Trap(_) | GuestFailure::Unavailable(_) => None,
         }
     }

@@ -5,6 +5,7 @@
 //! disturbs requests already running on the old module.
 
 mod canary;
+pub mod cpu_share;
 mod deployments;
 mod env;
 mod offline;
@@ -65,6 +66,8 @@ pub struct Tenant {
     idle: Mutex<Vec<GuestSession>>,
     /// Its request counters, kept across rebuilds of the tenant.
     pub metrics: Arc<TenantMetrics>,
+    /// Its guests' CPU, and whether it is held to its share.
+    pub cpu: Arc<cpu_share::CpuShare>,
 }
 
 impl Tenant {
@@ -144,6 +147,7 @@ impl Tenant {
             config: tc.clone(),
             idle: Mutex::new(Vec::new()),
             metrics,
+            cpu: Arc::default(),
         })
     }
 
