@@ -9,6 +9,8 @@ use bytes::{Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue};
 use http::HeaderMap;
 
+use crate::http::headers::owned_value;
+
 #[derive(Debug, Clone, Default)]
 pub struct StoredHead {
     fields: Box<[(HeaderName, HeaderValue)]>,
@@ -56,17 +58,14 @@ impl StoredHead {
         self.fields.iter().map(|(n, v)| (n, v))
     }
 
-    /// A map of the fields for a response, whose values own their bytes:
-    /// a clone would bump the buffer's one shared count on every hit, from
-    /// every worker thread, and copying a few short values costs less than
-    /// that contention. Room for the few fields a response adds.
+    /// A map of the fields for a response, whose values own their bytes
+    /// (for the reason `owned_copy` gives: a clone would bump the buffer's
+    /// one shared count on every hit, from every worker thread). Room for
+    /// the few fields a response adds.
     pub fn to_map(&self) -> HeaderMap {
         let mut map = HeaderMap::with_capacity(self.fields.len() + 4);
         for (name, value) in self.fields.iter() {
-            let mut owned =
-                HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
-            owned.set_sensitive(value.is_sensitive());
-            map.append(name.clone(), owned);
+            map.append(name.clone(), owned_value(value));
         }
         map
     }

@@ -72,11 +72,16 @@ pub fn has_cache_targeted(headers: &HeaderMap) -> bool {
 pub fn owned_copy(head: &HeaderMap) -> HeaderMap {
     let mut copy = HeaderMap::with_capacity(head.len() + 4);
     for (name, value) in head {
-        let mut owned = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
-        owned.set_sensitive(value.is_sensitive());
-        copy.append(name.clone(), owned);
+        copy.append(name.clone(), owned_value(value));
     }
     copy
+}
+
+/// A value in a buffer of its own, as sensitive as the original.
+pub fn owned_value(value: &HeaderValue) -> HeaderValue {
+    let mut owned = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+    owned.set_sensitive(value.is_sensitive());
+    owned
 }
 
 /// The Via entry this node adds (RFC 9110 section 7.6.3).

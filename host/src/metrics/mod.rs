@@ -19,7 +19,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 
 pub use node::{NodeMetrics, Process, Protocol};
-pub use shard::{Counter, Histogram};
+pub use shard::{nanos, Counter, Histogram};
 pub use tenant::{Event, Outcome, TenantMetrics, CLASSES};
 
 /// The node's metrics that belong to no tenant.

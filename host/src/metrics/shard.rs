@@ -109,16 +109,18 @@ struct Cells {
 #[derive(Default)]
 pub struct Histogram(Sharded<Cells>);
 
+/// A duration in whole nanoseconds, saturating (584 years fit).
+pub fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 impl Histogram {
     pub fn observe(&self, elapsed: Duration) {
         let seconds = elapsed.as_secs_f64();
         let bucket = BUCKETS.partition_point(|&bound| bound < seconds);
         let cells = self.0.local();
         add(&cells.buckets[bucket], 1);
-        add(
-            &cells.sum_nanos,
-            u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
-        );
+        add(&cells.sum_nanos, nanos(elapsed));
     }
 
     /// Observations so far.

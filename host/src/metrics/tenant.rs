@@ -145,8 +145,7 @@ impl TenantMetrics {
 
     /// CPU the tenant's guests used (see `runtime::on_cpu`).
     pub fn guest_cpu(&self, used: Duration) {
-        let ns = u64::try_from(used.as_nanos()).unwrap_or(u64::MAX);
-        add(&self.cells.local().guest_cpu, ns);
+        add(&self.cells.local().guest_cpu, super::nanos(used));
     }
 
     pub fn guest_cpu_seconds(&self) -> f64 {

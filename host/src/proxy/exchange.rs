@@ -2,6 +2,7 @@
 //! and the guest instance it runs in.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{Response, StatusCode};
 use hyper::body::Incoming;
@@ -11,7 +12,7 @@ use super::finish::Trail;
 use super::respond;
 use super::Context;
 use crate::http::{BodyWatch, ProxyBody, RequestInfo};
-use crate::metrics::Event;
+use crate::metrics::{Event, Histogram};
 use crate::runtime::memo::{DecisionMemo, Reads};
 use crate::runtime::on_cpu;
 use crate::runtime::{Decision, GuestContext, GuestFailure, GuestSession, PolicyModule};
@@ -108,12 +109,12 @@ impl Exchange {
             .try_acquire_owned()
             .map_err(|_| GuestFailure::ConcurrencyLimit(tenant.limits.max_concurrent))?;
         let started = std::time::Instant::now();
-        let mut cpu = std::time::Duration::ZERO;
+        let mut cpu = Duration::ZERO;
         let reused = tenant
             .take_idle(&self.module.version)
             .and_then(|mut s| s.reuse(self.info.clone()).ok().map(|()| s));
-        let mut session = match reused {
-            Some(s) => s,
+        let session = match reused {
+            Some(s) => Ok(s),
             None => {
                 let ctx = GuestContext {
                     env: tenant.clone(),
@@ -122,11 +123,14 @@ impl Exchange {
                 };
                 let start =
                     GuestSession::start(&self.ctx.runtime, &self.module, ctx, self.info.clone());
-                let started = on_cpu::timed(start, &mut cpu).await;
-                if started.is_err() {
-                    charge(tenant, cpu);
-                }
-                started?
+                on_cpu::timed(start, &mut cpu).await
+            }
+        };
+        let mut session = match session {
+            Ok(session) => session,
+            Err(failure) => {
+                self.charge_cpu(cpu);
+                return Err(failure);
             }
         };
         let memo = memo_of(tenant, &self.module).filter(|m| m.is_enabled());
@@ -135,10 +139,7 @@ impl Exchange {
         }
         let decision = on_cpu::timed(session.on_request(), &mut cpu).await;
         drop(turn);
-        charge(tenant, cpu);
-        let took = started.elapsed();
-        self.module.request_hook_time.observe(took);
-        self.trail.guest_ran(took);
+        self.hook_ran(&self.module.request_hook_time, started.elapsed(), cpu);
         let reads = session.take_reads();
         // Kept even when the hook failed, so the slot returns on drop.
         self.instance = Some(Instance {
@@ -188,6 +189,21 @@ impl Exchange {
             .session)
     }
 
+    /// A hook ran (instantiation included for a request hook): the time it
+    /// took goes to its histogram and the request's trail, the CPU it used
+    /// to the tenant's share and metrics.
+    pub(super) fn hook_ran(&self, time: &Histogram, took: Duration, cpu: Duration) {
+        time.observe(took);
+        self.trail.guest_ran(took);
+        self.charge_cpu(cpu);
+    }
+
+    /// Guest CPU, charged to the tenant's share and counted.
+    fn charge_cpu(&self, cpu: Duration) {
+        self.tenant.cpu.charge(cpu);
+        self.tenant.metrics.guest_cpu(cpu);
+    }
+
     /// A guest failed: a 5xx for this request, a log line and a metric.
     pub(super) fn guest_failed(&self, failure: GuestFailure) -> Response<ProxyBody> {
         let (tenant, version) = (&*self.tenant.id, &*self.module.version);
@@ -228,10 +244,4 @@ impl Exchange {
         );
         response
     }
-}
-
-/// Charges guest CPU to the tenant's share and its metrics.
-fn charge(tenant: &Tenant, cpu: std::time::Duration) {
-    tenant.cpu.charge(cpu);
-    tenant.metrics.guest_cpu(cpu);
 }

@@ -16,7 +16,7 @@ use http_body::{Body, Frame, SizeHint};
 use super::Context;
 use crate::access_log::Entry;
 use crate::http::{BoxError, ProxyBody, RequestInfo};
-use crate::metrics::Outcome;
+use crate::metrics::{nanos, Outcome};
 use crate::tenant::Tenant;
 
 /// When a request's head arrived.
@@ -44,10 +44,6 @@ pub(super) struct Trail {
     guest: AtomicU64,
     /// Nanoseconds waiting for backends' response heads.
     origin: AtomicU64,
-}
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl Trail {

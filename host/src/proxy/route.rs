@@ -97,7 +97,7 @@ impl Exchange {
             let mut outcome = match self.tenant.backends.get(name).cloned() {
                 None => Err(FetchError::UnknownBackend(name.clone())),
                 Some(backend) => {
-                    let started = std::time::Instant::now();
+                    let started = Instant::now();
                     let sent = self
                         .send(&backend, route, forward, &mut failed_members)
                         .await;
@@ -122,15 +122,11 @@ impl Exchange {
             };
             let decision = match self.session().await {
                 Ok(session) => {
-                    let started = std::time::Instant::now();
+                    let started = Instant::now();
                     let mut cpu = std::time::Duration::ZERO;
                     let decision =
                         on_cpu::timed(session.on_response(attempt, for_guest), &mut cpu).await;
-                    self.tenant.cpu.charge(cpu);
-                    self.tenant.metrics.guest_cpu(cpu);
-                    let took = started.elapsed();
-                    self.module.response_hook_time.observe(took);
-                    self.trail.guest_ran(took);
+                    self.hook_ran(&self.module.response_hook_time, started.elapsed(), cpu);
                     decision
                 }
                 Err(f) => Err(f),

@@ -25,6 +25,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 
 use super::{Tenant, TenantTable};
+use crate::metrics::nanos;
 
 /// How often shares are recomputed.
 pub const PERIOD: Duration = Duration::from_millis(100);
@@ -84,8 +85,7 @@ impl Drop for Turn {
 impl CpuShare {
     /// Charges guest CPU to the tenant.
     pub fn charge(&self, used: Duration) {
-        let ns = u64::try_from(used.as_nanos()).unwrap_or(u64::MAX);
-        self.pending.fetch_add(ns, Ordering::Relaxed);
+        self.pending.fetch_add(nanos(used), Ordering::Relaxed);
     }
 
     /// A turn to run a request hook: at once, unless the tenant is held to
@@ -151,13 +151,6 @@ struct Window {
     refused: bool,
 }
 
-/// What the balancer decides for one tenant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Verdict {
-    /// 0: not held.
-    cap: u32,
-}
-
 /// The inputs of one tenant's verdict, in nanoseconds over the window.
 struct Reading {
     held: bool,
@@ -170,7 +163,9 @@ struct Reading {
     cap: u32,
 }
 
-fn verdict(r: &Reading) -> Verdict {
+/// The request hooks the tenant may run at once from now; 0: as many as
+/// it likes (not held).
+fn verdict(r: &Reading) -> u32 {
     let hold = if !r.others_active {
         false
     } else if r.held {
@@ -181,8 +176,10 @@ fn verdict(r: &Reading) -> Verdict {
     } else {
         r.used > r.share && r.total * 100 >= r.capacity * CONTENDED_PERCENT
     };
-    Verdict {
-        cap: if hold { r.cap } else { 0 },
+    if hold {
+        r.cap
+    } else {
+        0
     }
 }
 
@@ -198,7 +195,7 @@ pub async fn balance(tenants: Arc<ArcSwap<TenantTable>>, workers: usize) {
 }
 
 fn rebalance(table: &TenantTable, workers: usize) {
-    let period = u64::try_from(PERIOD.as_nanos()).unwrap_or(u64::MAX);
+    let period = nanos(PERIOD);
     let capacity = workers as u64 * period * WINDOW as u64;
     let readings: Vec<(&Arc<Tenant>, Window)> = table
         .tenants()
@@ -222,10 +219,9 @@ fn rebalance(table: &TenantTable, workers: usize) {
         let share = capacity * weight(tenant) / all;
         let cap = (workers as u64 * weight(tenant) / all).max(1) as u32;
         let held = tenant.cpu.is_held();
-        let used = &window.used;
-        let verdict = verdict(&Reading {
+        let granted = verdict(&Reading {
             held,
-            used: *used,
+            used: window.used,
             share,
             total,
             capacity,
@@ -233,15 +229,15 @@ fn rebalance(table: &TenantTable, workers: usize) {
             others_active: active > usize::from(is_active(window)),
             cap,
         });
-        tenant.cpu.cap.store(verdict.cap, Ordering::Relaxed);
-        if held != (verdict.cap != 0) {
+        tenant.cpu.cap.store(granted, Ordering::Relaxed);
+        if held != (granted != 0) {
             let percent = |ns: u64| ns * 100 / capacity.max(1);
             tracing::warn!(
                 tenant = &*tenant.id,
-                used_percent = percent(*used),
+                used_percent = percent(window.used),
                 share_percent = percent(share),
                 "{}",
-                if verdict.cap != 0 {
+                if granted != 0 {
                     format!(
                         "tenant over its share of guest CPU: held to {cap} request hook(s) at once"
                     )
@@ -272,7 +268,7 @@ mod tests {
 
     #[test]
     fn a_tenant_over_its_share_of_a_busy_node_is_held() {
-        assert_eq!(verdict(&reading(90, 95)).cap, 1);
+        assert_eq!(verdict(&reading(90, 95)), 1);
     }
 
     #[test]
@@ -281,9 +277,9 @@ mod tests {
             others_active: false,
             ..reading(100, 100)
         };
-        assert_eq!(verdict(&alone).cap, 0);
-        assert_eq!(verdict(&reading(60, 65)).cap, 0);
-        assert_eq!(verdict(&reading(40, 95)).cap, 0);
+        assert_eq!(verdict(&alone), 0);
+        assert_eq!(verdict(&reading(60, 65)), 0);
+        assert_eq!(verdict(&reading(40, 95)), 0);
     }
 
     #[test]
@@ -293,12 +289,12 @@ mod tests {
             refused: true,
             ..reading(45, 55)
         };
-        assert_eq!(verdict(&held).cap, 1);
+        assert_eq!(verdict(&held), 1);
         let satisfied = Reading {
             refused: false,
             ..held
         };
-        assert_eq!(verdict(&satisfied).cap, 0);
+        assert_eq!(verdict(&satisfied), 0);
     }
 
     #[tokio::test]
