@@ -10,7 +10,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use outpost::config::Config;
 use outpost::http::{RequestId, RequestInfo, Scheme, TraceContext};
 use outpost::runtime::{GuestContext, GuestSession, Runtime};
-use outpost::tenant::Tenant;
+use outpost::tenant::{Ledger, Tenant};
 
 fn request() -> Arc<RequestInfo> {
     let mut headers = http::HeaderMap::new();
@@ -48,7 +48,7 @@ fn guest(c: &mut Criterion) {
             &config.tenants[0],
             &runtime,
             &config,
-            64 << 20,
+            &Ledger::new(64 << 20),
             Default::default(),
         )
         .unwrap(),

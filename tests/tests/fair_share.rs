@@ -13,19 +13,25 @@ use http::Method;
 use outpost_e2e::metrics::Scrape;
 use outpost_e2e::*;
 
+/// Tenant `bad`: the misbehaving example, 20 ms of CPU per hook and
+/// `limits` more.
+fn bad_tenant(origin: &Origin, limits: &str) -> String {
+    let table = tenant(
+        "bad",
+        &["bad.test"],
+        "example:misbehaving",
+        &[("origin", &origin.url())],
+    );
+    format!("{table}[tenant.limits]\ncpu_ms = 20\n{limits}")
+}
+
 /// A node with `bad` (the misbehaving example, 20 ms of CPU per hook) and
 /// `good` (the default policy, every request running its guest).
 async fn two_tenants() -> (Origin, Node) {
     let origin = Origin::start("origin").await;
     origin.reply_to_all(Reply::ok().only("cache-control", "no-store").body("fine"));
     let mut config = admin_section();
-    config.push_str(&tenant(
-        "bad",
-        &["bad.test"],
-        "example:misbehaving",
-        &[("origin", &origin.url())],
-    ));
-    config.push_str("[tenant.limits]\ncpu_ms = 20\n");
+    config.push_str(&bad_tenant(&origin, ""));
     config.push_str(&tenant_with(
         "good",
         &["good.test"],
@@ -165,6 +171,111 @@ async fn a_tenant_alone_on_the_node_is_never_held_back() {
             "outpost_limit_hits_total",
             &[("tenant", "bad"), ("reason", "guest_cpu_share")]
         ),
+        0.0
+    );
+}
+
+/// The quarantine `bad` is under, per `GET /tenants/bad`.
+async fn quarantined(client: &Client, node: &Node) -> serde_json::Value {
+    let r = client
+        .admin(node, Method::GET, "/tenants/bad", Some(ADMIN_TOKEN), "")
+        .await;
+    json(&r)["quarantined"].clone()
+}
+
+/// Three `/loop` requests, each cut at the CPU limit.
+async fn three_cuts(client: &Client, node: &Node) {
+    for _ in 0..3 {
+        let r = client.get(node, "bad.test", "/loop").await;
+        assert_eq!(
+            (r.status.as_u16(), r.header("x-outpost-error")),
+            (500, Some("cpu_limit"))
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_cut_at_its_cpu_limit_again_and_again_is_quarantined_until_lifted_or_replaced() {
+    let origin = Origin::start("origin").await;
+    origin.reply_to_all(
+        Reply::ok()
+            .only("cache-control", "max-age=600")
+            .body("fine"),
+    );
+    let config = admin_section() + &bad_tenant(&origin, "quarantine_cpu_cuts = 3\n");
+    let node = Node::start(&config);
+    let client = Client::new();
+    for _ in 0..2 {
+        assert_eq!(client.get(&node, "bad.test", "/page").await.status, 200);
+    }
+    three_cuts(&client, &node).await;
+
+    // Quarantined: no guest runs, at once, for any request needing one...
+    for path in ["/loop", "/other"] {
+        let r = client.get(&node, "bad.test", path).await;
+        assert_eq!(r.status, 503, "{path}");
+        assert_eq!(r.header("x-outpost-error"), Some("quarantined"));
+    }
+    assert_eq!(origin.hits("/other"), 0);
+    // ... while a hit decided without the guest (the memo) is served.
+    let r = client.get(&node, "bad.test", "/page").await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "fine"));
+    let held = quarantined(&client, &node).await;
+    let active = json(
+        &client
+            .admin(&node, Method::GET, "/tenants/bad", Some(ADMIN_TOKEN), "")
+            .await,
+    )["active"]
+        .clone();
+    assert_eq!(held["version"], active, "{held}");
+    assert_eq!(held["cuts"], 3);
+    let m = Scrape::of(&client, &node).await;
+    assert_eq!(
+        m.value("outpost_tenant_quarantined", &[("tenant", "bad")]),
+        1.0
+    );
+    assert_eq!(
+        m.value(
+            "outpost_guest_failures_total",
+            &[("tenant", "bad"), ("reason", "quarantined")]
+        ),
+        2.0
+    );
+
+    // An operator lifts it.
+    let r = client
+        .admin(
+            &node,
+            Method::DELETE,
+            "/tenants/bad/quarantine",
+            Some(ADMIN_TOKEN),
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(json(&r)["lifted"], active);
+    assert!(quarantined(&client, &node).await.is_null());
+    assert_eq!(client.get(&node, "bad.test", "/other").await.status, 200);
+
+    // Quarantined again, then a new version is activated.
+    three_cuts(&client, &node).await;
+    assert_eq!(client.get(&node, "bad.test", "/new").await.status, 503);
+    let r = client
+        .admin(
+            &node,
+            Method::PUT,
+            "/tenants/bad/modules?activate=true",
+            Some(ADMIN_TOKEN),
+            example_wasm("cache-key"),
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.text());
+    assert!(quarantined(&client, &node).await.is_null());
+    let r = client.get(&node, "bad.test", "/new").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let m = Scrape::of(&client, &node).await;
+    assert_eq!(
+        m.value("outpost_tenant_quarantined", &[("tenant", "bad")]),
         0.0
     );
 }

@@ -40,13 +40,18 @@ async fn sized_origin(size: usize) -> String {
     url
 }
 
-/// Sends `count` GETs of distinct paths over `concurrency` connections.
+/// Sends `count` GETs of distinct paths to `t.test` over `concurrency`
+/// connections.
 async fn fill(node: &Node, prefix: &str, count: u64, concurrency: u64) {
+    fill_host(node, "t.test", prefix, count, concurrency).await
+}
+
+async fn fill_host(node: &Node, host: &str, prefix: &str, count: u64, concurrency: u64) {
     let next = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
     for _ in 0..concurrency {
         let (next, client, addr) = (next.clone(), Client::new(), node.addr);
-        let prefix = prefix.to_string();
+        let (prefix, host) = (prefix.to_string(), host.to_string());
         workers.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -55,7 +60,7 @@ async fn fill(node: &Node, prefix: &str, count: u64, concurrency: u64) {
                 }
                 let path = format!("/{prefix}/{i}");
                 let r = client
-                    .send_to(addr, http::Method::GET, "t.test", &path, &[], Bytes::new())
+                    .send_to(addr, http::Method::GET, &host, &path, &[], Bytes::new())
                     .await;
                 assert_eq!(r.status, 200);
             }
@@ -103,4 +108,68 @@ async fn a_64_mib_cache_filled_three_times_over_with_1_kib_objects_grows_the_nod
         "RSS grew by {grown_mib:.1} MiB for a {CACHE_MB} MiB cache \
          ({per_object:.0} B charged per 1 KiB object, {count} requests)"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_tenants_share_is_lent_to_a_busy_one_and_taken_back_down_to_each_guarantee() {
+    const CACHE_MB: u64 = 16;
+    let origin = sized_origin(16 * 1024).await;
+    let config = format!(
+        "[cache]\nmax_size_mb = {CACHE_MB}\n\n{}{}{}",
+        admin_section(),
+        tenant(
+            "busy",
+            &["busy.test"],
+            "builtin:default",
+            &[("origin", &origin)]
+        ),
+        tenant(
+            "idle",
+            &["idle.test"],
+            "builtin:default",
+            &[("origin", &origin)]
+        ),
+    );
+    let node = Node::start(&config);
+    let client = Client::new();
+    let bytes = |m: &Scrape, t| m.sum("outpost_cache_bytes", &[("tenant", t)]);
+    let hits = |m: &Scrape| {
+        m.sum(
+            "outpost_cache_outcomes_total",
+            &[("tenant", "busy"), ("outcome", "hit")],
+        )
+    };
+    let capacity = (CACHE_MB << 20) as f64;
+    let guarantee = capacity / 2.0;
+
+    // 650 objects of 16 KiB (about 12 MiB charged): more than the busy
+    // tenant's half, less than the node.
+    fill_host(&node, "busy.test", "a", 650, 8).await;
+    let lent = Scrape::of(&client, &node).await;
+    assert_eq!(
+        lent.value("outpost_cache_guaranteed_bytes", &[("tenant", "busy")]),
+        guarantee
+    );
+    assert!(
+        bytes(&lent, "busy") > 1.4 * guarantee,
+        "{}",
+        bytes(&lent, "busy")
+    );
+    // Every one of them is still there: the idle tenant's half is lent.
+    fill_host(&node, "busy.test", "a", 650, 8).await;
+    let again = Scrape::of(&client, &node).await;
+    assert_eq!(hits(&again) - hits(&lent), 650.0);
+
+    // The idle tenant wakes up and fills the whole node: it gets its half
+    // back, and takes no more than that from the busy one.
+    fill_host(&node, "idle.test", "b", 1000, 8).await;
+    let shared = Scrape::of(&client, &node).await;
+    let (busy, idle) = (bytes(&shared, "busy"), bytes(&shared, "idle"));
+    let object = 20.0 * 1024.0;
+    assert!(busy + idle <= capacity, "{busy} + {idle}");
+    assert!(
+        busy >= guarantee - object,
+        "busy kept {busy} of {guarantee}"
+    );
+    assert!(idle >= guarantee - object, "idle got {idle} of {guarantee}");
 }

@@ -191,7 +191,7 @@ async fn a_soft_purge_marks_stale_and_the_stale_copy_still_covers_an_outage() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_tenant_filling_its_quota_evicts_only_its_own_objects() {
+async fn a_tenant_filling_its_quota_on_a_full_node_evicts_only_its_own_objects() {
     let origin = Origin::start("origin").await;
     let with_quota = |id: &str, host: &str, mb: u32| {
         tenant_with(
@@ -207,17 +207,23 @@ async fn a_tenant_filling_its_quota_evicts_only_its_own_objects() {
         with_quota("small", "small.test", 1),
         with_quota("other", "other.test", 8)
     );
-    let node = Node::start(&format!("[cache]\nmax_size_mb = 16\n\n{config}"));
+    let node = Node::start(&format!("[cache]\nmax_size_mb = 9\n\n{config}"));
     let client = Client::new();
     let big = Bytes::from(vec![b'x'; 200 * 1024]);
-    origin.reply("/keep", Reply::ok().body(big.clone()));
-    cached_on(&client, &node, "other.test", "/keep").await;
+    // The other tenant uses most of its 8 MiB, so the node has little to
+    // lend.
+    for i in 0..36 {
+        let path = format!("/keep/{i}");
+        origin.reply(&path, Reply::ok().body(big.clone()));
+        cached_on(&client, &node, "other.test", &path).await;
+    }
     for i in 0..20 {
         let path = format!("/fill/{i}");
         origin.reply(&path, Reply::ok().body(big.clone()));
         client.get(&node, "small.test", &path).await;
     }
-    // 20 x 200 KiB does not fit in 1 MiB: the small tenant lost objects...
+    // 20 x 200 KiB does not fit in 1 MiB and what is left of the node:
+    // the small tenant lost objects...
     let mut refetched = 0;
     for i in 0..20 {
         if client
@@ -230,10 +236,12 @@ async fn a_tenant_filling_its_quota_evicts_only_its_own_objects() {
         }
     }
     assert!(refetched >= 10, "only {refetched} of 20 were evicted");
-    // ... and the other tenant lost nothing.
-    client
-        .expect_cache_status(&node, "other.test", "/keep", "hit")
-        .await;
+    // ... and the other tenant, within its quota, lost nothing.
+    for i in 0..36 {
+        client
+            .expect_cache_status(&node, "other.test", &format!("/keep/{i}"), "hit")
+            .await;
+    }
 }
 
 async fn cached_on(client: &Client, node: &Node, host: &str, path: &str) {

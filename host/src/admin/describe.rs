@@ -16,6 +16,8 @@ pub(super) fn tenant(tenant: &Tenant) -> Value {
         "memory_limit",
         "host_call_limit",
         "concurrency_limit",
+        "cpu_share",
+        "quarantined",
         "unavailable",
     ]
     .iter()
@@ -46,7 +48,16 @@ pub(super) fn tenant(tenant: &Tenant) -> Value {
             "cpu_ms": tenant.limits.cpu_ms,
             "max_host_calls": tenant.limits.max_host_calls,
             "max_subrequests": tenant.limits.max_subrequests,
+            "cpu_weight": tenant.limits.cpu_weight,
+            "quarantine_cpu_cuts": tenant.limits.quarantine_cpu_cuts,
+            "quarantine_window_s": tenant.limits.quarantine_window_s,
         },
+        "quarantined": tenant.quarantine.held().map(|h| json!({
+            "version": h.version,
+            "cuts": h.cuts,
+            "window_s": h.window_s,
+            "for_s": h.since.elapsed().as_secs(),
+        })),
         "backends": tenant.backends.keys().collect::<Vec<_>>(),
         "guest_failures": failures,
     })

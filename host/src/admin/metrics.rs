@@ -217,6 +217,14 @@ fn guests(scrape: &mut Scrape, tenants: &[&Arc<Tenant>]) -> Written {
             .iter()
             .map(|t| ([("tenant", &*t.id)], f64::from(u8::from(t.cpu.is_held())))),
     )?;
+    scrape.gauges(
+        "outpost_tenant_quarantined",
+        "1 while a version of the tenant is quarantined after repeated CPU limit cuts.",
+        tenants.iter().map(|t| {
+            let held = t.quarantine.held().is_some();
+            ([("tenant", &*t.id)], f64::from(u8::from(held)))
+        }),
+    )?;
     scrape.counters(
         "outpost_decision_memo_hits",
         "Requests whose policy decision came from the decision memo (no guest ran).",
@@ -269,17 +277,26 @@ fn stores(scrape: &mut Scrape, tenants: &[&Arc<Tenant>]) -> Written {
     scrape.gauges(
         "outpost_cache_objects",
         "Keys stored in the tenant's cache.",
-        usage.iter().map(|(t, u)| ([("tenant", *t)], u.0 as f64)),
+        usage
+            .iter()
+            .map(|(t, u)| ([("tenant", *t)], u.objects as f64)),
     )?;
     scrape.gauges(
         "outpost_cache_bytes",
-        "Bytes the tenant's stored objects are charged against its quota.",
-        usage.iter().map(|(t, u)| ([("tenant", *t)], u.1 as f64)),
+        "Bytes the tenant's stored objects are charged, borrowed ones included.",
+        usage
+            .iter()
+            .map(|(t, u)| ([("tenant", *t)], u.bytes as f64)),
+    )?;
+    scrape.gauges(
+        "outpost_cache_guaranteed_bytes",
+        "Bytes of the node's cache the tenant is guaranteed; it may hold more while the node has room.",
+        usage.iter().map(|(t, u)| ([("tenant", *t)], u.guaranteed as f64)),
     )?;
     scrape.counters(
         "outpost_cache_evictions",
         "Keys evicted to make room in the tenant's cache.",
-        usage.iter().map(|(t, u)| ([("tenant", *t)], u.2)),
+        usage.iter().map(|(t, u)| ([("tenant", *t)], u.evictions)),
     )
 }
 

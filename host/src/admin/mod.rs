@@ -15,6 +15,7 @@
 //! | `POST /tenants/{id}/purge` | `{"url"}`, `{"key"}`, `{"tag"}` (each with `"soft": true` to mark stale), or `{"all": true}` |
 //! | `POST /tenants/{id}/canary` | `{"version", "percent", "sticky_header"?, "auto_rollback"?: {"margin", "min_requests"}}` |
 //! | `POST /tenants/{id}/canary/promote`, `.../canary/abort` | end a canary |
+//! | `DELETE /tenants/{id}/quarantine` | lift the quarantine of a version (`limits.quarantine_cpu_cuts`) |
 //! | `POST /tenants/{id}/preview` | `{"version"}`: replay recent requests through it, report differences |
 //! | `POST /reload` | re-read the config file (tenants and certificates), as SIGHUP does |
 //! | `PUT /tenants/{id}` | add or replace a tenant (TOML body: the fields of a `[[tenant]]`) |
@@ -277,6 +278,10 @@ async fn tenant_endpoint(
         (Method::POST, ["canary", "abort"]) => answer(
             control.abort_canary(id).await,
             |v| json!({ "aborted": &*v }),
+        ),
+        (Method::DELETE, ["quarantine"]) => answer(
+            control.lift_quarantine(id).await,
+            |held| json!({ "lifted": held.map(|h| h.version) }),
         ),
         (Method::POST, ["preview"]) => match body_json::<VersionBody>(req).await {
             Err(r) => r,

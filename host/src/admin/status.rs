@@ -44,7 +44,6 @@ fn tenant(t: &Tenant) -> Value {
     let fetched = count(Outcome::Miss) + count(Outcome::Revalidated);
     let hit_ratio = (cached + fetched > 0).then(|| cached as f64 / (cached + fetched) as f64);
     let ms = |q| m.duration().quantile(q).map(|s| s * 1000.0);
-    let (objects, bytes, evictions) = t.store.usage();
     let canary = t
         .canary
         .load()
@@ -81,7 +80,7 @@ fn tenant(t: &Tenant) -> Value {
         "p50_ms": ms(0.5),
         "p99_ms": ms(0.99),
         "guest_failures": failures,
-        "cache": { "objects": objects, "bytes": bytes, "evictions": evictions },
+        "cache": t.store.usage(),
         "backends": backends,
     })
 }

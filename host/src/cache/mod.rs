@@ -8,7 +8,9 @@
 //! backend's answer becomes (304 merge, stale-if-error, the fill: [`fill`]),
 //! objects in slices ([`slice`]), and `Cache-Status` (RFC 9211). Bodies are
 //! [`SharedBody`]s that readers follow while they fill; the per-tenant
-//! store with its tag index is in [`store`].
+//! store with its tag index is in [`store`], and the node's bytes that the
+//! tenants share (each its quota, lending what it leaves unused) in
+//! [`Ledger`].
 
 pub mod body;
 mod coalesce;
@@ -16,7 +18,9 @@ pub mod directives;
 pub mod fill;
 pub mod freshness;
 pub mod head;
+mod ledger;
 pub mod lookup;
+mod shelves;
 pub mod slice;
 mod status;
 pub mod store;
@@ -29,6 +33,7 @@ use std::time::Duration;
 pub use body::SharedBody;
 pub use coalesce::{FillGuard, FillOutcome, Role};
 pub use freshness::NotStored;
+pub use ledger::Ledger;
 pub use status::{key_param as status_key_param, CacheStatus, Detail, Fwd};
 pub use store::TenantStore;
 #[cfg(test)]

@@ -1,27 +1,22 @@
-//! One tenant's objects: a moka cache bounded by the tenant's byte quota,
-//! the tag index for purges by surrogate key, and the hit-for-miss marks.
+//! One tenant's objects (on the shelves of `shelves`: its quota, and what
+//! it borrows beyond it from the node), the tag index for purges by
+//! surrogate key, and the hit-for-miss marks.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use moka::notification::RemovalCause;
 use moka::sync::Cache;
+use serde::Serialize;
 
+use super::ledger::Ledger;
+use super::shelves::{Shelves, TagIndex};
 use super::StoredResponse;
-use crate::metrics::Counter;
 
 /// Variants kept per key; the oldest goes when a new one arrives.
 const MAX_VARIANTS: usize = 16;
 
 /// Keys remembered as uncacheable at once.
 const HIT_FOR_MISS_KEYS: u64 = 10_000;
-
-/// The responses stored under one key: one per combination of the request
-/// fields they vary on (RFC 9111 section 4.1), newest first.
-pub struct Variants {
-    list: Vec<Arc<StoredResponse>>,
-}
 
 /// What a lookup found under a key.
 pub enum Selected {
@@ -33,117 +28,71 @@ pub enum Selected {
     Miss,
 }
 
-/// tag -> keys carrying it. (A store is cloned as a handle: its parts
-/// are shared.)
-type TagIndex = Arc<Mutex<HashMap<Box<str>, HashSet<Box<str>>>>>;
-
 #[derive(Clone)]
 pub struct TenantStore {
-    entries: Cache<Box<str>, Arc<Variants>>,
-    /// Keys pushed out to make room (not expired, purged or replaced).
-    evictions: Arc<Counter>,
+    shelves: Arc<Shelves>,
     tags: TagIndex,
     hit_for_miss: Cache<Box<str>, ()>,
 }
 
-/// Keeps each key until its longest-lived variant's freshness ends, plus
-/// the stale retention (or its RFC 5861 windows, if longer).
-struct Retention(Duration);
-
-impl Retention {
-    fn of(&self, value: &StoredResponse) -> Duration {
-        let f = &value.freshness;
-        let remaining = f.lifetime.saturating_sub(f.initial_age);
-        // Bounded: moka adds this to an `Instant`.
-        remaining
-            .saturating_add(self.0.max(f.stale_while_revalidate).max(f.stale_if_error))
-            .min(super::freshness::MAX_DELTA.saturating_mul(2))
-    }
-}
-
-impl moka::Expiry<Box<str>, Arc<Variants>> for Retention {
-    fn expire_after_create(
-        &self,
-        _key: &Box<str>,
-        value: &Arc<Variants>,
-        _now: Instant,
-    ) -> Option<Duration> {
-        value.list.iter().map(|v| self.of(v)).max()
-    }
-
-    fn expire_after_update(
-        &self,
-        key: &Box<str>,
-        value: &Arc<Variants>,
-        now: Instant,
-        _current: Option<Duration>,
-    ) -> Option<Duration> {
-        self.expire_after_create(key, value, now)
-    }
-}
-
-/// What a key and its variants cost (see `weight`). moka's weigher is
-/// handed `&K`, hence the `&Box<str>`.
-#[allow(clippy::borrowed_box)]
-fn weigh(key: &Box<str>, value: &Arc<Variants>) -> u32 {
-    let tags = value.list.iter().map(|v| v.tags.len()).sum();
-    let key = super::weight::key(key, value.list.len(), tags);
-    value
-        .list
-        .iter()
-        .fold(key.min(u64::from(u32::MAX)) as u32, |sum, v| {
-            sum.saturating_add(v.weight())
-        })
+/// What a tenant's store holds.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Usage {
+    /// Keys stored.
+    pub objects: u64,
+    /// Bytes they are charged (see `weight`), borrowed ones included.
+    pub bytes: u64,
+    /// Bytes the tenant is guaranteed however full the node.
+    pub guaranteed: u64,
+    /// Keys pushed out to make room so far.
+    pub evictions: u64,
 }
 
 impl TenantStore {
-    /// A store holding at most `quota_bytes` of responses.
-    pub fn new(quota_bytes: u64, stale_retention: Duration, hit_for_miss: Duration) -> TenantStore {
+    /// A store guaranteed `quota_bytes` of the node's cache, and lent more
+    /// while the node has room.
+    pub fn new(
+        ledger: &Arc<Ledger>,
+        quota_bytes: u64,
+        stale_retention: Duration,
+        hit_for_miss: Duration,
+    ) -> TenantStore {
         let tags: TagIndex = Arc::default();
-        let index = tags.clone();
-        let evictions = Arc::new(Counter::default());
-        let evicted = evictions.clone();
-        let entries = Cache::builder()
-            .max_capacity(quota_bytes)
-            .weigher(weigh)
-            .expire_after(Retention(stale_retention))
-            .eviction_listener(move |key: Arc<Box<str>>, value: Arc<Variants>, cause| {
-                // A replaced entry's key is still there (with new tags).
-                if cause != RemovalCause::Replaced {
-                    unindex(&index, &key, &value);
-                }
-                if cause == RemovalCause::Size {
-                    evicted.inc();
-                }
-            })
-            .build();
+        let shelves = Shelves::new(ledger, quota_bytes, stale_retention, &tags);
         let hit_for_miss = Cache::builder()
             .max_capacity(HIT_FOR_MISS_KEYS)
             .time_to_live(hit_for_miss)
             .build();
         TenantStore {
-            entries,
-            evictions,
+            shelves,
             tags,
             hit_for_miss,
         }
     }
 
-    /// (keys stored, bytes they are charged, keys evicted for room so far),
-    /// for `/metrics`; moka's counts lag its pending work a little.
-    pub fn usage(&self) -> (u64, u64, u64) {
-        (
-            self.entries.entry_count(),
-            self.entries.weighted_size(),
-            self.evictions.get(),
-        )
+    /// The bytes the tenant is guaranteed, however full the node; set again
+    /// on every reload, as the quotas are shared out again.
+    pub fn set_guarantee(&self, bytes: u64) {
+        self.shelves.set_guarantee(bytes);
+    }
+
+    /// What the store holds, for `/metrics` and the status page; moka's key
+    /// counts lag its pending work a little.
+    pub fn usage(&self) -> Usage {
+        let (objects, bytes, guaranteed, evictions) = self.shelves.usage();
+        Usage {
+            objects,
+            bytes,
+            guaranteed,
+            evictions,
+        }
     }
 
     /// The stored response a request with these header fields selects.
     pub fn select(&self, key: &str, request: &http::HeaderMap) -> Selected {
-        match self.entries.get(key) {
+        match self.shelves.find(key) {
             None => Selected::Miss,
-            Some(variants) => match variants.list.iter().find(|v| v.matches_vary(request)) {
+            Some(found) => match found.variants.list.iter().find(|v| v.matches_vary(request)) {
                 Some(v) => Selected::Found(v.clone()),
                 None => Selected::VaryMiss,
             },
@@ -152,10 +101,12 @@ impl TenantStore {
 
     /// Stores a response, replacing the variant with the same secondary key.
     pub fn insert(&self, key: &str, value: Arc<StoredResponse>) {
+        let existing = self.shelves.find(key);
         let mut list = vec![value.clone()];
-        if let Some(existing) = self.entries.get(key) {
+        if let Some(existing) = &existing {
             list.extend(
                 existing
+                    .variants
                     .list
                     .iter()
                     .filter(|v| v.vary != value.vary)
@@ -172,40 +123,41 @@ impl TenantStore {
             }
         }
         self.hit_for_miss.invalidate(key);
-        self.entries.insert(key.into(), Arc::new(Variants { list }));
-        // Apply the byte bound now rather than at moka's next maintenance:
-        // an insert is a miss, already paying for an origin fetch.
-        self.entries.run_pending_tasks();
+        self.shelves.put(key, list, existing);
     }
 
     /// Removes `value` from the key's variants if it is still there (a
     /// fill that failed after its head was stored).
     pub fn remove_variant(&self, key: &str, value: &Arc<StoredResponse>) {
-        if let Some(existing) = self.entries.get(key) {
-            if existing.list.iter().any(|v| Arc::ptr_eq(v, value)) {
-                let list: Vec<_> = existing
-                    .list
-                    .iter()
-                    .filter(|v| !Arc::ptr_eq(v, value))
-                    .cloned()
-                    .collect();
-                if list.is_empty() {
-                    self.entries.invalidate(key);
-                } else {
-                    self.entries.insert(key.into(), Arc::new(Variants { list }));
-                }
-            }
+        let Some(found) = self.shelves.find(key) else {
+            return;
+        };
+        let list = &found.variants.list;
+        if !list.iter().any(|v| Arc::ptr_eq(v, value)) {
+            return;
+        }
+        let rest: Vec<_> = list
+            .iter()
+            .filter(|v| !Arc::ptr_eq(v, value))
+            .cloned()
+            .collect();
+        if rest.is_empty() {
+            self.remove(key);
+        } else {
+            self.shelves.put(key, rest, Some(found));
         }
     }
 
     /// The newest response under a key.
     pub fn peek(&self, key: &str) -> Option<Arc<StoredResponse>> {
-        self.entries.get(key).and_then(|v| v.list.first().cloned())
+        self.shelves
+            .find(key)
+            .and_then(|f| f.variants.list.first().cloned())
     }
 
     /// Removes a key with all its variants; true if something was there.
     pub fn remove(&self, key: &str) -> bool {
-        self.entries.remove(key).is_some()
+        self.shelves.remove(key)
     }
 
     /// Purges every key carrying `tag`: removed, or only marked stale when
@@ -220,32 +172,35 @@ impl TenantStore {
                 tags.remove(tag).unwrap_or_default()
             }
         };
+        let mut purged = 0;
         for key in &keys {
+            let Some(found) = self.shelves.find(key).filter(|f| f.variants.carries(tag)) else {
+                continue;
+            };
+            purged += 1;
             if soft {
-                if let Some(variants) = self.entries.get(&**key) {
-                    variants.list.iter().for_each(|v| v.expire());
-                }
+                found.variants.list.iter().for_each(|v| v.expire());
             } else {
-                self.entries.invalidate(&**key);
+                self.remove(key);
             }
         }
-        keys.len()
+        purged
     }
 
     /// Marks a key's variants stale without removing them.
     pub fn expire(&self, key: &str) -> bool {
-        match self.entries.get(key) {
-            Some(variants) => {
-                variants.list.iter().for_each(|v| v.expire());
+        match self.shelves.find(key) {
+            Some(found) => {
+                found.variants.list.iter().for_each(|v| v.expire());
                 true
             }
             None => false,
         }
     }
 
-    /// Drops everything, in constant time (moka invalidates lazily).
+    /// Drops everything, in constant time.
     pub fn clear(&self) {
-        self.entries.invalidate_all();
+        self.shelves.clear();
         self.tags.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.hit_for_miss.invalidate_all();
     }
@@ -261,32 +216,31 @@ impl TenantStore {
         self.hit_for_miss.contains_key(key)
     }
 
-    /// Bytes held (approximate: moka's pending work may lag).
+    /// Bytes held, once moka's pending work is done.
     pub fn weighted_size(&self) -> u64 {
-        self.entries.run_pending_tasks();
-        self.entries.weighted_size()
-    }
-}
-
-fn unindex(index: &TagIndex, key: &str, value: &Variants) {
-    let mut tags = index.lock().unwrap_or_else(|p| p.into_inner());
-    for tag in value.list.iter().flat_map(|v| v.tags.iter()) {
-        if let Some(keys) = tags.get_mut(tag.as_str()) {
-            keys.remove(key);
-            if keys.is_empty() {
-                tags.remove(tag.as_str());
-            }
-        }
+        self.shelves.settle();
+        self.usage().bytes
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::shelves::Variants;
     use http::{HeaderMap, HeaderValue, StatusCode};
+    use std::time::Instant;
 
     fn store() -> TenantStore {
-        TenantStore::new(1 << 20, Duration::from_secs(60), Duration::from_secs(10))
+        store_on(&Ledger::new(1 << 20), 1 << 20)
+    }
+
+    fn store_on(ledger: &Arc<Ledger>, quota: u64) -> TenantStore {
+        TenantStore::new(
+            ledger,
+            quota,
+            Duration::from_secs(60),
+            Duration::from_secs(10),
+        )
     }
 
     fn response(vary: &[(&str, Option<&str>)], tags: &[&str]) -> Arc<StoredResponse> {
@@ -380,16 +334,70 @@ mod tests {
         assert!(!store.is_uncacheable("k"));
     }
 
-    #[test]
-    fn the_store_stays_within_its_quota() {
-        let store = TenantStore::new(64 * 1024, Duration::from_secs(60), Duration::from_secs(1));
-        for i in 0..1000 {
-            store.insert(&format!("k{i}"), response(&[], &[]));
+    fn fill(store: &TenantStore, prefix: &str, n: usize, tags: &[&str]) {
+        for i in 0..n {
+            store.insert(&format!("{prefix}{i}"), response(&[], tags));
         }
+    }
+
+    #[test]
+    fn a_store_alone_borrows_the_idle_node_and_stays_within_it() {
+        let ledger = Ledger::new(256 * 1024);
+        let store = store_on(&ledger, 64 * 1024);
+        fill(&store, "k", 1000, &["all"]);
+        let held = store.weighted_size();
+        assert!(held > 200 * 1024 && held <= 256 * 1024, "{held}");
+        assert_eq!(ledger.used(), held);
+        let usage = store.usage();
+        let keys = usage.objects;
+        assert!(keys > 100 && usage.evictions > 0, "{usage:?}");
+        let borrowed = (0..1000)
+            .filter(|i| store.peek(&format!("k{i}")).is_some())
+            .count() as u64;
+        assert_eq!(borrowed, keys, "objects on either shelf are found");
+        assert_eq!(store.purge_tag("all", false) as u64, keys);
+        assert_eq!(store.weighted_size(), 0);
+        assert_eq!(ledger.used(), 0);
+    }
+
+    #[test]
+    fn a_tenant_within_its_guarantee_takes_lent_bytes_back_and_no_more() {
+        let ledger = Ledger::new(256 * 1024);
+        let (a, b) = (store_on(&ledger, 128 * 1024), store_on(&ledger, 128 * 1024));
+        fill(&b, "b", 1000, &[]);
+        assert!(b.weighted_size() > 200 * 1024);
+        fill(&a, "a", 1000, &[]);
+        let (a_held, b_held) = (a.weighted_size(), b.weighted_size());
+        let object = u64::from(Variants::new("a1", vec![response(&[], &[])]).weight);
+        assert!(a_held + b_held <= 256 * 1024, "{a_held} + {b_held}");
+        for held in [a_held, b_held] {
+            assert!(
+                held + object >= 128 * 1024,
+                "{a_held} {b_held}: one below its guarantee"
+            );
+        }
+    }
+
+    #[test]
+    fn a_smaller_guarantee_is_given_back_when_the_node_is_full() {
+        let ledger = Ledger::new(128 * 1024);
+        let (a, b) = (store_on(&ledger, 128 * 1024), store_on(&ledger, 0));
+        fill(&a, "a", 1000, &[]);
+        a.set_guarantee(64 * 1024);
+        b.set_guarantee(64 * 1024);
+        fill(&b, "b", 1000, &[]);
+        let (a_held, b_held) = (a.weighted_size(), b.weighted_size());
+        assert!(a_held + b_held <= 128 * 1024, "{a_held} + {b_held}");
         assert!(
-            store.weighted_size() <= 64 * 1024,
-            "{}",
-            store.weighted_size()
+            b_held >= 60 * 1024 && a_held >= 60 * 1024,
+            "{a_held} {b_held}"
         );
+    }
+
+    #[test]
+    fn a_dropped_store_returns_its_bytes_to_the_node() {
+        let ledger = Ledger::new(1 << 20);
+        fill(&store_on(&ledger, 1 << 20), "k", 10, &[]);
+        assert_eq!(ledger.used(), 0);
     }
 }

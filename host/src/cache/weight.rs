@@ -90,13 +90,14 @@ pub(super) fn response(stored: &StoredResponse) -> u64 {
 }
 
 /// What a key costs besides its responses: the key (moka keeps it behind
-/// an `Arc`), the variant list, and moka's entry; plus one tag index copy
-/// of the key per tag of each response.
+/// an `Arc`), the variant list (an `Arc`'d `Vec`, its weight and a flag),
+/// and moka's entry; plus one tag index copy of the key per tag of each
+/// response.
 pub(super) fn key(key: &str, variants: usize, tags: usize) -> u64 {
     let key_bytes = allocation(key.len());
     allocation(16 + size_of::<Box<str>>())
         + key_bytes
-        + allocation(16 + 24)
+        + allocation(16 + 32)
         + allocation(variants * size_of::<usize>())
         + CACHE_ENTRY
         + tags as u64 * key_bytes

@@ -248,9 +248,12 @@ pub struct TenantConfig {
     /// Values the policy can read with `config-get`.
     #[serde(default)]
     pub vars: BTreeMap<String, String>,
-    /// This tenant's share of the cache, in MiB. Tenants without one split
-    /// what the others leave of `cache.max_size_mb` equally. Filling its
-    /// quota evicts the tenant's own objects, never another's.
+    /// This tenant's guaranteed share of the cache, in MiB. Tenants without
+    /// one split what the others leave of `cache.max_size_mb` equally. A
+    /// tenant may store more while the node has room (what idle tenants
+    /// leave is lent); when the node is full, bytes are taken back from the
+    /// tenants furthest over their guarantees, never from one within its
+    /// own.
     pub cache_quota_mb: Option<u64>,
     /// Show each response's cache key in Cache-Status (`key=`).
     #[serde(default)]
@@ -313,6 +316,14 @@ pub struct LimitsConfig {
     /// the node is contended, a tenant gets at most weight / (sum of the
     /// busy tenants' weights) of it (see `tenant::cpu_share`).
     pub cpu_weight: u32,
+    /// Quarantine the active (or canary) version after this many of its
+    /// requests were cut at `cpu_ms` within `quarantine_window_s`: its
+    /// requests then get 503 without running the guest until an operator
+    /// clears it or another version is activated (see
+    /// `tenant::quarantine`). Unset: never.
+    pub quarantine_cpu_cuts: Option<u32>,
+    /// The window `quarantine_cpu_cuts` are counted in, in seconds.
+    pub quarantine_window_s: u64,
 }
 
 impl Default for LimitsConfig {
@@ -324,6 +335,8 @@ impl Default for LimitsConfig {
             max_subrequests: 8,
             max_concurrent: 256,
             cpu_weight: 1,
+            quarantine_cpu_cuts: None,
+            quarantine_window_s: 60,
         }
     }
 }
@@ -340,8 +353,10 @@ fn default_true() -> bool {
 }
 
 impl Config {
-    /// The byte quota of a tenant's cache store: its own, or an equal share
-    /// of what the explicit quotas leave.
+    /// The bytes of the node's cache a tenant is guaranteed: its own quota,
+    /// or an equal share of what the explicit quotas leave (so the
+    /// guarantees never add up to more than `cache.max_size_mb`). What a
+    /// tenant leaves unused is lent to the others (see `cache::Ledger`).
     pub fn cache_quota_bytes(&self, tenant: &TenantConfig) -> u64 {
         const MIB: u64 = 1024 * 1024;
         if let Some(q) = tenant.cache_quota_mb {
@@ -354,7 +369,7 @@ impl Config {
             .filter(|t| t.cache_quota_mb.is_none())
             .count()
             .max(1) as u64;
-        (self.cache.max_size_mb.saturating_sub(explicit) * MIB / shared).max(MIB)
+        self.cache.max_size_mb.saturating_sub(explicit) * MIB / shared
     }
 }
 #[cfg(test)]

@@ -177,6 +177,10 @@ impl TenantConfig {
             "limits.cpu_weight",
             || "must be between 1 and 1000".into(),
         )?;
+        if let Some(cuts) = limits.quarantine_cpu_cuts {
+            at_least_one(cuts.into(), "limits.quarantine_cpu_cuts")?;
+        }
+        at_least_one(limits.quarantine_window_s, "limits.quarantine_window_s")?;
         for (name, backend) in &self.backends {
             backend
                 .validate()

@@ -1,5 +1,5 @@
 //! Module versions of a tenant: deploy (validate, smoke-call, keep),
-//! activate, roll back, and canaries.
+//! activate, roll back, canaries, and lifting a quarantine.
 
 use std::sync::Arc;
 
@@ -9,6 +9,7 @@ use http::{Method, Uri};
 use super::{Control, ControlError, DeployError};
 use crate::http::RequestInfo;
 use crate::runtime::PolicyModule;
+use crate::tenant::quarantine::Held;
 use crate::tenant::{decide_offline, AutoRollback, Canary, Sticky, Tenant};
 
 /// A canary to start: `percent` of the requests, chosen by `sticky`, go to
@@ -122,6 +123,20 @@ impl Control {
         tenant.activate(&version)?;
         tracing::info!(tenant = id, version = &*version, "canary promoted");
         Ok(version)
+    }
+
+    /// Lifts a tenant's quarantine; the version it held, if any.
+    pub async fn lift_quarantine(&self, id: &str) -> Result<Option<Held>, ControlError> {
+        let _desired = self.desired.lock().await;
+        let held = self.tenant(id)?.quarantine.clear();
+        if let Some(h) = &held {
+            tracing::info!(
+                tenant = id,
+                version = h.version,
+                "quarantine lifted by the admin API"
+            );
+        }
+        Ok(held)
     }
 
     /// Ends a canary, keeping the active version.

@@ -100,6 +100,9 @@ impl Exchange {
     /// the request hook in it, feeding and checking the decision memo.
     pub(super) async fn start_instance(&mut self) -> Result<Decision, GuestFailure> {
         let tenant = &self.tenant;
+        if tenant.quarantine.holds(&self.module.version) {
+            return Err(GuestFailure::Quarantined);
+        }
         // A tenant held to its share of guest CPU runs no more request
         // hooks at once than its share of the workers (tenant::cpu_share).
         let turn = tenant.cpu.enter().await.ok_or(GuestFailure::CpuShare)?;
@@ -204,18 +207,44 @@ impl Exchange {
         self.tenant.metrics.guest_cpu(cpu);
     }
 
+    /// A request cut at its CPU deadline, towards the version's quarantine
+    /// (tenant::quarantine).
+    fn count_cpu_cut(&self) {
+        let limits = &self.tenant.limits;
+        let window = Duration::from_secs(limits.quarantine_window_s);
+        let version = &*self.module.version;
+        if let Some(held) = self
+            .tenant
+            .quarantine
+            .cut(version, limits.quarantine_cpu_cuts, window)
+        {
+            tracing::warn!(
+                tenant = &*self.tenant.id,
+                version,
+                cuts = held.cuts,
+                window_s = held.window_s,
+                "policy version quarantined: its requests get 503 without running it until \
+                 an operator clears it (DELETE /tenants/{{id}}/quarantine) or another version \
+                 is activated"
+            );
+        }
+    }
+
     /// A guest failed: a 5xx for this request, a log line and a metric.
     pub(super) fn guest_failed(&self, failure: GuestFailure) -> Response<ProxyBody> {
         let (tenant, version) = (&*self.tenant.id, &*self.module.version);
-        // Refusals of a held tenant are counted, not logged one by one: the
-        // balancer logs when it starts and stops holding the tenant.
-        if !matches!(failure, GuestFailure::CpuShare) {
+        // Refusals of a held or quarantined tenant are counted, not logged
+        // one by one: the start and end of each are logged.
+        if !matches!(failure, GuestFailure::CpuShare | GuestFailure::Quarantined) {
             tracing::warn!(
                 tenant,
                 version,
                 reason = failure.as_str(),
                 "policy failed: {failure}"
             );
+        }
+        if matches!(failure, GuestFailure::CpuLimit(_)) {
+            self.count_cpu_cut();
         }
         self.tenant
             .metrics
@@ -226,7 +255,8 @@ impl Exchange {
         let status = match failure {
             GuestFailure::Unavailable(_)
             | GuestFailure::ConcurrencyLimit(_)
-            | GuestFailure::CpuShare => StatusCode::SERVICE_UNAVAILABLE,
+            | GuestFailure::CpuShare
+            | GuestFailure::Quarantined => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let mut response = respond::plain(status, format!("policy error: {}\n", failure.as_str()));

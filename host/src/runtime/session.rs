@@ -34,6 +34,8 @@ pub enum GuestFailure {
     Unavailable(String),
     #[error("tenant is held to its share of guest CPU")]
     CpuShare,
+    #[error("policy version is quarantined after repeated CPU limit cuts")]
+    Quarantined,
 }
 
 impl GuestFailure {
@@ -47,6 +49,7 @@ impl GuestFailure {
             GuestFailure::ConcurrencyLimit(_) => "concurrency_limit",
             GuestFailure::Unavailable(_) => "unavailable",
             GuestFailure::CpuShare => "cpu_share",
+            GuestFailure::Quarantined => "quarantined",
         }
     }
 
@@ -58,6 +61,7 @@ impl GuestFailure {
             GuestFailure::HostCallLimit(_) => Some("guest_host_calls"),
             GuestFailure::ConcurrencyLimit(_) => Some("guest_instances"),
             GuestFailure::CpuShare => Some("guest_cpu_share"),
+            GuestFailure::Quarantined => Some("guest_quarantine"),
             GuestFailure::Trap(_) | GuestFailure::Unavailable(_) => None,
         }
     }

@@ -9,6 +9,7 @@ pub mod cpu_share;
 mod deployments;
 mod env;
 mod offline;
+pub mod quarantine;
 mod recent;
 mod table;
 mod tls;
@@ -26,6 +27,7 @@ pub use recent::RecentRequests;
 pub use table::TenantTable;
 pub use tls::SniCertificates;
 
+pub use crate::cache::Ledger;
 use crate::cache::TenantStore;
 use crate::config::{Config, FieldError, LimitsConfig, PolicySource, TenantConfig};
 use crate::metrics::TenantMetrics;
@@ -68,6 +70,8 @@ pub struct Tenant {
     pub metrics: Arc<TenantMetrics>,
     /// Its guests' CPU, and whether it is held to its share.
     pub cpu: Arc<cpu_share::CpuShare>,
+    /// A version shed after repeated CPU limit cuts.
+    pub quarantine: quarantine::Quarantine,
 }
 
 impl Tenant {
@@ -102,13 +106,14 @@ impl Tenant {
         self.store.clear();
     }
 
-    /// Builds a tenant from its config, compiling its policy. Errors name
-    /// the field (relative to the tenant).
+    /// Builds a tenant from its config, compiling its policy; its cache is
+    /// guaranteed its quota of the node's `ledger`. Errors name the field
+    /// (relative to the tenant).
     pub fn build(
         tc: &TenantConfig,
         runtime: &Runtime,
         config: &Config,
-        cache_quota_bytes: u64,
+        ledger: &Arc<Ledger>,
         metrics: Arc<TenantMetrics>,
     ) -> Result<Tenant, FieldError> {
         let keep_versions = config.runtime.keep_versions;
@@ -138,7 +143,8 @@ impl Tenant {
                 tc.limits.max_concurrent as usize,
             )),
             store: TenantStore::new(
-                cache_quota_bytes,
+                ledger,
+                config.cache_quota_bytes(tc),
                 std::time::Duration::from_secs(config.cache.stale_retention_s),
                 std::time::Duration::from_secs(config.cache.hit_for_miss_s),
             ),
@@ -148,6 +154,7 @@ impl Tenant {
             idle: Mutex::new(Vec::new()),
             metrics,
             cpu: Arc::default(),
+            quarantine: Default::default(),
         })
     }
 
@@ -174,6 +181,7 @@ impl Tenant {
             d.history.push(previous.version.clone());
         }
         d.trim(version);
+        self.lift_quarantine(version);
         Ok(())
     }
 
@@ -192,7 +200,21 @@ impl Tenant {
             .find(&previous)
             .ok_or_else(|| VersionError::NoLongerKept(previous.to_string()))?;
         self.policy.store(module);
+        self.lift_quarantine(&previous);
         Ok(previous)
+    }
+
+    /// An activation is an operator's choice of what runs: it lifts a
+    /// quarantine (`active` is the version now active).
+    fn lift_quarantine(&self, active: &str) {
+        if let Some(held) = self.quarantine.clear() {
+            tracing::info!(
+                tenant = &*self.id,
+                version = held.version,
+                active,
+                "quarantine lifted: a version was activated"
+            );
+        }
     }
 
     /// The longest request body a client may send this tenant, in bytes.

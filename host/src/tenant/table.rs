@@ -9,6 +9,7 @@ use std::sync::Arc;
 use rustls::sign::CertifiedKey;
 
 use super::Tenant;
+use crate::cache::Ledger;
 use crate::config::{Config, FieldError};
 use crate::http::CertificateOwner;
 use crate::runtime::Runtime;
@@ -27,6 +28,9 @@ pub struct TenantTable {
     certificates: HashMap<Arc<str>, Arc<CertifiedKey>>,
     /// `server.tls.cert`: for every other handshake.
     default_certificate: Option<Arc<CertifiedKey>>,
+    /// The node's cache bytes, shared by the tenants' stores (the same
+    /// through every rebuild).
+    ledger: Option<Arc<Ledger>>,
 }
 
 /// Where a host pattern goes in the table.
@@ -56,6 +60,14 @@ impl TenantTable {
         previous: Option<&TenantTable>,
     ) -> Result<TenantTable, FieldError> {
         let mut table = TenantTable::default();
+        let capacity = config.cache.max_size_mb.saturating_mul(1024 * 1024);
+        let ledger = match previous.and_then(|p| p.ledger.clone()) {
+            Some(ledger) => {
+                ledger.set_capacity(capacity);
+                ledger
+            }
+            None => Ledger::new(capacity),
+        };
         for (i, tc) in config.tenants.iter().enumerate() {
             let within = |e: FieldError| e.within(&format!("tenant[{i}]."));
             let kept = previous
@@ -70,8 +82,7 @@ impl TenantTable {
                         .and_then(|p| p.get(&tc.id))
                         .map(|t| t.metrics.clone())
                         .unwrap_or_default();
-                    let quota = config.cache_quota_bytes(tc);
-                    Arc::new(Tenant::build(tc, runtime, config, quota, metrics).map_err(within)?)
+                    Arc::new(Tenant::build(tc, runtime, config, &ledger, metrics).map_err(within)?)
                 }
             };
             if let Some(files) = &tc.tls {
@@ -93,7 +104,33 @@ impl TenantTable {
                 crate::tls::load_certificate(&files, &[]).map_err(|e| e.within("server.tls."))?,
             );
         }
+        table.share_out(config, previous);
+        table.ledger = Some(ledger);
         Ok(table)
+    }
+
+    /// Sets every store's guarantee, once the table is complete: quotas are
+    /// shared out again as tenants come and go, and a store left behind by
+    /// a replaced or removed tenant (until its last request ends) is owed
+    /// nothing.
+    fn share_out(&self, config: &Config, previous: Option<&TenantTable>) {
+        for tc in &config.tenants {
+            if let Some(t) = self.get(&tc.id) {
+                t.store.set_guarantee(config.cache_quota_bytes(tc));
+            }
+        }
+        let replaced = previous
+            .into_iter()
+            .flat_map(|p| p.by_id.values())
+            .filter(|old| {
+                !self
+                    .by_id
+                    .get(&*old.id)
+                    .is_some_and(|t| Arc::ptr_eq(t, old))
+            });
+        for old in replaced {
+            old.store.set_guarantee(0);
+        }
     }
 
     /// Adds (or replaces, by id) a tenant; fails if another tenant already
