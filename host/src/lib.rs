@@ -23,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub(crate) mod control;
 pub(crate) mod demo_origin;
+pub(crate) mod fleet;
 pub mod guests;
 pub mod http;
 pub(crate) mod metrics;

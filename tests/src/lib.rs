@@ -24,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub mod browser;
+pub mod etcd;
 pub mod metrics;
 pub mod tls;
 

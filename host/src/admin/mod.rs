@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `GET /` | the status page (HTML; asks for the token, no data inside) |
 //! | `GET /status` | tenants, rates' counters, hit ratio, latency, backends (JSON) |
+//! | `GET /ready` | 200 once the node serves its desired state (in a fleet: after its first full read of etcd), else 503 |
 //! | `GET /metrics` | every metric family, OpenMetrics text |
 //! | `GET /debug/pprof/profile?seconds=N` | a CPU profile (pprof protobuf; `&format=flamegraph`: SVG) |
 //! | `GET /tenants` | tenants and their active versions |
@@ -55,6 +56,8 @@ pub struct Admin {
     pub token: Arc<str>,
     /// The file `POST /reload` re-reads, when the node runs from one.
     pub config_path: Option<PathBuf>,
+    /// Where the node stands with etcd, when it is part of a fleet.
+    pub fleet: Option<Arc<crate::fleet::FleetStatus>>,
 }
 
 /// How long a client has for the TLS handshake.
@@ -192,6 +195,7 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> AdminResponse {
     match (method, segments.as_slice()) {
         (Method::GET, ["debug", "pprof", "profile"]) => pprof::profile(req.uri().query()).await,
         (Method::GET, ["status"]) => reply(StatusCode::OK, status::status(control)),
+        (Method::GET, ["ready"]) => ready(admin.fleet.as_deref()),
         (Method::GET, ["metrics"]) => {
             let text = metrics::render(control);
             let mut r = Response::new(Full::new(Bytes::from(text)));
@@ -309,6 +313,22 @@ async fn deploy(control: &Control, id: &str, req: Request<Incoming>) -> AdminRes
             json!({ "version": &*version, "active": activate }),
         ),
         Err(e) => failed(e),
+    }
+}
+
+/// `GET /ready`: a node of a fleet is ready once it applied a full read of
+/// etcd (what it serves before that may be old); a node alone, at once.
+fn ready(fleet: Option<&crate::fleet::FleetStatus>) -> AdminResponse {
+    match fleet {
+        Some(f) if !f.synced() => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({ "ready": false, "reason": "no full read of etcd applied yet", "etcd_connected": f.connected() }),
+        ),
+        Some(f) => reply(
+            StatusCode::OK,
+            json!({ "ready": true, "etcd_revision": f.revision() }),
+        ),
+        None => reply(StatusCode::OK, json!({ "ready": true })),
     }
 }
 

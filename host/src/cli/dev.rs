@@ -91,7 +91,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
     let options = RunOptions {
         config_path: None,
         trace_requests: true,
-        listeners: crate::server::Inherited::default(),
+        ..RunOptions::default()
     };
     runtime.block_on(run_node(
         config,

@@ -1,6 +1,9 @@
-//! The `outpost` command line: `serve`, `check`, `dev`, `new`.
+//! The `outpost` command line: `serve`, `check`, `dev`, `new`, `status`,
+//! `deploy`.
 
+mod deploy;
 mod dev;
+mod fleet_status;
 mod new;
 mod serve;
 mod status;
@@ -54,6 +57,9 @@ enum Command {
     /// The status page in the terminal: tenants, rates, hit ratio,
     /// latency, backend members (from a running node's admin API).
     Status(status::StatusArgs),
+    /// Deploy a module to a tenant of a fleet, through etcd: validated here
+    /// as the admin API would, then published for every node.
+    Deploy(deploy::DeployArgs),
 }
 
 #[derive(clap::Args, Default)]
@@ -70,6 +76,23 @@ struct ServeArgs {
     /// Quick mode: the policy component (default: the built-in default policy).
     #[arg(long, requires = "backend")]
     policy: Option<PathBuf>,
+    /// Join a fleet: its tenants and module versions come from these etcd
+    /// endpoints (comma-separated URLs); the config file gives the rest.
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["backend", "policy"])]
+    etcd: Vec<String>,
+    /// This node's id in the fleet (default: `server.node_id`).
+    #[arg(long, requires = "etcd")]
+    node_id: Option<String>,
+    /// The POP this node belongs to.
+    #[arg(long, requires = "etcd", default_value = "default")]
+    pop: String,
+    /// Where the fleet's keys live in etcd.
+    #[arg(long, requires = "etcd", default_value = "/outpost")]
+    prefix: String,
+    /// Where the node keeps the last state it applied, to serve from when
+    /// it starts while etcd is unreachable.
+    #[arg(long, requires = "etcd", default_value = "outpost-state")]
+    state_dir: PathBuf,
 }
 
 /// Runs the command line; the exit code says whether it worked.
@@ -89,6 +112,7 @@ pub fn main() -> ExitCode {
         Command::Dev(args) => dev::run(args),
         Command::New(args) => new::run(args),
         Command::Status(args) => status::run(args),
+        Command::Deploy(args) => deploy::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -128,13 +152,32 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(listen) = args.listen {
         config.server.listen = listen;
     }
+    let fleet = (!args.etcd.is_empty()).then(|| {
+        if !config.tenants.is_empty() {
+            tracing::info!(
+                "in a fleet, tenants come from etcd: the config's tenants are not served"
+            );
+            config.tenants.clear();
+        }
+        if let Some(id) = args.node_id.clone() {
+            config.server.node_id = Some(id);
+        }
+        serve::FleetOptions {
+            endpoints: args.etcd.clone(),
+            prefix: args.prefix.clone(),
+            pop: args.pop.clone(),
+            state_dir: args.state_dir.clone(),
+        }
+    });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let options = RunOptions {
-        config_path: args.config.clone(),
+        // In a fleet the file's tenants are not served: nothing to reload.
+        config_path: args.config.clone().filter(|_| fleet.is_none()),
         trace_requests: false,
         listeners,
+        fleet,
     };
     runtime.block_on(run(config, options, shutdown_signal(), |_, addr| {
         announce(addr)

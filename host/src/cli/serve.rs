@@ -24,6 +24,18 @@ pub struct RunOptions {
     /// Listening sockets passed in (socket activation), used instead of
     /// binding `server.listen` / `server.tls.listen`.
     pub listeners: crate::server::Inherited,
+    /// Tenants from a fleet's etcd instead of the config file.
+    pub fleet: Option<FleetOptions>,
+}
+
+/// `--etcd` and its companions.
+#[derive(Debug, Clone)]
+pub struct FleetOptions {
+    pub endpoints: Vec<String>,
+    pub prefix: String,
+    pub pop: String,
+    /// Where the last known good state is kept.
+    pub state_dir: PathBuf,
 }
 
 /// Binds the node's listeners and serves until `shutdown` resolves.
@@ -41,8 +53,13 @@ pub async fn run(
         tracing::info!("demo origin listening on http://{}", listener.local_addr()?);
         tokio::spawn(crate::demo_origin::serve(listener));
     }
+    let fleet_status = options
+        .fleet
+        .as_ref()
+        .map(|_| Arc::new(crate::fleet::FleetStatus::default()));
     if let Some(admin) = &config.admin {
-        start_admin(&config, admin, &control, options.config_path.clone()).await?;
+        let reload = options.config_path.clone();
+        start_admin(&config, admin, &control, reload, fleet_status.clone()).await?;
     }
     if let Some(path) = options.config_path {
         tokio::spawn(crate::control::sighup::reload_on_sighup(
@@ -92,6 +109,22 @@ pub async fn run(
         anyhow::bail!("LISTEN_FDS passed a TLS socket but the config has no [server.tls]");
     }
     let addr = listener.local_addr()?;
+    if let (Some(fleet), Some(status)) = (options.fleet, fleet_status) {
+        let member = crate::fleet::membership::Member {
+            node_id: config.server.node_id(),
+            pop: fleet.pop,
+            address: addr,
+        };
+        let sync = crate::fleet::sync::Sync::new(
+            control.clone(),
+            crate::fleet::keys::Layout::new(&fleet.prefix),
+            fleet.endpoints,
+            status,
+            member,
+            crate::fleet::snapshot::Snapshot::new(&fleet.state_dir),
+        );
+        tokio::spawn(sync.run());
+    }
     for tenant in control.context().tenants.load().tenants() {
         tracing::info!(
             tenant = &*tenant.id,
@@ -130,6 +163,7 @@ async fn start_admin(
     admin: &crate::config::AdminConfig,
     control: &Arc<Control>,
     config_path: Option<PathBuf>,
+    fleet: Option<Arc<crate::fleet::FleetStatus>>,
 ) -> anyhow::Result<()> {
     let tls = match &admin.tls {
         None => None,
@@ -148,6 +182,7 @@ async fn start_admin(
         control: control.clone(),
         token: admin.resolved_token().unwrap_or_default().into(),
         config_path,
+        fleet,
     };
     tokio::spawn(crate::admin::serve(listener, admin, tls));
     Ok(())

@@ -1,6 +1,7 @@
 //! `outpost status`: the status page in the terminal (as `varnishstat -1`
 //! prints its counters): two snapshots of the admin API's `/status` one
-//! second apart, so rates are rates.
+//! second apart, so rates are rates. With `--etcd`, the fleet instead
+//! (`fleet_status`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -21,17 +22,39 @@ pub struct StatusArgs {
     admin: String,
     /// The admin token (default: `OUTPOST_ADMIN_TOKEN`).
     #[arg(long, env = "OUTPOST_ADMIN_TOKEN", hide_env_values = true)]
-    token: String,
+    token: Option<String>,
     /// A CA file (PEM) the admin listener's certificate chains to, for an
     /// https admin URL with a private CA (default: the Mozilla roots).
     #[arg(long)]
     ca: Option<PathBuf>,
+    /// Show the fleet from its etcd instead (comma-separated URLs): every
+    /// live node and what it runs.
+    #[arg(long, value_delimiter = ',')]
+    etcd: Vec<String>,
+    /// Where the fleet's keys live in etcd.
+    #[arg(long, default_value = "/outpost", requires = "etcd")]
+    prefix: String,
+    /// Wait until every live node runs every tenant's selected version.
+    #[arg(long, requires = "etcd")]
+    wait: bool,
+    /// How long `--wait` waits, in seconds.
+    #[arg(long, default_value_t = 60, requires = "wait")]
+    timeout_s: u64,
 }
 
 pub fn run(args: StatusArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    if !args.etcd.is_empty() {
+        let timeout = Duration::from_secs(args.timeout_s);
+        return runtime.block_on(super::fleet_status::run(
+            &args.etcd,
+            &args.prefix,
+            args.wait,
+            timeout,
+        ));
+    }
     let text = runtime.block_on(async {
         let first = fetch(&args).await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -59,7 +82,12 @@ async fn fetch(args: &StatusArgs) -> anyhow::Result<Value> {
     let request = http::Request::get(&url)
         .header(
             http::header::AUTHORIZATION,
-            format!("Bearer {}", args.token),
+            format!(
+                "Bearer {}",
+                args.token
+                    .as_deref()
+                    .context("the admin token is needed: --token or OUTPOST_ADMIN_TOKEN")?
+            ),
         )
         .body(Empty::new())
         .with_context(|| format!("--admin {:?} is not a URL", args.admin))?;

@@ -1,0 +1,112 @@
+//! Applies what etcd says of one tenant through the control plane, the
+//! same validate-and-apply step the config file and the admin API use: its
+//! fields (a rebuild only if they changed), then the version it runs and
+//! its canary (a deploy, validated as the admin API validates one). Any
+//! error refuses the change and leaves the tenant serving what it served.
+
+use std::sync::Arc;
+
+use super::desired::{Desired, Selection, TenantKeys};
+use crate::config::TenantConfig;
+use crate::control::{CanaryRequest, Control};
+use crate::tenant::Sticky;
+
+/// Applies a tenant's keys; the version it runs after, or why the change
+/// was refused.
+pub async fn tenant(
+    control: &Control,
+    desired: &Desired,
+    id: &str,
+    keys: &TenantKeys,
+    fields_changed: bool,
+) -> Result<Arc<str>, String> {
+    if fields_changed || control.tenant(id).is_err() {
+        put_fields(control, id, keys).await?;
+    }
+    if let Some(raw) = &keys.selection {
+        let selection: Selection = serde_json::from_slice(&raw.value)
+            .map_err(|e| format!("selections/{id}: not a selection: {e}"))?;
+        select(control, desired, id, &selection).await?;
+    }
+    let tenant = control.tenant(id).map_err(|e| e.to_string())?;
+    let version = tenant.policy.load().version.clone();
+    Ok(version)
+}
+
+async fn put_fields(control: &Control, id: &str, keys: &TenantKeys) -> Result<(), String> {
+    let Some(doc) = &keys.doc else {
+        return Err(format!(
+            "tenants/{id}: no such key (a selection without a tenant)"
+        ));
+    };
+    let source = format!("etcd tenants/{id}@{}", doc.revision);
+    let text = std::str::from_utf8(&doc.value).map_err(|_| format!("{source}: not UTF-8"))?;
+    let mut config = TenantConfig::from_toml(text, &source).map_err(|e| e.to_string())?;
+    if config.id.is_empty() {
+        config.id = id.to_string();
+    } else if config.id != id {
+        return Err(format!(
+            "{source}: field `id`: {:?} does not match the key's {id:?}",
+            config.id
+        ));
+    }
+    control
+        .put_tenant(config, &source)
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+/// Makes the selected version active (deploying it from etcd if this node
+/// does not run it) and starts, changes or ends the canary.
+async fn select(
+    control: &Control,
+    desired: &Desired,
+    id: &str,
+    selection: &Selection,
+) -> Result<(), String> {
+    let tenant = control.tenant(id).map_err(|e| e.to_string())?;
+    if *tenant.policy.load().version != *selection.active {
+        let wasm = desired
+            .module_bytes(&selection.active)
+            .map_err(|e| e.to_string())?;
+        control
+            .deploy(id, wasm, true)
+            .await
+            .map_err(|e| format!("{}: {e}", selection.active))?;
+    }
+    let running = tenant
+        .canary
+        .load()
+        .as_ref()
+        .map(|c| (c.module.version.clone(), c.percent));
+    match (&selection.canary, running) {
+        (None, None) => {}
+        (None, Some(_)) => {
+            control.abort_canary(id).await.map_err(|e| e.to_string())?;
+        }
+        (Some(c), Some((version, percent))) if *version == *c.version && percent == c.percent => {}
+        (Some(c), _) => {
+            if tenant.deployed(&c.version).is_err() {
+                let wasm = desired
+                    .module_bytes(&c.version)
+                    .map_err(|e| e.to_string())?;
+                control
+                    .deploy(id, wasm, false)
+                    .await
+                    .map_err(|e| format!("{}: {e}", c.version))?;
+            }
+            let request = CanaryRequest {
+                version: c.version.clone(),
+                percent: c.percent,
+                sticky: Sticky::ClientAddr,
+                auto_rollback: None,
+            };
+            control
+                .start_canary(id, request)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}

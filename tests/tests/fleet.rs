@@ -1,0 +1,224 @@
+//! A fleet on a real etcd: nodes take their tenants and module versions
+//! from it, `outpost deploy` validates and publishes, and every node,
+//! including one started later, ends up running what etcd selects; bad data
+//! is refused and the previous version keeps serving.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use etcd_client::Client as Etcd3;
+use http::Method;
+use outpost_e2e::etcd::Etcd;
+use outpost_e2e::*;
+
+/// The fields of tenant `shop` as etcd holds them.
+fn shop_doc(origin: &Origin) -> String {
+    format!(
+        "hosts = [\"shop.test\"]\npolicy = \"builtin:default\"\n\n[backends.origin]\nurl = {:?}\n",
+        origin.url()
+    )
+}
+
+/// A node of the fleet on `etcd`.
+fn fleet_node(etcd: &Etcd, id: &str) -> Node {
+    fleet_node_in(etcd, id, &scratch_dir())
+}
+
+/// A node of the fleet on `etcd` keeping its state in `dir`.
+fn fleet_node_in(etcd: &Etcd, id: &str, dir: &std::path::Path) -> Node {
+    let path = dir.join("outpost.toml");
+    let state = dir.join("state");
+    std::fs::write(&path, admin_section()).unwrap();
+    let args = [
+        "serve",
+        "--config",
+        path.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--etcd",
+        &etcd.url,
+        "--node-id",
+        id,
+        "--state-dir",
+        state.to_str().unwrap(),
+    ];
+    Node::spawn(&args, dir)
+}
+
+/// `outpost deploy` against `etcd`; (succeeded, stdout + stderr).
+fn deploy(etcd: &Etcd, tenant: &str, example: &str) -> (bool, String) {
+    let out = Command::new(outpost_bin())
+        .args(["deploy", "--etcd", &etcd.url, tenant])
+        .arg(outpost::guests::example_path(example))
+        .output()
+        .expect("run outpost deploy");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+/// `outpost status --etcd ... [--wait]`; (succeeded, stdout + stderr).
+fn status(etcd: &Etcd, wait: bool) -> (bool, String) {
+    let mut command = Command::new(outpost_bin());
+    command.args(["status", "--etcd", &etcd.url]);
+    if wait {
+        command.args(["--wait", "--timeout-s", "20"]);
+    }
+    let out = command.output().expect("run outpost status");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+/// The version a node runs for `shop`, if it has the tenant.
+async fn active(client: &Client, node: &Node) -> Option<String> {
+    let r = client
+        .admin(node, Method::GET, "/tenants/shop", Some(ADMIN_TOKEN), "")
+        .await;
+    (r.status == 200).then(|| json(&r)["active"].as_str().unwrap_or_default().to_string())
+}
+
+async fn ready(client: &Client, node: &Node) {
+    let start = Instant::now();
+    while client
+        .admin(node, Method::GET, "/ready", Some(ADMIN_TOKEN), "")
+        .await
+        .status
+        != 200
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "node never ready"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deploy_through_etcd_reaches_every_node_and_a_node_started_later_catches_up() {
+    let etcd = Etcd::start();
+    let origin = Origin::start("origin").await;
+    let mut kv = Etcd3::connect([&etcd.url], None).await.unwrap();
+    kv.put("/outpost/tenants/shop", shop_doc(&origin), None)
+        .await
+        .unwrap();
+    let client = Client::new();
+    let (a, b) = (fleet_node(&etcd, "edge-a"), fleet_node(&etcd, "edge-b"));
+    for node in [&a, &b] {
+        ready(&client, node).await;
+        let r = client.get(node, "shop.test", "/page").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+
+    let (ok, out) = deploy(&etcd, "shop", "cache-key");
+    assert!(ok, "{out}");
+    let version = out
+        .split_whitespace()
+        .find(|w| w.starts_with("sha256:"))
+        .expect("the deployed version")
+        .to_string();
+    let (ok, out) = status(&etcd, true);
+    assert!(ok, "{out}");
+    println!("{out}");
+    for node in ["edge-a", "edge-b"] {
+        assert!(out.contains(&format!("node {node}")), "{out}");
+    }
+    assert_eq!(out.matches(&version).count(), 2, "{out}");
+    // Already true when `status --wait` returns.
+    for node in [&a, &b] {
+        assert_eq!(
+            active(&client, node).await.as_deref(),
+            Some(version.as_str())
+        );
+    }
+    assert_eq!(client.get(&a, "shop.test", "/page").await.status, 200);
+
+    // A node started later reads everything, modules included.
+    let c = fleet_node(&etcd, "edge-c");
+    ready(&client, &c).await;
+    assert_eq!(active(&client, &c).await.as_deref(), Some(version.as_str()));
+
+    // A module that traps in its smoke call is refused before anything is
+    // published; every node keeps its version.
+    let (ok, out) = deploy(&etcd, "shop", "always-trap");
+    assert!(!ok && out.contains("trap"), "{out}");
+    // A tenant doc that is not TOML is refused by every node, which keeps
+    // serving the version it ran.
+    kv.put("/outpost/tenants/shop", "hosts = [", None)
+        .await
+        .unwrap();
+    kv.put(
+        "/outpost/tenants/other",
+        "hosts = [\"other.test\"]\npolicy = \"builtin:default\"\n",
+        None,
+    )
+    .await
+    .unwrap();
+    for node in [&a, &b, &c] {
+        let start = Instant::now();
+        while client.get(node, "other.test", "/").await.status == 404 {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "later change not applied"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            active(&client, node).await.as_deref(),
+            Some(version.as_str())
+        );
+        assert_eq!(client.get(node, "shop.test", "/page").await.status, 200);
+    }
+    // ... and says so in `status`, node by node.
+    let (_, out) = status(&etcd, false);
+    assert_eq!(out.matches("refused").count(), 3, "{out}");
+    assert!(out.contains("tenants/shop"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_etcd_down_nodes_keep_serving_and_a_restarted_node_serves_its_last_known_good_state() {
+    let mut etcd = Etcd::start();
+    let origin = Origin::start("origin").await;
+    let mut kv = Etcd3::connect([&etcd.url], None).await.unwrap();
+    kv.put("/outpost/tenants/shop", shop_doc(&origin), None)
+        .await
+        .unwrap();
+    let (ok, out) = deploy(&etcd, "shop", "cache-key");
+    assert!(ok, "{out}");
+    let client = Client::new();
+    let dir = scratch_dir();
+    let node = fleet_node_in(&etcd, "edge-a", &dir);
+    ready(&client, &node).await;
+    let version = active(&client, &node).await.expect("shop is served");
+    assert!(version.starts_with("sha256:"));
+
+    etcd.stop();
+    for i in 0..20 {
+        let r = client.get(&node, "shop.test", &format!("/page/{i}")).await;
+        assert_eq!(r.status, 200, "etcd down fails no request");
+    }
+    // Restarted while etcd is down: it serves what it last applied...
+    drop(node);
+    let node = fleet_node_in(&etcd, "edge-a", &dir);
+    let start = Instant::now();
+    while active(&client, &node).await.as_deref() != Some(version.as_str()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "not served from the snapshot"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(client.get(&node, "shop.test", "/again").await.status, 200);
+    // ... but is not ready until it has read etcd again.
+    let r = client
+        .admin(&node, Method::GET, "/ready", Some(ADMIN_TOKEN), "")
+        .await;
+    assert_eq!(r.status, 503, "{}", r.text());
+
+    etcd.resume();
+    ready(&client, &node).await;
+    assert_eq!(
+        active(&client, &node).await.as_deref(),
+        Some(version.as_str())
+    );
+}
