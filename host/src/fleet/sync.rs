@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
 
@@ -89,7 +89,12 @@ impl Sync {
         self.restore().await;
         let mut backoff = BACKOFF.0;
         loop {
-            match self.connected().await {
+            let ended = self.connected().await;
+            if self.status.connected() {
+                // The connection worked: the next one starts over.
+                backoff = BACKOFF.0;
+            }
+            match ended {
                 Ended::Compacted => {
                     tracing::warn!(
                         revision = self.revision,
@@ -197,16 +202,17 @@ impl Sync {
             Ok(s) => s,
             Err(e) => return Ended::Lost(format!("cannot watch: {e}")),
         };
-        let mut pending: Option<i64> = None;
+        // Events received and not applied yet: up to which revision, and
+        // since when (applied DEBOUNCE after the first, however many follow).
+        let mut pending: Option<(i64, Instant)> = None;
         loop {
-            let wait = if pending.is_some() {
-                DEBOUNCE
-            } else {
-                PROGRESS_EVERY
-            };
+            let wait = pending.map_or(PROGRESS_EVERY, |(_, since)| {
+                DEBOUNCE.saturating_sub(since.elapsed())
+            });
             let message = match tokio::time::timeout(wait, stream.message()).await {
                 Err(_) if pending.is_some() => {
-                    self.apply(pending.take().unwrap_or(self.revision)).await;
+                    let (revision, _) = pending.take().unwrap_or((self.revision, Instant::now()));
+                    self.apply(revision).await;
                     continue;
                 }
                 Err(_) => {
@@ -232,6 +238,10 @@ impl Sync {
             if response.canceled() {
                 return Ended::Lost(format!("watch canceled: {}", response.cancel_reason()));
             }
+            if response.created() {
+                // Its revision is etcd's now, not what was sent so far.
+                continue;
+            }
             for event in response.events() {
                 let Some(kv) = event.kv() else { continue };
                 let Ok(key) = std::str::from_utf8(kv.key()) else {
@@ -248,11 +258,13 @@ impl Sync {
                 }
             }
             let revision = response.header().map_or(self.revision, |h| h.revision());
-            if response.events().is_empty() && pending.is_none() {
+            match pending {
                 // A progress notification: everything up to it is applied.
-                self.revision = self.revision.max(revision);
-            } else {
-                pending = Some(revision);
+                None if response.events().is_empty() => {
+                    self.revision = self.revision.max(revision);
+                }
+                None => pending = Some((revision, Instant::now())),
+                Some((_, since)) => pending = Some((revision, since)),
             }
         }
     }
