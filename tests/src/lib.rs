@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 pub mod browser;
 pub mod etcd;
 pub mod metrics;
+pub mod relay;
 pub mod tls;
 
 /// The path of an example policy component, as a TOML string literal.

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use etcd_client::Client as Etcd3;
 use http::Method;
 use outpost_e2e::etcd::Etcd;
+use outpost_e2e::relay::Relay;
 use outpost_e2e::*;
 
 /// The fields of tenant `shop` as etcd holds them.
@@ -21,11 +22,11 @@ fn shop_doc(origin: &Origin) -> String {
 
 /// A node of the fleet on `etcd`.
 fn fleet_node(etcd: &Etcd, id: &str) -> Node {
-    fleet_node_in(etcd, id, &scratch_dir())
+    fleet_node_in(&etcd.url, id, &scratch_dir())
 }
 
-/// A node of the fleet on `etcd` keeping its state in `dir`.
-fn fleet_node_in(etcd: &Etcd, id: &str, dir: &std::path::Path) -> Node {
+/// A node of the fleet on the etcd at `url`, keeping its state in `dir`.
+fn fleet_node_in(url: &str, id: &str, dir: &std::path::Path) -> Node {
     let path = dir.join("outpost.toml");
     let state = dir.join("state");
     std::fs::write(&path, admin_section()).unwrap();
@@ -36,7 +37,7 @@ fn fleet_node_in(etcd: &Etcd, id: &str, dir: &std::path::Path) -> Node {
         "--listen",
         "127.0.0.1:0",
         "--etcd",
-        &etcd.url,
+        url,
         "--node-id",
         id,
         "--state-dir",
@@ -187,7 +188,7 @@ async fn with_etcd_down_nodes_keep_serving_and_a_restarted_node_serves_its_last_
     assert!(ok, "{out}");
     let client = Client::new();
     let dir = scratch_dir();
-    let node = fleet_node_in(&etcd, "edge-a", &dir);
+    let node = fleet_node_in(&etcd.url, "edge-a", &dir);
     ready(&client, &node).await;
     let version = active(&client, &node).await.expect("shop is served");
     assert!(version.starts_with("sha256:"));
@@ -199,7 +200,7 @@ async fn with_etcd_down_nodes_keep_serving_and_a_restarted_node_serves_its_last_
     }
     // Restarted while etcd is down: it serves what it last applied...
     drop(node);
-    let node = fleet_node_in(&etcd, "edge-a", &dir);
+    let node = fleet_node_in(&etcd.url, "edge-a", &dir);
     let start = Instant::now();
     while active(&client, &node).await.as_deref() != Some(version.as_str()) {
         assert!(
@@ -221,4 +222,61 @@ async fn with_etcd_down_nodes_keep_serving_and_a_restarted_node_serves_its_last_
         active(&client, &node).await.as_deref(),
         Some(version.as_str())
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_cut_off_while_etcd_compacts_reads_everything_again_and_unchanged_tenants_keep_their_cache(
+) {
+    let etcd = Etcd::start();
+    let target = etcd.url.trim_start_matches("http://").parse().unwrap();
+    let relay = Relay::start(target).await;
+    let origin = Origin::start("origin").await;
+    origin.reply_to_all(
+        Reply::ok()
+            .only("cache-control", "max-age=600")
+            .body("kept"),
+    );
+    let mut kv = Etcd3::connect([&etcd.url], None).await.unwrap();
+    kv.put("/outpost/tenants/shop", shop_doc(&origin), None)
+        .await
+        .unwrap();
+    let steady = shop_doc(&origin).replace("shop.test", "steady.test");
+    kv.put("/outpost/tenants/steady", steady, None)
+        .await
+        .unwrap();
+    assert!(deploy(&etcd, "shop", "cache-key").0);
+    let client = Client::new();
+    let node = fleet_node_in(&relay.url(), "edge-a", &scratch_dir());
+    ready(&client, &node).await;
+    let first = active(&client, &node).await.unwrap();
+    client.get(&node, "steady.test", "/kept").await;
+    client
+        .expect_cache_status(&node, "steady.test", "/kept", "hit")
+        .await;
+
+    // Cut off, the fleet moves on and etcd compacts its history.
+    relay.cut();
+    let (ok, out) = deploy(&etcd, "shop", "default-policy");
+    assert!(ok, "{out}");
+    let now = kv.put("/outpost/unrelated", "x", None).await.unwrap();
+    let revision = now.header().unwrap().revision();
+    kv.compact(revision, None).await.unwrap();
+    relay.restore();
+
+    let start = Instant::now();
+    loop {
+        let version = active(&client, &node).await.unwrap();
+        if version != first {
+            assert!(out.contains(&version), "{version} is the new deploy: {out}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "never caught up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(node.log().contains("compacted"), "{}", node.log());
+    // The unchanged tenant was not rebuilt: its cache is still there.
+    client
+        .expect_cache_status(&node, "steady.test", "/kept", "hit")
+        .await;
+    assert_eq!(origin.hits("/kept"), 1);
 }
