@@ -139,6 +139,18 @@ async fn a_deploy_through_etcd_reaches_every_node_and_a_node_started_later_catch
     ready(&client, &c).await;
     assert_eq!(active(&client, &c).await.as_deref(), Some(version.as_str()));
 
+    // A purge reaches all three, and says how long that took.
+    let out = Command::new(outpost_bin())
+        .args(["purge", "--etcd", &etcd.url, "--all", "shop"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success() && text.contains("carried out by 3 nodes"),
+        "{text}"
+    );
+    println!("{text}");
+
     // A module that traps in its smoke call is refused before anything is
     // published; every node keeps its version.
     let (ok, out) = deploy(&etcd, "shop", "always-trap");
@@ -279,4 +291,73 @@ async fn a_node_cut_off_while_etcd_compacts_reads_everything_again_and_unchanged
         .expect_cache_status(&node, "steady.test", "/kept", "hit")
         .await;
     assert_eq!(origin.hits("/kept"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fleet_purge_reaches_every_node_including_one_cut_off_while_it_was_made() {
+    let etcd = Etcd::start();
+    let target = etcd.url.trim_start_matches("http://").parse().unwrap();
+    let relay = Relay::start(target).await;
+    let origin = Origin::start("origin").await;
+    origin.reply_to_all(Reply::ok().only("cache-control", "max-age=600"));
+    let mut kv = Etcd3::connect([&etcd.url], None).await.unwrap();
+    kv.put("/outpost/tenants/shop", shop_doc(&origin), None)
+        .await
+        .unwrap();
+    let client = Client::new();
+    let a = fleet_node(&etcd, "edge-a");
+    let b = fleet_node_in(&relay.url(), "edge-b", &scratch_dir());
+    for node in [&a, &b] {
+        ready(&client, node).await;
+        client.get(node, "shop.test", "/p").await;
+        client
+            .expect_cache_status(node, "shop.test", "/p", "hit")
+            .await;
+    }
+    assert_eq!(origin.hits("/p"), 2);
+
+    // edge-b is cut off: the purge waits for it until its lease (10 s)
+    // ends, then counts the live nodes only.
+    relay.cut();
+    let out = Command::new(outpost_bin())
+        .args([
+            "purge",
+            "--etcd",
+            &etcd.url,
+            "--url",
+            "/p",
+            "--timeout-s",
+            "30",
+            "shop",
+        ])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("generation 1 carried out by 1 nodes"),
+        "{text}"
+    );
+    assert!(client
+        .get(&a, "shop.test", "/p")
+        .await
+        .cache_status()
+        .contains("fwd=uri-miss"));
+
+    // Back: it catches up and carries the purge out.
+    relay.restore();
+    let start = Instant::now();
+    loop {
+        let r = client.get(&b, "shop.test", "/p").await;
+        if r.cache_status().contains("fwd=uri-miss") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the purge never reached edge-b"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(origin.hits("/p"), 4);
 }

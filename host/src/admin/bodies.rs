@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{error, AdminResponse};
-use crate::control::{CanaryRequest, Purge, Purged};
+use crate::control::{CanaryRequest, Purged};
 use crate::tenant::{AutoRollback, Sticky};
 
 #[derive(Deserialize)]
@@ -60,70 +60,6 @@ impl CanaryBody {
                 min_requests: a.min_requests,
             }),
         })
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct PurgeBody {
-    /// One cache key (all its variants).
-    key: Option<String>,
-    /// One URL: its key is what the tenant's policy gives a GET of it.
-    url: Option<String>,
-    /// Every key carrying this surrogate key / cache tag.
-    tag: Option<String>,
-    /// Everything of the tenant.
-    #[serde(default)]
-    all: bool,
-    /// Mark stale instead of removing: the object is revalidated before
-    /// reuse but can still be served stale.
-    #[serde(default)]
-    soft: bool,
-}
-
-impl PurgeBody {
-    /// Exactly one of `key`, `url`, `tag` or `all`.
-    pub(super) fn into_purge(self) -> Result<Purge, String> {
-        match self {
-            PurgeBody {
-                key: Some(key),
-                url: None,
-                tag: None,
-                all: false,
-                soft,
-            } => Ok(Purge::Key { key, soft }),
-            PurgeBody {
-                url: Some(url),
-                key: None,
-                tag: None,
-                all: false,
-                soft,
-            } => Ok(Purge::Url { url, soft }),
-            PurgeBody {
-                tag: Some(tag),
-                key: None,
-                url: None,
-                all: false,
-                soft,
-            } => Ok(Purge::Tag { tag, soft }),
-            PurgeBody {
-                all: true,
-                key: None,
-                url: None,
-                tag: None,
-                soft: false,
-            } => Ok(Purge::All),
-            PurgeBody {
-                url: Some(_),
-                key: Some(_),
-                ..
-            } => Err("give `url` or `key`, not both".into()),
-            _ => Err(
-                "give one of {\"key\": \"...\"}, {\"url\": \"...\"}, {\"tag\": \"...\"} \
-                 (each with optional \"soft\": true) or {\"all\": true}"
-                    .into(),
-            ),
-        }
     }
 }
 

@@ -43,9 +43,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-use crate::control::{Control, ControlError, Put};
+use crate::control::{Control, ControlError, PurgeBody, Put};
 use crate::tls::Terminator;
-use bodies::{body_bytes, body_json, CanaryBody, PurgeBody, VersionBody};
+use bodies::{body_bytes, body_json, CanaryBody, VersionBody};
 
 /// Largest component accepted by `PUT /tenants/{id}/modules`.
 const MAX_MODULE_BYTES: usize = 64 * 1024 * 1024;

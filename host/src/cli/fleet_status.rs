@@ -15,11 +15,11 @@ use crate::fleet::keys::{FleetKey, Layout};
 
 /// What etcd says of the fleet.
 #[derive(Debug, Default)]
-struct Fleet {
+pub(super) struct Fleet {
     /// node -> its record.
-    nodes: BTreeMap<String, Value>,
+    pub(super) nodes: BTreeMap<String, Value>,
     /// (node, tenant) -> its acknowledgement.
-    acks: BTreeMap<(String, String), Value>,
+    pub(super) acks: BTreeMap<(String, String), Value>,
     /// tenant -> the active version selected.
     selected: BTreeMap<String, String>,
 }
@@ -61,7 +61,7 @@ impl Fleet {
     }
 }
 
-async fn read(client: &mut Client, layout: &Layout) -> anyhow::Result<Fleet> {
+pub(super) async fn read(client: &mut Client, layout: &Layout) -> anyhow::Result<Fleet> {
     let all = client
         .get(layout.all(), Some(GetOptions::new().with_prefix()))
         .await?;
@@ -100,10 +100,7 @@ pub async fn run(
     timeout: Duration,
 ) -> anyhow::Result<()> {
     let layout = Layout::new(prefix);
-    let options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(5));
-    let mut client = Client::connect(endpoints, Some(options))
-        .await
-        .with_context(|| format!("cannot connect to etcd at {}", endpoints.join(",")))?;
+    let mut client = connect(endpoints).await?;
     let start = Instant::now();
     loop {
         let fleet = read(&mut client, &layout).await?;
@@ -122,6 +119,14 @@ pub async fn run(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A client of the fleet's etcd, for the command line.
+pub(super) async fn connect(endpoints: &[String]) -> anyhow::Result<Client> {
+    let options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(5));
+    Client::connect(endpoints, Some(options))
+        .await
+        .with_context(|| format!("cannot connect to etcd at {}", endpoints.join(",")))
 }
 
 fn unix_now() -> u64 {

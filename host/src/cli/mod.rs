@@ -1,8 +1,9 @@
 //! The `outpost` command line: `serve`, `check`, `dev`, `new`, `status`,
-//! `deploy`.
+//! `deploy`, `purge`.
 
 mod deploy;
 mod dev;
+mod fleet_purge;
 mod fleet_status;
 mod new;
 mod serve;
@@ -60,6 +61,9 @@ enum Command {
     /// Deploy a module to a tenant of a fleet, through etcd: validated here
     /// as the admin API would, then published for every node.
     Deploy(deploy::DeployArgs),
+    /// Purge a tenant's cache on every node of a fleet, through etcd;
+    /// answers when every live node has done it.
+    Purge(fleet_purge::PurgeArgs),
 }
 
 #[derive(clap::Args, Default)]
@@ -113,6 +117,7 @@ pub fn main() -> ExitCode {
         Command::New(args) => new::run(args),
         Command::Status(args) => status::run(args),
         Command::Deploy(args) => deploy::run(args),
+        Command::Purge(args) => fleet_purge::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

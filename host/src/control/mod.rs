@@ -20,7 +20,7 @@ use tokio::sync::{Mutex, MutexGuard};
 
 pub use deploy::CanaryRequest;
 pub use errors::{ControlError, DeployError};
-pub use purge::{Purge, Purged};
+pub use purge::{PurgeBody, Purged};
 
 use crate::cache::HttpCache;
 use crate::config::{Config, ConfigError, FieldError, TenantConfig};

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use http::{Method, Uri};
+use serde::{Deserialize, Serialize};
 
 use super::{Control, ControlError};
 use crate::http::RequestInfo;
@@ -21,6 +22,79 @@ pub enum Purge {
     Url { url: String, soft: bool },
     /// Every key carrying this surrogate key / cache tag.
     Tag { tag: String, soft: bool },
+}
+
+/// A purge as a client asks for it: the admin API's body, and what a fleet
+/// keeps in etcd.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PurgeBody {
+    /// One cache key (all its variants).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub key: Option<String>,
+    /// One URL: its key is what the tenant's policy gives a GET of it.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub url: Option<String>,
+    /// Every key carrying this surrogate key / cache tag.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub tag: Option<String>,
+    /// Everything of the tenant.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub all: bool,
+    /// Mark stale instead of removing: the object is revalidated before
+    /// reuse but can still be served stale.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub soft: bool,
+}
+
+impl PurgeBody {
+    /// Exactly one of `key`, `url`, `tag` or `all`.
+    pub fn into_purge(self) -> Result<Purge, String> {
+        match self {
+            PurgeBody {
+                key: Some(key),
+                url: None,
+                tag: None,
+                all: false,
+                soft,
+            } => Ok(Purge::Key { key, soft }),
+            PurgeBody {
+                url: Some(url),
+                key: None,
+                tag: None,
+                all: false,
+                soft,
+            } => Ok(Purge::Url { url, soft }),
+            PurgeBody {
+                tag: Some(tag),
+                key: None,
+                url: None,
+                all: false,
+                soft,
+            } => Ok(Purge::Tag { tag, soft }),
+            PurgeBody {
+                all: true,
+                key: None,
+                url: None,
+                tag: None,
+                soft: false,
+            } => Ok(Purge::All),
+            PurgeBody {
+                url: Some(_),
+                key: Some(_),
+                ..
+            } => Err("give `url` or `key`, not both".into()),
+            _ => Err(
+                "give one of {\"key\": \"...\"}, {\"url\": \"...\"}, {\"tag\": \"...\"} \
+                 (each with optional \"soft\": true) or {\"all\": true}"
+                    .into(),
+            ),
+        }
+    }
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 /// What a purge did.

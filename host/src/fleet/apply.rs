@@ -6,21 +6,23 @@
 
 use std::sync::Arc;
 
-use super::desired::{Desired, Selection, TenantKeys};
+use super::desired::{Desired, PurgeGeneration, Selection, TenantKeys};
+use super::Applied;
 use crate::config::TenantConfig;
 use crate::control::{CanaryRequest, Control};
 use crate::tenant::Sticky;
 
-/// Applies a tenant's keys; the version it runs after, or why the change
-/// was refused.
+/// Applies a tenant's keys (`changed`: which of the tenant's three keys
+/// changed since last applied); what it runs after, or why the change was
+/// refused.
 pub async fn tenant(
     control: &Control,
     desired: &Desired,
     id: &str,
     keys: &TenantKeys,
-    fields_changed: bool,
-) -> Result<Arc<str>, String> {
-    if fields_changed || control.tenant(id).is_err() {
+    changed: [bool; 3],
+) -> Result<Applied, String> {
+    if changed[0] || control.tenant(id).is_err() {
         put_fields(control, id, keys).await?;
     }
     if let Some(raw) = &keys.selection {
@@ -28,9 +30,25 @@ pub async fn tenant(
             .map_err(|e| format!("selections/{id}: not a selection: {e}"))?;
         select(control, desired, id, &selection).await?;
     }
+    let mut purge_generation = 0;
+    if let Some(raw) = &keys.purge {
+        let purge: PurgeGeneration = serde_json::from_slice(&raw.value)
+            .map_err(|e| format!("purges/{id}: not a purge generation: {e}"))?;
+        purge_generation = purge.generation;
+        if changed[2] {
+            let what = purge
+                .purge
+                .into_purge()
+                .map_err(|e| format!("purges/{id}: {e}"))?;
+            control.purge(id, what).await.map_err(|e| e.to_string())?;
+        }
+    }
     let tenant = control.tenant(id).map_err(|e| e.to_string())?;
-    let version = tenant.policy.load().version.clone();
-    Ok(version)
+    let version: Arc<str> = tenant.policy.load().version.clone();
+    Ok(Applied {
+        version,
+        purge_generation,
+    })
 }
 
 async fn put_fields(control: &Control, id: &str, keys: &TenantKeys) -> Result<(), String> {

@@ -55,6 +55,16 @@ pub struct CanarySelection {
     pub percent: u32,
 }
 
+/// `{prefix}/purges/{id}`: a purge every node carries out once, when the
+/// generation changes (so a node that was cut off carries it out when it
+/// catches up, and one that restarts has an empty cache anyway).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PurgeGeneration {
+    pub generation: u64,
+    pub purge: crate::control::PurgeBody,
+}
+
 /// `{prefix}/modules/{hex}/meta`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModuleMeta {

@@ -64,6 +64,10 @@ impl Layout {
         format!("{}/selections/{id}", self.prefix)
     }
 
+    pub fn purge(&self, id: &str) -> String {
+        format!("{}/purges/{id}", self.prefix)
+    }
+
     pub fn node(&self, node: &str) -> String {
         format!("{}/nodes/{node}", self.prefix)
     }

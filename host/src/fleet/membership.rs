@@ -112,7 +112,12 @@ impl KeepAlive {
 fn ack(outcome: &TenantOutcome) -> String {
     let at = unix_seconds(outcome.at);
     let value = match &outcome.outcome {
-        Ok(version) => json!({ "revisions": outcome.revisions, "version": &**version, "at": at }),
+        Ok(a) => json!({
+            "revisions": outcome.revisions,
+            "version": &*a.version,
+            "purge_generation": a.purge_generation,
+            "at": at,
+        }),
         Err(why) => json!({ "revisions": outcome.revisions, "refused": why, "at": at }),
     };
     value.to_string()

@@ -30,13 +30,21 @@ pub struct FleetStatus {
     tenants: Mutex<BTreeMap<String, TenantOutcome>>,
 }
 
+/// What a node runs for a tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub version: Arc<str>,
+    /// The last purge generation carried out (0: none).
+    pub purge_generation: u64,
+}
+
 /// What the node made of a tenant's keys, last time they changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantOutcome {
     /// The revisions of the tenant's keys it looked at.
     pub revisions: [i64; 3],
-    /// The version it runs since, or why it refused the change.
-    pub outcome: Result<Arc<str>, String>,
+    /// What it runs since, or why it refused the change.
+    pub outcome: Result<Applied, String>,
     pub at: SystemTime,
 }
 
@@ -72,7 +80,7 @@ impl FleetStatus {
         &self,
         id: &str,
         revisions: [i64; 3],
-        outcome: Result<Arc<str>, String>,
+        outcome: Result<Applied, String>,
     ) -> TenantOutcome {
         let entry = TenantOutcome {
             revisions,

@@ -280,13 +280,13 @@ impl Sync {
             if before == Some(revisions) {
                 continue;
             }
-            let fields_changed = before.is_none_or(|b| b[0] != revisions[0]);
-            let outcome =
-                apply::tenant(&self.control, &self.desired, id, keys, fields_changed).await;
+            let changed = [0, 1, 2].map(|i| before.is_none_or(|b| b[i] != revisions[i]));
+            let outcome = apply::tenant(&self.control, &self.desired, id, keys, changed).await;
             match &outcome {
-                Ok(version) => tracing::info!(
+                Ok(applied) => tracing::info!(
                     tenant = id,
-                    version = &**version,
+                    version = &*applied.version,
+                    purge_generation = applied.purge_generation,
                     revision,
                     "applied from etcd"
                 ),
