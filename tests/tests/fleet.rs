@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use etcd_client::Client as Etcd3;
 use http::Method;
 use outpost_e2e::etcd::Etcd;
+use outpost_e2e::metrics::Scrape;
 use outpost_e2e::relay::Relay;
 use outpost_e2e::*;
 
@@ -186,6 +187,10 @@ async fn a_deploy_through_etcd_reaches_every_node_and_a_node_started_later_catch
     let (_, out) = status(&etcd, false);
     assert_eq!(out.matches("refused").count(), 3, "{out}");
     assert!(out.contains("tenants/shop"), "{out}");
+    let m = Scrape::of(&client, &a).await;
+    assert_eq!(m.value("outpost_fleet_tenants_refused", &[]), 1.0);
+    assert_eq!(m.value("outpost_fleet_etcd_connected", &[]), 1.0);
+    assert!(m.value("outpost_fleet_applied_revision", &[]) > 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

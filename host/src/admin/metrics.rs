@@ -9,6 +9,7 @@ use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::registry::Registry;
 
 use crate::control::Control;
+use crate::fleet::FleetStatus;
 use crate::metrics::{Event, Histogram, Metrics, Outcome, Process, Protocol, Scrape, CLASSES};
 use crate::origin::{Backend, MemberState};
 use crate::tenant::{Tenant, TenantTable};
@@ -19,7 +20,8 @@ pub(super) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0
 type Written = Result<(), std::fmt::Error>;
 
 /// The label set of a family with one series.
-const NONE: [(&str, &str); 0] = [];
+/// The labels of a series without any.
+pub(super) const NONE: [(&str, &str); 0] = [];
 
 /// One scrape's view of the node.
 struct Live {
@@ -27,6 +29,7 @@ struct Live {
     metrics: Arc<Metrics>,
     /// Access log lines dropped, when the log is on.
     log_dropped: Option<u64>,
+    fleet: Option<Arc<FleetStatus>>,
 }
 
 impl std::fmt::Debug for Live {
@@ -35,13 +38,14 @@ impl std::fmt::Debug for Live {
     }
 }
 
-pub(super) fn render(control: &Control) -> String {
+pub(super) fn render(control: &Control, fleet: Option<Arc<FleetStatus>>) -> String {
     let ctx = control.context();
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Live {
         table: ctx.tenants.load_full(),
         metrics: ctx.metrics.clone(),
         log_dropped: ctx.access_log.as_ref().map(|log| log.dropped()),
+        fleet,
     }));
     let mut out = String::new();
     // Writing to a String cannot fail.
@@ -63,6 +67,9 @@ impl Collector for Live {
         guests(&mut scrape, &tenants)?;
         events(&mut scrape, &tenants)?;
         stores(&mut scrape, &tenants)?;
+        if let Some(fleet) = &self.fleet {
+            super::fleet::metrics(&mut scrape, fleet)?;
+        }
         origins(&mut scrape, &tenants)
     }
 }

@@ -26,6 +26,7 @@
 
 mod bodies;
 mod describe;
+mod fleet;
 mod metrics;
 mod pprof;
 mod status;
@@ -195,9 +196,9 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> AdminResponse {
     match (method, segments.as_slice()) {
         (Method::GET, ["debug", "pprof", "profile"]) => pprof::profile(req.uri().query()).await,
         (Method::GET, ["status"]) => reply(StatusCode::OK, status::status(control)),
-        (Method::GET, ["ready"]) => ready(admin.fleet.as_deref()),
+        (Method::GET, ["ready"]) => fleet::ready(admin.fleet.as_deref()),
         (Method::GET, ["metrics"]) => {
-            let text = metrics::render(control);
+            let text = metrics::render(control, admin.fleet.clone());
             let mut r = Response::new(Full::new(Bytes::from(text)));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -313,22 +314,6 @@ async fn deploy(control: &Control, id: &str, req: Request<Incoming>) -> AdminRes
             json!({ "version": &*version, "active": activate }),
         ),
         Err(e) => failed(e),
-    }
-}
-
-/// `GET /ready`: a node of a fleet is ready once it applied a full read of
-/// etcd (what it serves before that may be old); a node alone, at once.
-fn ready(fleet: Option<&crate::fleet::FleetStatus>) -> AdminResponse {
-    match fleet {
-        Some(f) if !f.synced() => reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({ "ready": false, "reason": "no full read of etcd applied yet", "etcd_connected": f.connected() }),
-        ),
-        Some(f) => reply(
-            StatusCode::OK,
-            json!({ "ready": true, "etcd_revision": f.revision() }),
-        ),
-        None => reply(StatusCode::OK, json!({ "ready": true })),
     }
 }
 

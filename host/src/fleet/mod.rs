@@ -17,7 +17,7 @@ pub mod sync;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 /// What a node knows of its place in the fleet: for readiness, the status
 /// page and acknowledgements.
@@ -27,6 +27,8 @@ pub struct FleetStatus {
     /// A full read of etcd has been applied once.
     synced: AtomicBool,
     revision: AtomicI64,
+    /// When etcd last answered (a read, or anything on the watch).
+    heard: Mutex<Option<Instant>>,
     tenants: Mutex<BTreeMap<String, TenantOutcome>>,
 }
 
@@ -73,6 +75,22 @@ impl FleetStatus {
     /// The etcd revision everything up to is applied.
     pub fn revision(&self) -> i64 {
         self.revision.load(Ordering::Relaxed)
+    }
+
+    /// etcd answered just now.
+    pub fn heard(&self) {
+        *self.heard.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    /// How long since etcd last answered; `None` if it never did.
+    pub fn silence(&self) -> Option<Duration> {
+        let heard = *self.heard.lock().unwrap_or_else(|p| p.into_inner());
+        heard.map(|t| t.elapsed())
+    }
+
+    /// Tenants whose last change was refused.
+    pub fn refused(&self) -> usize {
+        self.lock().values().filter(|t| t.outcome.is_err()).count()
     }
 
     /// Records what the node made of a tenant's keys; the record.

@@ -185,6 +185,7 @@ impl Sync {
                 );
             }
         }
+        self.status.heard();
         self.desired = desired;
         let revision = all.header().map_or(0, |h| h.revision());
         self.apply(revision).await;
@@ -228,7 +229,10 @@ impl Sync {
                 Ok(m) => m,
             };
             let response = match message {
-                Ok(Some(r)) => r,
+                Ok(Some(r)) => {
+                    self.status.heard();
+                    r
+                }
                 Ok(None) => return Ended::Lost("watch stream ended".into()),
                 Err(e) => return Ended::Lost(format!("watch stream: {e}")),
             };
