@@ -4,10 +4,12 @@
 use http::StatusCode;
 use serde_json::json;
 
-use super::metrics::NONE;
 use super::{reply, AdminResponse};
 use crate::fleet::FleetStatus;
 use crate::metrics::Scrape;
+
+/// The labels of a series without any.
+const NONE: [(&str, &str); 0] = [];
 
 /// `GET /ready`: a node of a fleet is ready once it applied a full read of
 /// etcd (what it serves before that may be old); a node alone, at once.

@@ -21,7 +21,7 @@ type Written = Result<(), std::fmt::Error>;
 
 /// The label set of a family with one series.
 /// The labels of a series without any.
-pub(super) const NONE: [(&str, &str); 0] = [];
+const NONE: [(&str, &str); 0] = [];
 
 /// One scrape's view of the node.
 struct Live {
