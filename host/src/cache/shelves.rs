@@ -183,18 +183,17 @@ impl Shelves {
 
     /// Where a key is, `own` first.
     pub(super) fn find(&self, key: &str) -> Option<Found> {
-        let s = self;
-        if let Some(variants) = s.own.get(key) {
+        if let Some(variants) = self.own.get(key) {
             return Some(Found {
                 variants,
                 lent: false,
             });
         }
         // Most tenants borrow nothing: no second lookup for them.
-        if s.account.lent.load(Ordering::Relaxed) == 0 {
+        if self.account.lent.load(Ordering::Relaxed) == 0 {
             return None;
         }
-        s.lent.get(key).map(|variants| Found {
+        self.lent.get(key).map(|variants| Found {
             variants,
             lent: true,
         })
@@ -203,18 +202,17 @@ impl Shelves {
     /// Puts a key's list on `own`, taking the key off `lent` if it was
     /// there, and brings the node back within its bytes.
     pub(super) fn put(&self, key: &str, list: Vec<Arc<StoredResponse>>, existing: Option<Found>) {
-        let s = self;
         if let Some(found) = existing.filter(|f| f.lent) {
             found.variants.superseded.store(true, Ordering::Relaxed);
-            s.lent.invalidate(key);
+            self.lent.invalidate(key);
         }
         let variants = Arc::new(Variants::new(key, list));
-        s.account.charge(variants.weight);
-        s.own.insert(key.into(), variants);
+        self.account.charge(variants.weight);
+        self.own.insert(key.into(), variants);
         // Apply the byte bound now rather than at moka's next maintenance:
         // an insert is a miss, already paying for an origin fetch.
-        s.own.run_pending_tasks();
-        s.account.ledger.reclaim();
+        self.own.run_pending_tasks();
+        self.account.ledger.reclaim();
     }
 
     /// Removes a key from both shelves; true if it was on either.
@@ -251,6 +249,7 @@ impl Shelves {
         self.own.run_pending_tasks();
         self.lent.run_pending_tasks();
     }
+
     /// What `own` holds beyond the guarantee because the guarantee shrank
     /// since it was made (otherwise moka keeps `own` within it).
     fn own_beyond_guarantee(&self) -> u64 {
