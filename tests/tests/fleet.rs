@@ -47,29 +47,36 @@ fn fleet_node_in(url: &str, id: &str, dir: &std::path::Path) -> Node {
     Node::spawn(&args, dir)
 }
 
-/// `outpost deploy` against `etcd`; (succeeded, stdout + stderr).
-fn deploy(etcd: &Etcd, tenant: &str, example: &str) -> (bool, String) {
+/// Runs `outpost ARGS`; (succeeded, stdout + stderr).
+fn outpost(args: &[&str]) -> (bool, String) {
     let out = Command::new(outpost_bin())
-        .args(["deploy", "--etcd", &etcd.url, tenant])
-        .arg(outpost::guests::example_path(example))
+        .args(args)
         .output()
-        .expect("run outpost deploy");
+        .expect("run outpost");
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }
 
-/// `outpost status --etcd ... [--wait]`; (succeeded, stdout + stderr).
+/// `outpost deploy` of an example policy against `etcd`.
+fn deploy(etcd: &Etcd, tenant: &str, example: &str) -> (bool, String) {
+    let file = outpost::guests::example_path(example);
+    outpost(&[
+        "deploy",
+        "--etcd",
+        &etcd.url,
+        tenant,
+        file.to_str().unwrap(),
+    ])
+}
+
+/// `outpost status --etcd ... [--wait]`.
 fn status(etcd: &Etcd, wait: bool) -> (bool, String) {
-    let mut command = Command::new(outpost_bin());
-    command.args(["status", "--etcd", &etcd.url]);
+    let mut args = vec!["status", "--etcd", &etcd.url];
     if wait {
-        command.args(["--wait", "--timeout-s", "20"]);
+        args.extend(["--wait", "--timeout-s", "20"]);
     }
-    let out = command.output().expect("run outpost status");
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
+    outpost(&args)
 }
 
 /// The version a node runs for `shop`, if it has the tenant.
@@ -141,15 +148,8 @@ async fn a_deploy_through_etcd_reaches_every_node_and_a_node_started_later_catch
     assert_eq!(active(&client, &c).await.as_deref(), Some(version.as_str()));
 
     // A purge reaches all three, and says how long that took.
-    let out = Command::new(outpost_bin())
-        .args(["purge", "--etcd", &etcd.url, "--all", "shop"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success() && text.contains("carried out by 3 nodes"),
-        "{text}"
-    );
+    let (ok, text) = outpost(&["purge", "--etcd", &etcd.url, "--all", "shop"]);
+    assert!(ok && text.contains("carried out by 3 nodes"), "{text}");
     println!("{text}");
 
     // A module that traps in its smoke call is refused before anything is
@@ -324,22 +324,18 @@ async fn a_fleet_purge_reaches_every_node_including_one_cut_off_while_it_was_mad
     // edge-b is cut off: the purge waits for it until its lease (10 s)
     // ends, then counts the live nodes only.
     relay.cut();
-    let out = Command::new(outpost_bin())
-        .args([
-            "purge",
-            "--etcd",
-            &etcd.url,
-            "--url",
-            "/p",
-            "--timeout-s",
-            "30",
-            "shop",
-        ])
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{text}");
+    let purge = [
+        "purge",
+        "--etcd",
+        &etcd.url,
+        "--url",
+        "/p",
+        "--timeout-s",
+        "30",
+        "shop",
+    ];
+    let (ok, text) = outpost(&purge);
+    assert!(ok, "{text}");
     assert!(
         text.contains("generation 1 carried out by 1 nodes"),
         "{text}"

@@ -10,7 +10,7 @@ use super::desired::{Desired, PurgeGeneration, Selection, TenantKeys};
 use super::Applied;
 use crate::config::TenantConfig;
 use crate::control::{CanaryRequest, Control};
-use crate::tenant::Sticky;
+use crate::tenant::{Sticky, Tenant};
 
 /// Applies a tenant's keys (`changed`: which of the tenant's three keys
 /// changed since last applied); what it runs after, or why the change was
@@ -85,11 +85,9 @@ async fn select(
 ) -> Result<(), String> {
     let tenant = control.tenant(id).map_err(|e| e.to_string())?;
     if *tenant.policy.load().version != *selection.active {
-        let wasm = desired
-            .module_bytes(&selection.active)
-            .map_err(|e| e.to_string())?;
+        make_available(control, desired, &tenant, &selection.active).await?;
         control
-            .deploy(id, wasm, true)
+            .activate(id, &selection.active)
             .await
             .map_err(|e| format!("{}: {e}", selection.active))?;
     }
@@ -105,15 +103,7 @@ async fn select(
         }
         (Some(c), Some((version, percent))) if *version == *c.version && percent == c.percent => {}
         (Some(c), _) => {
-            if tenant.deployed(&c.version).is_err() {
-                let wasm = desired
-                    .module_bytes(&c.version)
-                    .map_err(|e| e.to_string())?;
-                control
-                    .deploy(id, wasm, false)
-                    .await
-                    .map_err(|e| format!("{}: {e}", c.version))?;
-            }
+            make_available(control, desired, &tenant, &c.version).await?;
             let request = CanaryRequest {
                 version: c.version.clone(),
                 percent: c.percent,
@@ -127,4 +117,23 @@ async fn select(
         }
     }
     Ok(())
+}
+
+/// Deploys `version` from etcd's bytes, unless the tenant still keeps it
+/// (a rollback to a recent version compiles and validates nothing again).
+async fn make_available(
+    control: &Control,
+    desired: &Desired,
+    tenant: &Tenant,
+    version: &str,
+) -> Result<(), String> {
+    if tenant.deployed(version).is_ok() {
+        return Ok(());
+    }
+    let wasm = desired.module_bytes(version).map_err(|e| e.to_string())?;
+    control
+        .deploy(&tenant.id, wasm, false)
+        .await
+        .map(drop)
+        .map_err(|e| format!("{version}: {e}"))
 }
