@@ -183,8 +183,16 @@ async fn a_deploy_through_etcd_reaches_every_node_and_a_node_started_later_catch
         );
         assert_eq!(client.get(node, "shop.test", "/page").await.status, 200);
     }
-    // ... and says so in `status`, node by node.
-    let (_, out) = status(&etcd, false);
+    // ... and says so in `status`, node by node (a node writes its acks
+    // as it goes through the batch: wait for all three).
+    let start = Instant::now();
+    let out = loop {
+        let (_, out) = status(&etcd, false);
+        if out.matches("refused").count() == 3 || start.elapsed() > Duration::from_secs(20) {
+            break out;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(out.matches("refused").count(), 3, "{out}");
     assert!(out.contains("tenants/shop"), "{out}");
     let m = Scrape::of(&client, &a).await;
