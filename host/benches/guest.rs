@@ -29,6 +29,7 @@ fn request() -> Arc<RequestInfo> {
         client_ip: IpAddr::from([127, 0, 0, 1]),
         request_id: RequestId::generate(),
         trace: TraceContext::start(),
+        from_pop_member: false,
     })
 }
 

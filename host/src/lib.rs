@@ -8,7 +8,8 @@
 //! - engines: [`runtime`] (wasmtime, bindings, limits, memo), [`origin`]
 //!   (backends and their errors), [`cache`] (storage and RFC 9111 rules),
 //!   [`tls`] (rustls settings, certificates from files, handshakes),
-//!   [`span_export`] (OTLP spans of requests);
+//!   [`span_export`] (OTLP spans of requests), [`pop`] (the members of a
+//!   POP and which of them owns a cache key);
 //! - [`tenant`]: a tenant's policy, backends, store and canary, and the
 //!   guest environment it gives its instances;
 //! - data plane: [`proxy`] (the request path) and [`server`] (listeners);
@@ -28,6 +29,7 @@ pub mod guests;
 pub mod http;
 pub(crate) mod metrics;
 pub(crate) mod origin;
+pub(crate) mod pop;
 pub(crate) mod proxy;
 pub mod runtime;
 pub(crate) mod server;

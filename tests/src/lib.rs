@@ -25,6 +25,7 @@ use tokio::task::JoinHandle;
 
 pub mod browser;
 pub mod etcd;
+pub mod fleet;
 pub mod metrics;
 pub mod relay;
 pub mod tls;

@@ -3,105 +3,15 @@
 //! including one started later, ends up running what etcd selects; bad data
 //! is refused and the previous version keeps serving.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use etcd_client::Client as Etcd3;
 use http::Method;
 use outpost_e2e::etcd::Etcd;
+use outpost_e2e::fleet::*;
 use outpost_e2e::metrics::Scrape;
 use outpost_e2e::relay::Relay;
 use outpost_e2e::*;
-
-/// The fields of tenant `shop` as etcd holds them.
-fn shop_doc(origin: &Origin) -> String {
-    format!(
-        "hosts = [\"shop.test\"]\npolicy = \"builtin:default\"\n\n[backends.origin]\nurl = {:?}\n",
-        origin.url()
-    )
-}
-
-/// A node of the fleet on `etcd`.
-fn fleet_node(etcd: &Etcd, id: &str) -> Node {
-    fleet_node_in(&etcd.url, id, &scratch_dir())
-}
-
-/// A node of the fleet on the etcd at `url`, keeping its state in `dir`.
-fn fleet_node_in(url: &str, id: &str, dir: &std::path::Path) -> Node {
-    let path = dir.join("outpost.toml");
-    let state = dir.join("state");
-    std::fs::write(&path, admin_section()).unwrap();
-    let args = [
-        "serve",
-        "--config",
-        path.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--etcd",
-        url,
-        "--node-id",
-        id,
-        "--state-dir",
-        state.to_str().unwrap(),
-    ];
-    Node::spawn(&args, dir)
-}
-
-/// Runs `outpost ARGS`; (succeeded, stdout + stderr).
-fn outpost(args: &[&str]) -> (bool, String) {
-    let out = Command::new(outpost_bin())
-        .args(args)
-        .output()
-        .expect("run outpost");
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
-}
-
-/// `outpost deploy` of an example policy against `etcd`.
-fn deploy(etcd: &Etcd, tenant: &str, example: &str) -> (bool, String) {
-    let file = outpost::guests::example_path(example);
-    outpost(&[
-        "deploy",
-        "--etcd",
-        &etcd.url,
-        tenant,
-        file.to_str().unwrap(),
-    ])
-}
-
-/// `outpost status --etcd ... [--wait]`.
-fn status(etcd: &Etcd, wait: bool) -> (bool, String) {
-    let mut args = vec!["status", "--etcd", &etcd.url];
-    if wait {
-        args.extend(["--wait", "--timeout-s", "20"]);
-    }
-    outpost(&args)
-}
-
-/// The version a node runs for `shop`, if it has the tenant.
-async fn active(client: &Client, node: &Node) -> Option<String> {
-    let r = client
-        .admin(node, Method::GET, "/tenants/shop", Some(ADMIN_TOKEN), "")
-        .await;
-    (r.status == 200).then(|| json(&r)["active"].as_str().unwrap_or_default().to_string())
-}
-
-async fn ready(client: &Client, node: &Node) {
-    let start = Instant::now();
-    while client
-        .admin(node, Method::GET, "/ready", Some(ADMIN_TOKEN), "")
-        .await
-        .status
-        != 200
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "node never ready"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deploy_through_etcd_reaches_every_node_and_a_node_started_later_catches_up() {

@@ -7,6 +7,7 @@ use serde_json::json;
 use super::{reply, AdminResponse};
 use crate::fleet::FleetStatus;
 use crate::metrics::Scrape;
+use crate::pop::Pop;
 
 /// The labels of a series without any.
 const NONE: [(&str, &str); 0] = [];
@@ -28,7 +29,25 @@ pub(super) fn ready(fleet: Option<&FleetStatus>) -> AdminResponse {
 }
 
 /// etcd's state as the node sees it (nothing for a node outside a fleet).
-pub(super) fn metrics(scrape: &mut Scrape, fleet: &FleetStatus) -> std::fmt::Result {
+pub(super) fn metrics(scrape: &mut Scrape, fleet: &FleetStatus, pop: &Pop) -> std::fmt::Result {
+    scrape.gauges(
+        "outpost_pop_members",
+        "Live nodes of this node's POP, itself included: the owners of its cache keys.",
+        [(NONE, pop.size() as f64)],
+    )?;
+    scrape.counters(
+        "outpost_pop_forwards",
+        "Misses of keys another node of the POP owns, sent to it, by outcome (failed: on to the next member or the origin).",
+        [
+            ([("outcome", "answered")], pop.forwarded.get()),
+            ([("outcome", "failed")], pop.forward_failed.get()),
+        ],
+    )?;
+    scrape.counters(
+        "outpost_pop_served_for_peers",
+        "Requests other nodes of the POP forwarded here, the keys' owner.",
+        [(NONE, pop.served_for_peers.get())],
+    )?;
     scrape.gauges(
         "outpost_fleet_etcd_connected",
         "1 while the node is connected to the fleet's etcd.",

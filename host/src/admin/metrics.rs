@@ -30,6 +30,7 @@ struct Live {
     /// Access log lines dropped, when the log is on.
     log_dropped: Option<u64>,
     fleet: Option<Arc<FleetStatus>>,
+    ctx: Arc<crate::proxy::Context>,
 }
 
 impl std::fmt::Debug for Live {
@@ -46,6 +47,7 @@ pub(super) fn render(control: &Control, fleet: Option<Arc<FleetStatus>>) -> Stri
         metrics: ctx.metrics.clone(),
         log_dropped: ctx.access_log.as_ref().map(|log| log.dropped()),
         fleet,
+        ctx: ctx.clone(),
     }));
     let mut out = String::new();
     // Writing to a String cannot fail.
@@ -68,7 +70,7 @@ impl Collector for Live {
         events(&mut scrape, &tenants)?;
         stores(&mut scrape, &tenants)?;
         if let Some(fleet) = &self.fleet {
-            super::fleet::metrics(&mut scrape, fleet)?;
+            super::fleet::metrics(&mut scrape, fleet, &self.ctx.pop)?;
         }
         origins(&mut scrape, &tenants)
     }

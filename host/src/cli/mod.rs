@@ -97,6 +97,11 @@ struct ServeArgs {
     /// it starts while etcd is unreachable.
     #[arg(long, requires = "etcd", default_value = "outpost-state")]
     state_dir: PathBuf,
+    /// The address the other nodes of the POP reach this node's HTTP
+    /// listener at (default: the listener's address; give one when it
+    /// listens on 0.0.0.0).
+    #[arg(long, requires = "etcd")]
+    advertise: Option<std::net::SocketAddr>,
 }
 
 /// Runs the command line; the exit code says whether it worked.
@@ -172,6 +177,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             prefix: args.prefix.clone(),
             pop: args.pop.clone(),
             state_dir: args.state_dir.clone(),
+            advertise: args.advertise,
         }
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()

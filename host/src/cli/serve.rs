@@ -36,6 +36,8 @@ pub struct FleetOptions {
     pub pop: String,
     /// Where the last known good state is kept.
     pub state_dir: PathBuf,
+    /// Where the POP's other nodes reach this one (default: the listener).
+    pub advertise: Option<SocketAddr>,
 }
 
 /// Binds the node's listeners and serves until `shutdown` resolves.
@@ -110,10 +112,17 @@ pub async fn run(
     }
     let addr = listener.local_addr()?;
     if let (Some(fleet), Some(status)) = (options.fleet, fleet_status) {
+        let address = fleet.advertise.unwrap_or(addr);
+        if address.ip().is_unspecified() {
+            tracing::warn!(
+                "the POP's other nodes are told to reach this one at {address}: \
+                 give --advertise with an address they can reach"
+            );
+        }
         let member = crate::fleet::membership::Member {
             node_id: config.server.node_id(),
             pop: fleet.pop,
-            address: addr,
+            address,
         };
         let sync = crate::fleet::sync::Sync::new(
             control.clone(),

@@ -72,6 +72,7 @@ impl Control {
                 &config.server.node_id(),
             )
             .map_err(|e| ConfigError::field(source_name, e))?,
+            pop: crate::pop::Pop::new(&config.server.node_id()),
         };
         Ok(Arc::new(Control {
             ctx: Arc::new(ctx),

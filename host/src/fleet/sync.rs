@@ -14,11 +14,13 @@ use std::time::{Duration, Instant};
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
 
 use super::desired::{Desired, TenantKeys};
+use super::keys::FleetKey;
 use super::keys::Layout;
-use super::membership::{Member, Registration};
+use super::membership::{Member, NodeRecord, Registration};
 use super::snapshot::Snapshot;
 use super::{apply, FleetStatus};
 use crate::control::Control;
+use crate::pop::MemberAddress;
 
 /// How long events are gathered before they are applied together.
 const DEBOUNCE: Duration = Duration::from_millis(100);
@@ -50,6 +52,8 @@ pub struct Sync {
     /// The etcd revision everything up to is applied; 0 before the first
     /// full read.
     revision: i64,
+    /// The live nodes of the fleet, by id (from their leased records).
+    nodes: BTreeMap<String, NodeRecord>,
 }
 
 /// Why a connection ended.
@@ -80,6 +84,7 @@ impl Sync {
             good: BTreeMap::new(),
             applied: BTreeMap::new(),
             revision: 0,
+            nodes: BTreeMap::new(),
         }
     }
 
@@ -153,7 +158,12 @@ impl Sync {
         }
         let (registration, keep_alive) = match self
             .member
-            .register(&client, &self.layout, &self.status)
+            .register(
+                &client,
+                &self.layout,
+                &self.status,
+                self.control.context().clone(),
+            )
             .await
         {
             Ok(r) => r,
@@ -175,8 +185,10 @@ impl Sync {
             .get(self.layout.all(), Some(GetOptions::new().with_prefix()))
             .await?;
         let mut desired = Desired::default();
+        self.nodes.clear();
         for kv in all.kvs() {
             if let Ok(key) = std::str::from_utf8(kv.key()) {
+                self.node_put(key, kv.value());
                 desired.put(
                     &self.layout,
                     key,
@@ -187,6 +199,7 @@ impl Sync {
         }
         self.status.heard();
         self.desired = desired;
+        self.share_pop();
         let revision = all.header().map_or(0, |h| h.revision());
         self.apply(revision).await;
         self.status.set_synced();
@@ -246,20 +259,32 @@ impl Sync {
                 // Its revision is etcd's now, not what was sent so far.
                 continue;
             }
+            let mut members_changed = false;
             for event in response.events() {
                 let Some(kv) = event.kv() else { continue };
                 let Ok(key) = std::str::from_utf8(kv.key()) else {
                     continue;
                 };
                 match event.event_type() {
-                    EventType::Put => self.desired.put(
-                        &self.layout,
-                        key,
-                        kv.value().to_vec().into(),
-                        kv.mod_revision(),
-                    ),
-                    EventType::Delete => self.desired.delete(&self.layout, key),
+                    EventType::Put => {
+                        members_changed |= self.node_put(key, kv.value());
+                        self.desired.put(
+                            &self.layout,
+                            key,
+                            kv.value().to_vec().into(),
+                            kv.mod_revision(),
+                        )
+                    }
+                    EventType::Delete => {
+                        members_changed |= self.node_delete(key);
+                        self.desired.delete(&self.layout, key)
+                    }
                 }
+            }
+            // Membership is not debounced: a node gone is a node to stop
+            // forwarding to now.
+            if members_changed {
+                self.share_pop();
             }
             let revision = response.header().map_or(self.revision, |h| h.revision());
             match pending {
@@ -335,6 +360,53 @@ impl Sync {
         self.status.set_revision(self.revision);
         if let Err(e) = self.snapshot.save(&self.good, &self.desired, self.revision) {
             tracing::warn!("cannot save the snapshot: {e}");
+        }
+    }
+}
+
+impl Sync {
+    /// Records a node's record if `key` is one; whether the POP's members
+    /// (addresses) changed.
+    fn node_put(&mut self, key: &str, value: &[u8]) -> bool {
+        let Some(FleetKey::Node(id)) = self.layout.parse(key) else {
+            return false;
+        };
+        let Ok(record) = serde_json::from_slice::<NodeRecord>(value) else {
+            tracing::warn!(node = id, "ignoring a node record that does not parse");
+            return self.nodes.remove(id).is_some();
+        };
+        let changed = self.nodes.get(id).is_none_or(|r| !r.same_place(&record));
+        self.nodes.insert(id.to_string(), record);
+        changed
+    }
+
+    fn node_delete(&mut self, key: &str) -> bool {
+        match self.layout.parse(key) {
+            Some(FleetKey::Node(id)) => self.nodes.remove(id).is_some(),
+            _ => false,
+        }
+    }
+
+    /// Tells the data plane which live nodes share this node's POP.
+    fn share_pop(&self) {
+        let members: Vec<MemberAddress> = self
+            .nodes
+            .iter()
+            .filter(|(_, r)| r.pop == self.member.pop)
+            .map(|(id, r)| MemberAddress {
+                node_id: id.clone(),
+                address: r.address,
+            })
+            .collect();
+        let pop = &self.control.context().pop;
+        let before = pop.size();
+        pop.set_members(&members);
+        if pop.size() != before {
+            tracing::info!(
+                pop = &*self.member.pop,
+                members = pop.size(),
+                "POP membership changed: keys re-homed"
+            );
         }
     }
 }

@@ -81,6 +81,9 @@ pub struct RequestInfo {
     pub request_id: RequestId,
     /// Its W3C trace: the origin is told the node's span as its parent.
     pub trace: TraceContext,
+    /// Forwarded by another node of the POP to this one, the key's owner:
+    /// served here, never forwarded again.
+    pub from_pop_member: bool,
 }
 
 impl RequestInfo {
@@ -96,6 +99,7 @@ impl RequestInfo {
             client_ip: IpAddr::from([127, 0, 0, 1]),
             request_id: RequestId::generate(),
             trace: TraceContext::start(),
+            from_pop_member: false,
         }
     }
 
@@ -121,6 +125,7 @@ impl RequestInfo {
             client_ip: self.client_ip,
             request_id: self.request_id.clone(),
             trace: self.trace.clone(),
+            from_pop_member: self.from_pop_member,
         }
     }
 }

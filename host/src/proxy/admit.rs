@@ -52,10 +52,13 @@ pub(super) enum Refusal {
 }
 
 /// The tenant a request goes to and its authority, or why it is refused.
+/// `https`: the client's request came over TLS (here, or to the POP member
+/// that forwarded it).
 pub(super) fn admit(
     ctx: &Context,
     request: &Request<Incoming>,
     connection: &Connection,
+    https: bool,
 ) -> Result<(Arc<Tenant>, String), Refusal> {
     if request.method() == Method::CONNECT {
         return Err(Refusal::Connect);
@@ -85,7 +88,7 @@ pub(super) fn admit(
                 host: host.to_string(),
             });
         }
-        None if tenant.config.force_https => {
+        None if tenant.config.force_https && !https => {
             return Err(Refusal::ToHttps {
                 location: https_url(ctx, host, request.uri()),
             });
@@ -298,6 +301,7 @@ mod tests {
                     client_ip: IpAddr::from([127, 0, 0, 1]),
                     request_id: crate::http::RequestId::generate(),
                     trace: crate::http::TraceContext::start(),
+                    from_pop_member: false,
                 };
                 let copy = info.owned_copy();
                 prop_assert_eq!(copy.path_and_query(), info.path_and_query());

@@ -31,6 +31,7 @@ pub async fn key_for(
         client_ip: request.client_ip,
         request_id: request.request_id.clone(),
         trace: request.trace.clone(),
+        from_pop_member: request.from_pop_member,
     });
     let module = tenant.policy.load_full();
     match decide_offline(runtime, tenant, &module, info).await.ok()? {

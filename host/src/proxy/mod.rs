@@ -5,7 +5,8 @@
 //! 2. **Decided** (`decide.rs`): the policy's request hook runs in a fresh
 //!    instance, or the decision memo answers for it.
 //! 3. **Dispatched** (`decide.rs`): a synthetic answer, a pass to a
-//!    backend, or a cache lookup (`lookup.rs`: hit, stale while
+//!    backend, or a cache lookup (a key another node of the POP owns goes
+//!    to that node, `to_owner.rs`; else `lookup.rs`: hit, stale while
 //!    revalidating, collapsed into another request's fill, or a miss; a
 //!    Range miss goes to `slice.rs`).
 //! 4. **Forwarded** (`route.rs`): the route's backends in order, the
@@ -29,6 +30,7 @@ mod range;
 mod respond;
 mod route;
 mod slice;
+mod to_owner;
 
 use std::sync::Arc;
 
@@ -38,8 +40,12 @@ use hyper::body::Incoming;
 
 use crate::access_log::AccessLog;
 use crate::cache::{CacheStatus, HttpCache};
-use crate::http::{request_id, Connection, ProxyBody, RequestId, RequestInfo, TraceContext};
+use crate::http::{
+    request_id, Connection, ProxyBody, RequestId, RequestInfo, Scheme, TraceContext,
+};
 use crate::metrics::{Event, Metrics};
+use crate::pop::marker::Mark;
+use crate::pop::Pop;
 use crate::runtime::Runtime;
 use crate::span_export::SpanExport;
 use crate::tenant::{Arm, Tenant, TenantTable};
@@ -70,6 +76,9 @@ pub struct Context {
     pub access_log: Option<AccessLog>,
     /// Where spans of sampled requests go (`server.otlp`), if anywhere.
     pub spans: Option<SpanExport>,
+    /// The other nodes of this node's POP, which own some of the keys (none
+    /// outside a fleet).
+    pub pop: Pop,
 }
 
 /// Serves one client request. Never fails: every problem is a response.
@@ -93,12 +102,16 @@ pub async fn handle(
 
 async fn handle_tenant(
     ctx: Arc<Context>,
-    request: Request<Incoming>,
-    connection: Connection,
+    mut request: Request<Incoming>,
+    mut connection: Connection,
     request_id: RequestId,
 ) -> Response<ProxyBody> {
     let started = Started::now();
-    let (tenant, authority) = match admit::admit(&ctx, &request, &connection) {
+    let from_peer = from_pop_member(&ctx, &mut request, &mut connection);
+    let https = from_peer
+        .as_ref()
+        .map_or(connection.tls.is_some(), |m| m.https);
+    let (tenant, authority) = match admit::admit(&ctx, &request, &connection, https) {
         Ok(admitted) => admitted,
         Err(refusal) => {
             ctx.metrics.node.refused(refusal.as_str());
@@ -114,11 +127,12 @@ async fn handle_tenant(
         method: parts.method,
         uri: parts.uri,
         headers: parts.headers,
-        scheme: connection.scheme(),
+        scheme: if https { Scheme::Https } else { Scheme::Http },
         authority,
         client_ip: connection.client_ip,
         request_id,
         trace,
+        from_pop_member: from_peer.is_some(),
     });
     tenant.recent.record(&info);
     let (module, arm) = tenant.module_for(&info);
@@ -154,6 +168,26 @@ async fn handle_tenant(
         );
     }
     finish::measured(response, tenant, started, access)
+}
+
+/// A request another node of the POP forwarded to this one, the key's
+/// owner: the client's address becomes the one its mark names. A mark is
+/// removed from every request, and believed only from a member's address.
+fn from_pop_member(
+    ctx: &Context,
+    request: &mut Request<Incoming>,
+    connection: &mut Connection,
+) -> Option<Mark> {
+    let mark = Mark::take(request.headers_mut())?;
+    let trusted = connection.tls.is_none()
+        && mark.by != ctx.pop.node_id()
+        && ctx.pop.is_member_ip(connection.client_ip);
+    if !trusted {
+        return None;
+    }
+    ctx.pop.served_for_peers.inc();
+    connection.client_ip = mark.client_ip;
+    Some(mark)
 }
 
 /// Counts a request against the tenant's canary, and aborts the canary if

@@ -293,6 +293,7 @@ mod tests {
             client_ip: "127.0.0.1".parse().unwrap(),
             request_id: crate::http::RequestId::generate(),
             trace: crate::http::TraceContext::start(),
+            from_pop_member: false,
         }
     }
 

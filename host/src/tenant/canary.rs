@@ -146,6 +146,7 @@ mod tests {
             client_ip: std::net::IpAddr::from(ip),
             request_id: crate::http::RequestId::generate(),
             trace: crate::http::TraceContext::start(),
+            from_pop_member: false,
         }
     }
 

@@ -1,0 +1,370 @@
+//! The nodes of one POP sharing their caches (Fastly's clustering, ATS's
+//! peering): each cache key has an owner among the POP's live members
+//! ([`rendezvous`] hashing), and a node that does not own a key forwards
+//! its miss to the owner, so the POP stores each object once and asks the
+//! origin once per key. A forwarded request is marked ([`marker`]) and is
+//! never forwarded again. An owner that cannot be reached is skipped for a
+//! few seconds and the key goes to the next member, then to the origin.
+//!
+//! An engine: it knows the members the fleet's membership gave it and how
+//! to reach them; when to forward is the data plane's decision.
+
+pub mod marker;
+pub mod rendezvous;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::http::ProxyBody;
+use crate::metrics::Counter;
+
+/// How long a member that refused a connection is skipped.
+const DOWN_FOR: Duration = Duration::from_secs(3);
+
+/// Longest wait for a member to connect.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Longest wait for the owner's response head: the owner's own origin
+/// timeouts come first; this bounds an owner that hangs.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Idle connections kept per member.
+const POOL_MAX_IDLE: usize = 64;
+
+/// A member of the POP as the membership shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberAddress {
+    pub node_id: String,
+    /// Its plain-HTTP listener.
+    pub address: SocketAddr,
+}
+
+/// Another node of the POP.
+#[derive(Debug)]
+pub struct Peer {
+    pub node_id: Arc<str>,
+    pub address: SocketAddr,
+    /// Milliseconds since [`epoch`] until which it is skipped.
+    down_until: AtomicU64,
+}
+
+/// The POP as this node sees it: its members (itself included), in
+/// node-id order, and their name hashes.
+#[derive(Debug, Default)]
+struct Members {
+    /// `None` for this node.
+    peers: Vec<Option<Arc<Peer>>>,
+    hashes: Vec<u64>,
+}
+
+/// This node's POP: who owns which key, and the pooled connections to
+/// the other members.
+pub struct Pop {
+    node_id: Arc<str>,
+    members: ArcSwap<Members>,
+    client: Client<HttpConnector, ProxyBody>,
+    /// Misses answered by their owner.
+    pub forwarded: Counter,
+    /// Forwards that got no response head (the key went on to the next
+    /// member or the origin).
+    pub forward_failed: Counter,
+    /// Marked requests served here as the owner.
+    pub served_for_peers: Counter,
+}
+
+/// Why a forward got no response head.
+#[derive(Debug)]
+pub enum ForwardError {
+    /// Nothing reached the member: it may go elsewhere.
+    Unreachable(String),
+    /// The member broke off or took too long; the request may have been
+    /// seen (a GET or HEAD may still go elsewhere).
+    Failed(String),
+}
+
+impl Pop {
+    /// A POP of this node alone, until the membership says otherwise.
+    pub fn new(node_id: &str) -> Pop {
+        let mut tcp = HttpConnector::new();
+        tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        tcp.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(POOL_MAX_IDLE)
+            .build(tcp);
+        Pop {
+            node_id: node_id.into(),
+            members: ArcSwap::default(),
+            client,
+            forwarded: Counter::default(),
+            forward_failed: Counter::default(),
+            served_for_peers: Counter::default(),
+        }
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Sets the POP's live members (this node is always one of them, listed
+    /// or not). A member that stays keeps its down mark.
+    pub fn set_members(&self, members: &[MemberAddress]) {
+        let before = self.members.load();
+        let mut ids: Vec<&MemberAddress> = members
+            .iter()
+            .filter(|m| *m.node_id != *self.node_id)
+            .collect();
+        ids.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        ids.dedup_by(|a, b| a.node_id == b.node_id);
+        let mut next = Members::default();
+        let mut own = Some(());
+        for member in ids {
+            if own.is_some() && *self.node_id < *member.node_id {
+                next.push_self(&self.node_id);
+                own = None;
+            }
+            let kept = before
+                .peers
+                .iter()
+                .flatten()
+                .find(|p| *p.node_id == *member.node_id && p.address == member.address);
+            let peer = kept.cloned().unwrap_or_else(|| {
+                Arc::new(Peer {
+                    node_id: member.node_id.as_str().into(),
+                    address: member.address,
+                    down_until: AtomicU64::new(0),
+                })
+            });
+            next.hashes
+                .push(rendezvous::name_hash(&[member.node_id.as_bytes()]));
+            next.peers.push(Some(peer));
+        }
+        if own.is_some() {
+            next.push_self(&self.node_id);
+        }
+        self.members.store(Arc::new(next));
+    }
+
+    /// How many nodes the POP has, this one included.
+    pub fn size(&self) -> usize {
+        self.members.load().peers.len().max(1)
+    }
+
+    /// The members to ask for `key` of `tenant` before serving it here: the
+    /// owner and then the next member, as long as they come before this node
+    /// in the key's order and are not marked down. Empty when this node owns
+    /// the key (or is alone).
+    pub fn owners(&self, tenant: &str, key: &str) -> Vec<Arc<Peer>> {
+        let members = self.members.load();
+        if members.peers.len() < 2 {
+            return Vec::new();
+        }
+        let hash = rendezvous::name_hash(&[tenant.as_bytes(), key.as_bytes()]);
+        let now = millis();
+        rendezvous::order(hash, &members.hashes)
+            .into_iter()
+            .map_while(|i| members.peers[i].clone())
+            .filter(|p| p.down_until.load(Ordering::Relaxed) <= now)
+            .take(2)
+            .collect()
+    }
+
+    /// Whether `ip` is the address of one of the other members: only they
+    /// may send marked requests.
+    pub fn is_member_ip(&self, ip: IpAddr) -> bool {
+        self.members
+            .load()
+            .peers
+            .iter()
+            .flatten()
+            .any(|p| p.address.ip() == ip)
+    }
+
+    /// Sends `request` (its target a path) to `peer`, marked as forwarded
+    /// by this node for `client_ip` over `https` or not. A member that
+    /// cannot be reached is skipped for a few seconds.
+    pub async fn forward(
+        &self,
+        peer: &Peer,
+        mut request: Request<ProxyBody>,
+        client_ip: IpAddr,
+        https: bool,
+    ) -> Result<Response<Incoming>, ForwardError> {
+        let path = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        *request.uri_mut() = Uri::try_from(format!("http://{}{path}", peer.address))
+            .map_err(|e| ForwardError::Unreachable(e.to_string()))?;
+        let mark = marker::Mark {
+            by: self.node_id.to_string(),
+            client_ip,
+            https,
+        };
+        request
+            .headers_mut()
+            .insert(marker::HEADER, mark.header_value());
+        let sent = match tokio::time::timeout(HEAD_TIMEOUT, self.client.request(request)).await {
+            Err(_) => Err(ForwardError::Failed("no response head in time".into())),
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) if e.is_connect() => {
+                let until = millis() + DOWN_FOR.as_millis() as u64;
+                peer.down_until.store(until, Ordering::Relaxed);
+                Err(ForwardError::Unreachable(crate::http::error_chain(&e)))
+            }
+            Ok(Err(e)) => Err(ForwardError::Failed(crate::http::error_chain(&e))),
+        };
+        match &sent {
+            Ok(_) => self.forwarded.inc(),
+            Err(_) => self.forward_failed.inc(),
+        }
+        sent
+    }
+}
+
+impl Members {
+    fn push_self(&mut self, node_id: &str) {
+        self.hashes
+            .push(rendezvous::name_hash(&[node_id.as_bytes()]));
+        self.peers.push(None);
+    }
+}
+
+impl ForwardError {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ForwardError::Unreachable(_) => "unreachable",
+            ForwardError::Failed(_) => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for ForwardError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ForwardError::Unreachable(e) | ForwardError::Failed(e) => f.write_str(e),
+        }
+    }
+}
+
+/// Milliseconds since the first call: a clock for the down marks.
+fn millis() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(id: &str, port: u16) -> MemberAddress {
+        MemberAddress {
+            node_id: id.into(),
+            address: SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_node_alone_owns_every_key() {
+        let pop = Pop::new("edge-1");
+        assert!(pop.owners("shop", "/a").is_empty());
+        pop.set_members(&[member("edge-1", 1)]);
+        assert!(pop.owners("shop", "/a").is_empty());
+        assert_eq!(pop.size(), 1);
+    }
+
+    #[tokio::test]
+    async fn every_node_of_a_pop_agrees_on_each_keys_owner() {
+        let all = [
+            member("edge-1", 1),
+            member("edge-2", 2),
+            member("edge-3", 3),
+        ];
+        let pops: Vec<Pop> = ["edge-1", "edge-2", "edge-3"]
+            .iter()
+            .map(|id| {
+                let pop = Pop::new(id);
+                pop.set_members(&all);
+                pop
+            })
+            .collect();
+        let mut owned = [0; 3];
+        for k in 0..3_000 {
+            let key = format!("/item/{k}");
+            // The nodes that would serve the key themselves.
+            let serving: Vec<usize> = (0..3)
+                .filter(|&i| pops[i].owners("shop", &key).is_empty())
+                .collect();
+            assert_eq!(serving.len(), 1, "{key}: {serving:?}");
+            owned[serving[0]] += 1;
+            for (i, pop) in pops.iter().enumerate() {
+                if let Some(owner) = pop.owners("shop", &key).first() {
+                    assert_eq!(*owner.node_id, *pops[serving[0]].node_id, "node {i}, {key}");
+                }
+            }
+        }
+        assert!(
+            owned.iter().all(|&n| (800..=1_200).contains(&n)),
+            "{owned:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_same_key_of_another_tenant_may_have_another_owner() {
+        let pop = Pop::new("edge-1");
+        pop.set_members(&[
+            member("edge-1", 1),
+            member("edge-2", 2),
+            member("edge-3", 3),
+        ]);
+        let differs = (0..100).any(|k| {
+            let key = format!("/{k}");
+            let a = pop.owners("a", &key).first().map(|p| p.node_id.clone());
+            let b = pop.owners("b", &key).first().map(|p| p.node_id.clone());
+            a != b
+        });
+        assert!(differs);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_owner_is_skipped_for_the_next_member() {
+        // Port 9 on loopback: nothing listens (discard is not run here).
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let pop = Pop::new("edge-9");
+        pop.set_members(&[
+            member("edge-1", port),
+            member("edge-2", port),
+            member("edge-9", 1),
+        ]);
+        // A key edge-9 does not own, owned by edge-1 or edge-2.
+        let key = (0..)
+            .map(|k| format!("/{k}"))
+            .find(|k| pop.owners("shop", k).len() == 2)
+            .unwrap();
+        let owners = pop.owners("shop", &key);
+        let request = Request::get("/x").body(crate::http::empty()).unwrap();
+        let sent = pop
+            .forward(&owners[0], request, IpAddr::from([127, 0, 0, 1]), false)
+            .await;
+        assert!(
+            matches!(sent, Err(ForwardError::Unreachable(_))),
+            "{sent:?}"
+        );
+        let after = pop.owners("shop", &key);
+        assert_eq!(after.len(), 1);
+        assert_eq!(after[0].node_id, owners[1].node_id);
+        assert!(pop.is_member_ip(IpAddr::from([127, 0, 0, 1])));
+        assert!(!pop.is_member_ip(IpAddr::from([10, 0, 0, 1])));
+    }
+}

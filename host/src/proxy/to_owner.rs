@@ -1,0 +1,80 @@
+//! A miss of a key another node of the POP owns: the client's request goes
+//! to the owner (which looks it up, fills and stores it, and runs the
+//! response hook), and its response comes back as it is, stored nowhere
+//! here. So a POP stores each object once and asks the origin once per
+//! key. If neither the owner nor the next member answers, the key is
+//! served here as if this node owned it.
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response};
+
+use super::exchange::Exchange;
+use crate::http::headers::{strip_hop_by_hop, via_value};
+use crate::http::{empty, request_id, trace_context, ProxyBody, Scheme};
+
+impl Exchange {
+    /// The owners' response to a GET or HEAD of `key`, or `None` when this
+    /// node serves it itself (it owns the key, or no owner answered).
+    pub(super) async fn via_owner(&mut self, key: &str) -> Option<Response<ProxyBody>> {
+        if self.info.from_pop_member {
+            return None;
+        }
+        let owners = self.ctx.pop.owners(&self.tenant.id, key);
+        for peer in owners {
+            let https = self.info.scheme == Scheme::Https;
+            let sent = self
+                .ctx
+                .pop
+                .forward(&peer, self.owner_request(), self.info.client_ip, https)
+                .await;
+            match sent {
+                Ok(response) => return Some(relayed(response)),
+                // A GET or HEAD may go to the next member whatever happened.
+                Err(e) => tracing::debug!(
+                    tenant = &*self.tenant.id,
+                    owner = &*peer.node_id,
+                    request_id = self.info.request_id.as_str(),
+                    "POP owner did not answer ({}): {e}",
+                    e.as_str()
+                ),
+            }
+        }
+        None
+    }
+
+    /// The client's request as an intermediary forwards it (RFC 9110
+    /// section 7.6): hop-by-hop fields removed, `Via` added, the same
+    /// request id and the node's span as the trace parent. No body: only
+    /// GET and HEAD are looked up.
+    fn owner_request(&self) -> Request<ProxyBody> {
+        let info = &self.info;
+        let mut headers = info.headers.clone();
+        strip_hop_by_hop(&mut headers);
+        if let Ok(host) = HeaderValue::from_str(&info.authority) {
+            headers.insert(header::HOST, host);
+        }
+        headers.append(header::VIA, via_value(http::Version::HTTP_11));
+        headers.insert(request_id::HEADER, info.request_id.header_value());
+        headers.insert(trace_context::TRACEPARENT, info.trace.traceparent());
+        let mut request = Request::new(empty());
+        *request.method_mut() = info.method.clone();
+        *request.uri_mut() = info.uri.path_and_query().map_or_else(
+            || http::Uri::from_static("/"),
+            |pq| http::Uri::try_from(pq.as_str()).unwrap_or(http::Uri::from_static("/")),
+        );
+        *request.headers_mut() = headers;
+        request
+    }
+}
+
+/// The owner's response for the client: hop-by-hop fields removed, `Via`
+/// added (RFC 9110 section 7.6.3), its `Cache-Status` kept (the owner is the
+/// cache that answered, RFC 9211 section 2).
+fn relayed(response: Response<hyper::body::Incoming>) -> Response<ProxyBody> {
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    parts
+        .headers
+        .append(header::VIA, via_value(http::Version::HTTP_11));
+    Response::from_parts(parts, crate::http::boxed(body))
+}
