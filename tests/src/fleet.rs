@@ -23,8 +23,9 @@ pub fn fleet_node(etcd: &Etcd, id: &str) -> Node {
 }
 
 /// A node of the fleet on the etcd at `url`, keeping its state in `dir`.
+/// Each in a POP of its own: what these nodes share is etcd, not a cache.
 pub fn fleet_node_in(url: &str, id: &str, dir: &std::path::Path) -> Node {
-    fleet_node_at(url, id, "default", dir)
+    fleet_node_at(url, id, id, dir)
 }
 
 /// A node of POP `pop` of the fleet on the etcd at `url`, keeping its state

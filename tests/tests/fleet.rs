@@ -217,8 +217,9 @@ async fn a_node_cut_off_while_etcd_compacts_reads_everything_again_and_unchanged
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_fleet_purge_reaches_every_node_including_one_cut_off_while_it_was_made() {
-    let etcd = Etcd::start();
+async fn a_fleet_purge_from_the_cli_or_a_nodes_admin_api_reaches_every_node_including_one_cut_off()
+{
+    let mut etcd = Etcd::start();
     let target = etcd.url.trim_start_matches("http://").parse().unwrap();
     let relay = Relay::start(target).await;
     let origin = Origin::start("origin").await;
@@ -279,4 +280,51 @@ async fn a_fleet_purge_reaches_every_node_including_one_cut_off_while_it_was_mad
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(origin.hits("/p"), 4);
+
+    // A purge through one node's admin API is a fleet purge too: it
+    // answers once both nodes carried it out.
+    for node in [&a, &b] {
+        client
+            .expect_cache_status(node, "shop.test", "/p", "hit")
+            .await;
+    }
+    let r = client
+        .admin(
+            &b,
+            Method::POST,
+            "/tenants/shop/purge",
+            Some(ADMIN_TOKEN),
+            r#"{"url": "/p"}"#,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let done = json(&r);
+    assert_eq!(done["purged"], "fleet", "{done}");
+    assert_eq!(done["generation"], 2, "{done}");
+    assert_eq!(done["nodes"], 2, "{done}");
+    for node in [&a, &b] {
+        let r = client.get(node, "shop.test", "/p").await;
+        assert!(
+            r.cache_status().contains("fwd=uri-miss"),
+            "{}",
+            r.cache_status()
+        );
+    }
+    assert_eq!(origin.hits("/p"), 6);
+
+    // With etcd gone, nothing is purged and the node says so.
+    etcd.stop();
+    let r = client
+        .admin(
+            &a,
+            Method::POST,
+            "/tenants/shop/purge",
+            Some(ADMIN_TOKEN),
+            r#"{"url": "/p"}"#,
+        )
+        .await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    client
+        .expect_cache_status(&a, "shop.test", "/p", "hit")
+        .await;
 }

@@ -1,11 +1,16 @@
-//! The admin API's view of the node's place in a fleet: readiness and the
-//! `outpost_fleet_*` metric families.
+//! The admin API's view of the node's place in a fleet: readiness, the
+//! `outpost_fleet_*` and `outpost_pop_*` metric families, and purges that
+//! go fleet-wide.
 
 use http::StatusCode;
 use serde_json::json;
 
-use super::{reply, AdminResponse};
-use crate::fleet::FleetStatus;
+use std::time::Duration;
+
+use super::{error, reply, AdminResponse};
+use crate::control::PurgeBody;
+use crate::fleet::purge::FleetPurgeError;
+use crate::fleet::{FleetStatus, Link};
 use crate::metrics::Scrape;
 use crate::pop::Pop;
 
@@ -27,6 +32,65 @@ pub(super) fn ready(fleet: Option<&FleetStatus>) -> AdminResponse {
         None => reply(StatusCode::OK, json!({ "ready": true })),
     }
 }
+
+/// `POST /tenants/{id}/purge` on a node of a fleet: a purge of the whole
+/// fleet (`fleet::purge`), answered once every live node carried it out,
+/// with the time it took; 504 naming the nodes behind after 30 s (the
+/// purge stays in etcd and they carry it out when they catch up); 503 when
+/// etcd cannot take it (nothing was purged anywhere).
+pub(super) async fn purge(link: Option<&Link>, id: &str, body: PurgeBody) -> AdminResponse {
+    let Some(link) = link else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "not a fleet node");
+    };
+    if let Err(message) = body.clone().into_purge() {
+        return error(StatusCode::BAD_REQUEST, message);
+    }
+    let mut client = match link.connect().await {
+        Ok(c) => c,
+        Err(e) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("etcd unreachable, nothing purged: {e}"),
+            )
+        }
+    };
+    match crate::fleet::purge::purge(&mut client, &link.layout, id, &body, PURGE_WAIT).await {
+        Ok(done) => {
+            tracing::info!(
+                tenant = id,
+                generation = done.generation,
+                nodes = done.nodes,
+                "fleet purge carried out"
+            );
+            reply(
+                StatusCode::OK,
+                json!({
+                    "purged": "fleet",
+                    "generation": done.generation,
+                    "nodes": done.nodes,
+                    "seconds": done.took.as_secs_f64(),
+                }),
+            )
+        }
+        Err(FleetPurgeError::Behind {
+            generation, behind, ..
+        }) => reply(
+            StatusCode::GATEWAY_TIMEOUT,
+            json!({
+                "error": "not yet carried out by every live node; it stays in etcd for them",
+                "generation": generation,
+                "behind": behind,
+            }),
+        ),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the purge could not be recorded: {e}"),
+        ),
+    }
+}
+
+/// How long a fleet purge through the admin API waits for the nodes.
+const PURGE_WAIT: Duration = Duration::from_secs(30);
 
 /// etcd's state as the node sees it (nothing for a node outside a fleet).
 pub(super) fn metrics(scrape: &mut Scrape, fleet: &FleetStatus, pop: &Pop) -> std::fmt::Result {

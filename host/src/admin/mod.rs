@@ -59,6 +59,8 @@ pub struct Admin {
     pub config_path: Option<PathBuf>,
     /// Where the node stands with etcd, when it is part of a fleet.
     pub fleet: Option<Arc<crate::fleet::FleetStatus>>,
+    /// The fleet's etcd, where a purge on a fleet node goes.
+    pub fleet_link: Option<crate::fleet::Link>,
 }
 
 /// How long a client has for the TLS handshake.
@@ -231,6 +233,15 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> AdminResponse {
             tracing::info!(tenant = id, "tenant removed");
             json!({ "removed": id })
         }),
+        (Method::POST, ["tenants", id, "purge"]) if admin.fleet_link.is_some() => {
+            match control.tenant(id) {
+                Err(e) => failed(e),
+                Ok(_) => match body_json::<PurgeBody>(req).await {
+                    Err(r) => r,
+                    Ok(b) => fleet::purge(admin.fleet_link.as_ref(), id, b).await,
+                },
+            }
+        }
         (method, ["tenants", id, rest @ ..]) => match control.tenant(id) {
             Err(e) => failed(e),
             Ok(_) => tenant_endpoint(control, id, method, rest, req).await,

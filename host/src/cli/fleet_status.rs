@@ -61,12 +61,18 @@ impl Fleet {
     }
 }
 
+/// The nodes, their acknowledgements and the selections (not the modules'
+/// bytes: a status is read many times a second while waiting).
 pub(super) async fn read(client: &mut Client, layout: &Layout) -> anyhow::Result<Fleet> {
-    let all = client
-        .get(layout.all(), Some(GetOptions::new().with_prefix()))
-        .await?;
+    let mut kvs = Vec::new();
+    for prefix in [layout.nodes(), layout.acks(), layout.selections()] {
+        let got = client
+            .get(prefix, Some(GetOptions::new().with_prefix()))
+            .await?;
+        kvs.extend_from_slice(got.kvs());
+    }
     let mut fleet = Fleet::default();
-    for kv in all.kvs() {
+    for kv in &kvs {
         let Ok(key) = std::str::from_utf8(kv.key()) else {
             continue;
         };

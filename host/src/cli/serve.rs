@@ -61,7 +61,12 @@ pub async fn run(
         .map(|_| Arc::new(crate::fleet::FleetStatus::default()));
     if let Some(admin) = &config.admin {
         let reload = options.config_path.clone();
-        start_admin(&config, admin, &control, reload, fleet_status.clone()).await?;
+        let link = options.fleet.as_ref().map(|f| crate::fleet::Link {
+            endpoints: f.endpoints.clone(),
+            layout: crate::fleet::keys::Layout::new(&f.prefix),
+        });
+        let fleet = (fleet_status.clone(), link);
+        start_admin(&config, admin, &control, reload, fleet).await?;
     }
     if let Some(path) = options.config_path {
         tokio::spawn(crate::control::sighup::reload_on_sighup(
@@ -172,7 +177,10 @@ async fn start_admin(
     admin: &crate::config::AdminConfig,
     control: &Arc<Control>,
     config_path: Option<PathBuf>,
-    fleet: Option<Arc<crate::fleet::FleetStatus>>,
+    (fleet, fleet_link): (
+        Option<Arc<crate::fleet::FleetStatus>>,
+        Option<crate::fleet::Link>,
+    ),
 ) -> anyhow::Result<()> {
     let tls = match &admin.tls {
         None => None,
@@ -192,6 +200,7 @@ async fn start_admin(
         token: admin.resolved_token().unwrap_or_default().into(),
         config_path,
         fleet,
+        fleet_link,
     };
     tokio::spawn(crate::admin::serve(listener, admin, tls));
     Ok(())

@@ -72,6 +72,21 @@ impl Layout {
         format!("{}/nodes/{node}", self.prefix)
     }
 
+    /// Every node's record: `{prefix}/nodes/`.
+    pub fn nodes(&self) -> String {
+        format!("{}/nodes/", self.prefix)
+    }
+
+    /// Every acknowledgement: `{prefix}/acks/`.
+    pub fn acks(&self) -> String {
+        format!("{}/acks/", self.prefix)
+    }
+
+    /// Every selection: `{prefix}/selections/`.
+    pub fn selections(&self) -> String {
+        format!("{}/selections/", self.prefix)
+    }
+
     pub fn ack(&self, node: &str, tenant: &str) -> String {
         format!("{}/acks/{node}/{tenant}", self.prefix)
     }
@@ -141,6 +156,9 @@ mod tests {
             })
         );
         assert!(l.tenant("shop").starts_with(&l.all()));
+        assert!(l.node("edge-1").starts_with(&l.nodes()));
+        assert!(l.ack("edge-1", "shop").starts_with(&l.acks()));
+        assert!(l.selection("shop").starts_with(&l.selections()));
     }
 
     #[test]

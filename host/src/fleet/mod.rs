@@ -11,6 +11,7 @@ pub mod apply;
 pub mod desired;
 pub mod keys;
 pub mod membership;
+pub mod purge;
 pub mod snapshot;
 pub mod sync;
 
@@ -18,6 +19,24 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
+
+/// How to reach the fleet's etcd, for what the admin API of a fleet node
+/// does fleet-wide (a purge).
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub endpoints: Vec<String>,
+    pub layout: keys::Layout,
+}
+
+impl Link {
+    /// A client of etcd, or why there is none (within a few seconds).
+    pub async fn connect(&self) -> Result<etcd_client::Client, etcd_client::Error> {
+        let options = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(3))
+            .with_timeout(Duration::from_secs(5));
+        etcd_client::Client::connect(&self.endpoints, Some(options)).await
+    }
+}
 
 /// What a node knows of its place in the fleet: for readiness, the status
 /// page and acknowledgements.
