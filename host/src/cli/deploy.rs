@@ -2,7 +2,8 @@
 //! admin API would (a component of the right world that compiles,
 //! instantiates under the tenant's limits and survives a smoke call, in a
 //! node built here from the tenant's config in etcd), then publishes it to
-//! the fleet: its bytes in chunks, then the tenant's selection.
+//! the fleet: its bytes in chunks, then the tenant's selection. With
+//! `--pop`, a staged rollout (`rollout.rs`).
 
 use std::path::PathBuf;
 
@@ -11,7 +12,7 @@ use etcd_client::{Client, ConnectOptions};
 
 use crate::config::{Config, TenantConfig};
 use crate::control::Control;
-use crate::fleet::desired::{module_keys, CanarySelection, Selection};
+use crate::fleet::desired::{module_keys, CanarySelection, RollbackRule, Selection};
 use crate::fleet::keys::Layout;
 
 #[derive(clap::Args)]
@@ -26,6 +27,24 @@ pub struct DeployArgs {
     /// canary) instead of making it active.
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=100))]
     canary: Option<u32>,
+    /// A staged rollout: the new version runs on the nodes of this POP only
+    /// (for `--canary` percent of their requests, else all), under an
+    /// auto-rollback rule; a node whose rule it breaks halts it fleet-wide.
+    #[arg(long)]
+    pop: Option<String>,
+    /// With `--pop`: after this many seconds without a halt, make the new
+    /// version active on every POP (without it, the stage stays until the
+    /// next deploy).
+    #[arg(long, requires = "pop")]
+    promote_after_s: Option<u64>,
+    /// With `--pop`: how far the new version's failure rate may exceed the
+    /// old one's on a node (0-1).
+    #[arg(long, requires = "pop", default_value_t = 0.05)]
+    halt_margin: f64,
+    /// With `--pop`: requests the new version serves on a node before its
+    /// rule is checked.
+    #[arg(long, requires = "pop", default_value_t = 100)]
+    halt_min_requests: u64,
     tenant: String,
     file: PathBuf,
 }
@@ -64,28 +83,43 @@ async fn deploy(args: DeployArgs, wasm: Vec<u8>) -> anyhow::Result<()> {
         .kvs()
         .first()
         .and_then(|kv| serde_json::from_slice(kv.value()).ok());
-    let selection = match (args.canary, current) {
+    let staged = args.pop.is_some();
+    let selection = match (args.canary.or(staged.then_some(100)), current) {
         (Some(percent), Some(current)) => Selection {
             active: current.active,
             canary: Some(CanarySelection {
                 version: version.to_string(),
                 percent,
+                pop: args.pop.clone(),
+                auto_rollback: staged.then_some(RollbackRule {
+                    margin: args.halt_margin,
+                    min_requests: args.halt_min_requests,
+                }),
             }),
+            halted: None,
         },
         (Some(_), None) => {
-            bail!("tenant {id:?} runs no version from etcd yet: deploy it without --canary first")
+            bail!("tenant {id:?} runs no version from etcd yet: deploy it without --canary or --pop first")
         }
         (None, _) => Selection {
             active: version.to_string(),
             canary: None,
+            halted: None,
         },
     };
     client
         .put(layout.selection(id), serde_json::to_vec(&selection)?, None)
         .await?;
-    match args.canary {
-        Some(p) => println!("{id}: {version} deployed as a {p}% canary"),
-        None => println!("{id}: {version} deployed and active"),
+    match (&args.pop, selection.canary.as_ref().map(|c| c.percent)) {
+        (Some(pop), Some(p)) => {
+            println!("{id}: {version} staged on POP {pop} for {p}% of its requests")
+        }
+        (None, Some(p)) => println!("{id}: {version} deployed as a {p}% canary"),
+        _ => println!("{id}: {version} deployed and active"),
+    }
+    if let Some(after) = args.promote_after_s {
+        let stage = std::time::Duration::from_secs(after);
+        super::rollout::promote_unless_halted(&mut client, &layout, id, &version, stage).await?;
     }
     Ok(())
 }

@@ -22,6 +22,8 @@ pub(super) struct Fleet {
     pub(super) acks: BTreeMap<(String, String), Value>,
     /// tenant -> the active version selected.
     selected: BTreeMap<String, String>,
+    /// tenant -> its staged rollout or canary, and the last one halted.
+    rollouts: BTreeMap<String, Selection>,
 }
 
 impl Fleet {
@@ -41,11 +43,15 @@ impl Fleet {
 
     fn print(&self) {
         for (node, record) in &self.nodes {
+            let load = &record["load"];
             println!(
-                "node {node}  pop {}  {}  outpost {}",
+                "node {node}  pop {}  {}  outpost {}  {} req/s, {} 5xx/s, {} connections",
                 record["pop"].as_str().unwrap_or("?"),
                 record["address"].as_str().unwrap_or("?"),
                 record["version"].as_str().unwrap_or("?"),
+                load["requests_per_s"].as_f64().unwrap_or(0.0),
+                load["errors_per_s"].as_f64().unwrap_or(0.0),
+                load["open_connections"].as_i64().unwrap_or(0),
             );
             for ((_, tenant), ack) in self.acks.iter().filter(|((n, _), _)| n == node) {
                 let ago = unix_now().saturating_sub(ack["at"].as_u64().unwrap_or(0));
@@ -56,6 +62,27 @@ impl Fleet {
                         ack["version"].as_str().unwrap_or("?")
                     ),
                 }
+            }
+        }
+        for (tenant, selection) in &self.rollouts {
+            if let Some(c) = &selection.canary {
+                let pop = c
+                    .pop
+                    .as_deref()
+                    .map_or("every POP".to_string(), |p| format!("POP {p}"));
+                println!(
+                    "tenant {tenant}: {} on {pop} for {}% of requests",
+                    c.version, c.percent
+                );
+            }
+            if let Some(h) = &selection.halted {
+                println!(
+                    "tenant {tenant}: rollout of {} halted by node {} {} s ago: {}",
+                    h.version,
+                    h.node,
+                    unix_now().saturating_sub(h.at),
+                    h.reason
+                );
             }
         }
     }
@@ -88,7 +115,10 @@ pub(super) async fn read(client: &mut Client, layout: &Layout) -> anyhow::Result
             }
             Some(FleetKey::Selection(tenant)) => {
                 if let Ok(s) = serde_json::from_slice::<Selection>(kv.value()) {
-                    fleet.selected.insert(tenant.to_string(), s.active);
+                    fleet.selected.insert(tenant.to_string(), s.active.clone());
+                    if s.canary.is_some() || s.halted.is_some() {
+                        fleet.rollouts.insert(tenant.to_string(), s);
+                    }
                 }
             }
             _ => {}

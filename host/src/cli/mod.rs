@@ -6,6 +6,7 @@ mod dev;
 mod fleet_purge;
 mod fleet_status;
 mod new;
+mod rollout;
 mod serve;
 mod status;
 

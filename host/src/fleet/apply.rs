@@ -10,7 +10,7 @@ use super::desired::{Desired, PurgeGeneration, Selection, TenantKeys};
 use super::Applied;
 use crate::config::TenantConfig;
 use crate::control::{CanaryRequest, Control};
-use crate::tenant::{Sticky, Tenant};
+use crate::tenant::{AutoRollback, Sticky, Tenant};
 
 /// Applies a tenant's keys (`changed`: which of the tenant's three keys
 /// changed since last applied); what it runs after, or why the change was
@@ -18,7 +18,7 @@ use crate::tenant::{Sticky, Tenant};
 pub async fn tenant(
     control: &Control,
     desired: &Desired,
-    id: &str,
+    (id, pop): (&str, &str),
     keys: &TenantKeys,
     changed: [bool; 3],
 ) -> Result<Applied, String> {
@@ -28,7 +28,7 @@ pub async fn tenant(
     if let Some(raw) = &keys.selection {
         let selection: Selection = serde_json::from_slice(&raw.value)
             .map_err(|e| format!("selections/{id}: not a selection: {e}"))?;
-        select(control, desired, id, &selection).await?;
+        select(control, desired, (id, pop), &selection).await?;
     }
     let mut purge_generation = 0;
     if let Some(raw) = &keys.purge {
@@ -76,11 +76,12 @@ async fn put_fields(control: &Control, id: &str, keys: &TenantKeys) -> Result<()
 }
 
 /// Makes the selected version active (deploying it from etcd if this node
-/// does not run it) and starts, changes or ends the canary.
+/// does not run it) and starts, changes or ends the canary; a canary staged
+/// on another POP is none of this node's.
 async fn select(
     control: &Control,
     desired: &Desired,
-    id: &str,
+    (id, pop): (&str, &str),
     selection: &Selection,
 ) -> Result<(), String> {
     let tenant = control.tenant(id).map_err(|e| e.to_string())?;
@@ -96,7 +97,11 @@ async fn select(
         .load()
         .as_ref()
         .map(|c| (c.module.version.clone(), c.percent));
-    match (&selection.canary, running) {
+    let canary = selection
+        .canary
+        .as_ref()
+        .filter(|c| c.pop.as_deref().is_none_or(|p| p == pop));
+    match (canary, running) {
         (None, None) => {}
         (None, Some(_)) => {
             control.abort_canary(id).await.map_err(|e| e.to_string())?;
@@ -108,7 +113,10 @@ async fn select(
                 version: c.version.clone(),
                 percent: c.percent,
                 sticky: Sticky::ClientAddr,
-                auto_rollback: None,
+                auto_rollback: c.auto_rollback.map(|r| AutoRollback {
+                    margin: r.margin,
+                    min_requests: r.min_requests,
+                }),
             };
             control
                 .start_canary(id, request)

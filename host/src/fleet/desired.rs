@@ -38,7 +38,7 @@ impl TenantKeys {
 }
 
 /// `{prefix}/selections/{id}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Selection {
     /// The version every request runs but the canary's share:
@@ -46,13 +46,43 @@ pub struct Selection {
     pub active: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<CanarySelection>,
+    /// The last staged rollout a node halted: for people and `outpost
+    /// status`; nodes ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halted: Option<Halted>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A candidate version taking `percent` of the requests, on the nodes of
+/// one POP only when `pop` is set (a staged rollout), aborted by a node
+/// whose `auto_rollback` rule it breaks, which then halts it fleet-wide.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CanarySelection {
     pub version: String,
     pub percent: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pop: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_rollback: Option<RollbackRule>,
+}
+
+/// The candidate's failure rate (5xx and guest failures) may exceed the
+/// active version's by at most `margin` (0-1) once it served
+/// `min_requests`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRule {
+    pub margin: f64,
+    pub min_requests: u64,
+}
+
+/// Which canary a node halted, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Halted {
+    pub version: String,
+    pub node: String,
+    pub reason: String,
+    pub at: u64,
 }
 
 /// `{prefix}/purges/{id}`: a purge every node carries out once, when the

@@ -9,6 +9,7 @@
 
 pub mod apply;
 pub mod desired;
+pub mod halt;
 pub mod keys;
 pub mod membership;
 pub mod purge;

@@ -171,9 +171,16 @@ impl Sync {
         };
         self.registration = Some(registration);
         self.status.set_connected(true);
+        let halts = super::halt::run(
+            self.control.clone(),
+            client.clone(),
+            self.layout.clone(),
+            self.member.node_id.clone(),
+        );
         let ended = tokio::select! {
             ended = self.watch(&mut client) => ended,
             why = keep_alive.run() => Ended::Lost(why),
+            why = halts => Ended::Lost(why),
         };
         self.registration = None;
         ended
@@ -310,7 +317,8 @@ impl Sync {
                 continue;
             }
             let changed = [0, 1, 2].map(|i| before.is_none_or(|b| b[i] != revisions[i]));
-            let outcome = apply::tenant(&self.control, &self.desired, id, keys, changed).await;
+            let place = (id.as_str(), self.member.pop.as_str());
+            let outcome = apply::tenant(&self.control, &self.desired, place, keys, changed).await;
             match &outcome {
                 Ok(applied) => tracing::info!(
                     tenant = id,

@@ -212,5 +212,11 @@ fn record_canary(tenant: &Tenant, arm: Arm, failed: bool) {
             "canary aborted: {reason}"
         );
         tenant.metrics.event(Event::CanaryAbort, "auto_rollback");
+        tenant
+            .canary_aborted
+            .store(Some(Arc::new(crate::tenant::CanaryAborted {
+                version: canary.module.version.clone(),
+                reason,
+            })));
     }
 }

@@ -50,6 +50,13 @@ impl ArmStats {
     }
 }
 
+/// A canary aborted by its rule: which version, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Aborted {
+    pub version: Arc<str>,
+    pub reason: String,
+}
+
 pub struct Canary {
     pub module: Arc<PolicyModule>,
     /// Share of requests sent to the candidate, 0-100.

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
-pub use canary::{Arm, AutoRollback, Canary, Sticky};
+pub use canary::{Aborted as CanaryAborted, Arm, AutoRollback, Canary, Sticky};
 pub use deployments::Deployments;
 pub use offline::decide_offline;
 pub use recent::RecentRequests;
@@ -60,6 +60,9 @@ pub struct Tenant {
     pub store: TenantStore,
     /// A candidate version taking a share of the requests, if any.
     pub canary: ArcSwapOption<Canary>,
+    /// The last canary its auto-rollback rule aborted, until a fleet node
+    /// tells the fleet (a staged rollout halts everywhere).
+    pub canary_aborted: ArcSwapOption<CanaryAborted>,
     /// Recent request heads, replayed by the policy preview.
     pub recent: RecentRequests,
     /// The config it was built from, to tell what a reload changes.
@@ -149,6 +152,7 @@ impl Tenant {
                 std::time::Duration::from_secs(config.cache.hit_for_miss_s),
             ),
             canary: ArcSwapOption::empty(),
+            canary_aborted: ArcSwapOption::empty(),
             recent: RecentRequests::default(),
             config: tc.clone(),
             idle: Mutex::new(Vec::new()),
