@@ -111,6 +111,14 @@ async fn a_deploy_through_etcd_reaches_every_node_and_a_node_started_later_catch
     assert!(m.value("outpost_fleet_applied_revision", &[]) > 0.0);
 }
 
+/// The `fleet` part of a node's `GET /status`.
+async fn fleet_status(client: &Client, node: &Node) -> serde_json::Value {
+    let r = client
+        .admin(node, Method::GET, "/status", Some(ADMIN_TOKEN), "")
+        .await;
+    json(&r)["fleet"].clone()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn with_etcd_down_nodes_keep_serving_and_a_restarted_node_serves_its_last_known_good_state() {
     let mut etcd = Etcd::start();
@@ -150,9 +158,24 @@ async fn with_etcd_down_nodes_keep_serving_and_a_restarted_node_serves_its_last_
         .admin(&node, Method::GET, "/ready", Some(ADMIN_TOKEN), "")
         .await;
     assert_eq!(r.status, 503, "{}", r.text());
+    // The status page's data says so too.
+    let fleet = fleet_status(&client, &node).await;
+    assert_eq!(fleet["etcd_connected"], false, "{fleet}");
+    assert_eq!(fleet["synced"], false, "{fleet}");
 
     etcd.resume();
     ready(&client, &node).await;
+    let start = Instant::now();
+    let fleet = loop {
+        let fleet = fleet_status(&client, &node).await;
+        if fleet["etcd_connected"] == true {
+            break fleet;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{fleet}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(fleet["revision"].as_i64().unwrap() > 0, "{fleet}");
+    assert!(fleet["etcd_silence_s"].as_f64().unwrap() < 60.0, "{fleet}");
     assert_eq!(
         active(&client, &node).await.as_deref(),
         Some(version.as_str())

@@ -197,7 +197,10 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> AdminResponse {
     let method = req.method().clone();
     match (method, segments.as_slice()) {
         (Method::GET, ["debug", "pprof", "profile"]) => pprof::profile(req.uri().query()).await,
-        (Method::GET, ["status"]) => reply(StatusCode::OK, status::status(control)),
+        (Method::GET, ["status"]) => reply(
+            StatusCode::OK,
+            status::status(control, admin.fleet.as_deref()),
+        ),
         (Method::GET, ["ready"]) => fleet::ready(admin.fleet.as_deref()),
         (Method::GET, ["metrics"]) => {
             let text = metrics::render(control, admin.fleet.clone());

@@ -5,6 +5,7 @@
 use serde_json::{json, Value};
 
 use crate::control::Control;
+use crate::fleet::FleetStatus;
 use crate::metrics::{Event, Outcome, Process, Protocol};
 use crate::tenant::Tenant;
 
@@ -13,7 +14,7 @@ use crate::tenant::Tenant;
 /// storage and goes only in the `Authorization` header of its requests.
 pub(super) const PAGE: &str = include_str!("status.html");
 
-pub(super) fn status(control: &Control) -> Value {
+pub(super) fn status(control: &Control, fleet: Option<&FleetStatus>) -> Value {
     let ctx = control.context();
     let node = &ctx.metrics.node;
     let process = Process::read();
@@ -32,6 +33,14 @@ pub(super) fn status(control: &Control) -> Value {
             "client_connections": connections,
         },
         "tenants": tenants,
+        "fleet": fleet.map(|f| json!({
+            "etcd_connected": f.connected(),
+            "synced": f.synced(),
+            "revision": f.revision(),
+            "etcd_silence_s": f.silence().map(|d| d.as_secs_f64()),
+            "tenants_refused": f.refused(),
+            "pop_members": ctx.pop.size(),
+        })),
     })
 }
 
