@@ -1,7 +1,8 @@
 //! A POP of nodes on a real etcd sharing one cache: each key has an owner
 //! among the POP's live members, a node that does not own a key forwards
 //! its miss to the owner, so the origin sees one request per key per POP;
-//! an owner that dies hands its keys to the next member without a client
+//! an unsafe request through any node invalidates the key at its owner; an
+//! owner that dies hands its keys to the next member without a client
 //! error, and a member joining takes about 1/N of the keys.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -115,6 +116,25 @@ async fn a_pop_of_three_stores_each_object_once_and_asks_the_origin_once_per_key
         assert!(m.value("outpost_pop_served_for_peers_total", &[]) > 0.0);
     }
     assert_eq!(stored, KEYS as f64);
+
+    // An unsafe request through any node invalidates the key at its owner
+    // too (RFC 9111 section 4.4: the POP is one cache), so each key is
+    // fetched once more, once.
+    for i in 0..KEYS {
+        let r = client
+            .send(
+                &all[0],
+                Method::POST,
+                "shop.test",
+                &key(i),
+                &[],
+                Bytes::from_static(b"x"),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    get_all(&client, &all).await;
+    assert_eq!(hits(&origin), vec![3; KEYS], "fill, POST, one refill");
 
     // What the origin saw came from the owner, never with the POP's mark.
     for seen in origin.seen() {

@@ -1,5 +1,7 @@
 //! The mark on a request one POP member forwards to another:
-//! `outpost-pop-forward: by=<node>;for=<client ip>;proto=<http|https>`
+//! `outpost-pop-forward: by=<node>;for=<client ip>;proto=<http|https>`,
+//! with `;invalidate=<hex of a cache key>` when it only tells the owner
+//! that an unsafe request elsewhere in the POP invalidated that key
 //! (the parameters of RFC 7239's `Forwarded`, in a field of its own so a
 //! client's `Forwarded` is left alone). The owner serves a marked request
 //! itself, never forwarding it again, and takes the client's address and
@@ -18,12 +20,20 @@ pub struct Mark {
     pub by: String,
     pub client_ip: IpAddr,
     pub https: bool,
+    /// A key to drop, instead of a request to serve.
+    pub invalidate: Option<String>,
 }
 
 impl Mark {
     pub fn header_value(&self) -> HeaderValue {
         let proto = if self.https { "https" } else { "http" };
-        let value = format!("by={};for=\"{}\";proto={proto}", self.by, self.client_ip);
+        let mut value = format!("by={};for=\"{}\";proto={proto}", self.by, self.client_ip);
+        if let Some(key) = &self.invalidate {
+            value.push_str(";invalidate=");
+            for b in key.bytes() {
+                value.push_str(&format!("{b:02x}"));
+            }
+        }
         HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("by=-"))
     }
 
@@ -43,7 +53,7 @@ impl Mark {
 }
 
 fn parse(value: &str) -> Option<Mark> {
-    let (mut by, mut client_ip, mut https) = (None, None, None);
+    let (mut by, mut client_ip, mut https, mut invalidate) = (None, None, None, None);
     for param in value.split(';') {
         let (name, v) = param.trim().split_once('=')?;
         let v = v.trim_matches('"');
@@ -51,6 +61,7 @@ fn parse(value: &str) -> Option<Mark> {
             "by" if !v.is_empty() => by = Some(v.to_string()),
             "for" => client_ip = v.parse().ok(),
             "proto" => https = Some(v.eq_ignore_ascii_case("https")),
+            "invalidate" => invalidate = Some(unhex(v)?),
             _ => {}
         }
     }
@@ -58,7 +69,20 @@ fn parse(value: &str) -> Option<Mark> {
         by: by?,
         client_ip: client_ip?,
         https: https?,
+        invalidate,
     })
+}
+
+/// A key spelled in hex, back.
+fn unhex(v: &str) -> Option<String> {
+    if v.len() % 2 != 0 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..v.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(v.get(i..i + 2)?, 16).ok())
+        .collect();
+    String::from_utf8(bytes?).ok()
 }
 
 #[cfg(test)]
@@ -71,11 +95,18 @@ mod tests {
             by: "edge-2".into(),
             client_ip: "2001:db8::7".parse().unwrap(),
             https: true,
+            invalidate: None,
         };
         let mut headers = HeaderMap::new();
         headers.insert(HEADER, mark.header_value());
-        assert_eq!(Mark::take(&mut headers), Some(mark));
+        assert_eq!(Mark::take(&mut headers), Some(mark.clone()));
         assert!(!headers.contains_key(HEADER));
+        let invalidation = Mark {
+            invalidate: Some("shop.test/a b?é=1;x".into()),
+            ..mark
+        };
+        headers.insert(HEADER, invalidation.header_value());
+        assert_eq!(Mark::take(&mut headers), Some(invalidation));
     }
 
     #[test]
@@ -86,6 +117,7 @@ mod tests {
                 "by=b;for=\"1.2.3.4\";proto=http",
             ][..],
             &["by=a;for=nowhere;proto=http"][..],
+            &["by=a;for=\"1.2.3.4\";proto=http;invalidate=zz"][..],
             &["for=\"1.2.3.4\";proto=http"][..],
             &["garbage"][..],
         ] {

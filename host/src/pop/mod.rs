@@ -209,6 +209,7 @@ impl Pop {
             by: self.node_id.to_string(),
             client_ip,
             https,
+            invalidate: None,
         };
         request
             .headers_mut()
@@ -228,6 +229,39 @@ impl Pop {
             Err(_) => self.forward_failed.inc(),
         }
         sent
+    }
+}
+
+impl Pop {
+    /// Tells `peer` that `key` of the tenant at `authority` was invalidated
+    /// here (RFC 9111 section 4.4).
+    pub async fn invalidate(
+        &self,
+        peer: &Peer,
+        authority: &str,
+        key: &str,
+    ) -> Result<(), ForwardError> {
+        let uri = Uri::try_from(format!("http://{}/", peer.address))
+            .map_err(|e| ForwardError::Unreachable(e.to_string()))?;
+        let mark = marker::Mark {
+            by: self.node_id.to_string(),
+            client_ip: IpAddr::from([127, 0, 0, 1]),
+            // As the client's request would have come: a tenant that
+            // redirects plain HTTP must not answer this with a redirect.
+            https: true,
+            invalidate: Some(key.to_string()),
+        };
+        let request = Request::post(uri)
+            .header(http::header::HOST, authority)
+            .header(marker::HEADER, mark.header_value())
+            .body(crate::http::empty())
+            .map_err(|e| ForwardError::Unreachable(e.to_string()))?;
+        match tokio::time::timeout(CONNECT_TIMEOUT * 5, self.client.request(request)).await {
+            Ok(Ok(r)) if r.status() == http::StatusCode::NO_CONTENT => Ok(()),
+            Ok(Ok(r)) => Err(ForwardError::Failed(format!("answered {}", r.status()))),
+            Ok(Err(e)) => Err(ForwardError::Failed(crate::http::error_chain(&e))),
+            Err(_) => Err(ForwardError::Failed("no answer in time".into())),
+        }
     }
 }
 

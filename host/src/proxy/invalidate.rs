@@ -52,7 +52,8 @@ fn is_safe(method: &Method) -> bool {
 /// under `key` (the key the policy gave the request itself, if it gave one)
 /// and under the keys of the target URI and of the Location and
 /// Content-Location URIs when they are on the same host (RFC 9111 section
-/// 4.4). Every invalidation of the request path is here.
+/// 4.4). Every invalidation of the request path is here. Returns the keys
+/// dropped, for the POP's owners of them.
 pub async fn after_unsafe(
     runtime: &Runtime,
     tenant: &Arc<Tenant>,
@@ -60,12 +61,14 @@ pub async fn after_unsafe(
     key: Option<String>,
     status: StatusCode,
     response_headers: &HeaderMap,
-) {
+) -> Vec<String> {
+    let mut dropped = Vec::new();
     if is_safe(&request.method) || !(status.is_success() || status.is_redirection()) {
-        return;
+        return dropped;
     }
     if let Some(key) = key {
         tenant.store.remove(&key);
+        dropped.push(key);
     }
     let host = crate::http::headers::host_of(&request.authority).to_string();
     let mut targets = vec![request.path_and_query().to_string()];
@@ -88,6 +91,10 @@ pub async fn after_unsafe(
     for target in targets {
         if let Some(key) = key_for(runtime, tenant, request, &target).await {
             tenant.store.remove(&key);
+            if !dropped.contains(&key) {
+                dropped.push(key);
+            }
         }
     }
+    dropped
 }

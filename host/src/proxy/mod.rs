@@ -118,6 +118,9 @@ async fn handle_tenant(
             return refusal.response();
         }
     };
+    if let Some(key) = from_peer.as_ref().and_then(|m| m.invalidate.as_deref()) {
+        return to_owner::invalidated_for_peer(&tenant, key);
+    }
     let (parts, body) = request.into_parts();
     let mut trace = TraceContext::of(&parts.headers);
     if ctx.spans.as_ref().is_some_and(|s| s.sample_new_trace()) {

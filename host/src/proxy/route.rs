@@ -203,8 +203,16 @@ impl Exchange {
         };
         let status = origin.status;
         let (runtime, tenant, info) = (&self.ctx.runtime, &self.tenant, &self.info);
-        super::invalidate::after_unsafe(runtime, tenant, info, invalidate, status, &origin.headers)
-            .await;
+        let dropped = super::invalidate::after_unsafe(
+            runtime,
+            tenant,
+            info,
+            invalidate,
+            status,
+            &origin.headers,
+        )
+        .await;
+        self.invalidate_at_owners(&dropped).await;
         let cache_status = CacheStatus::forwarded(Fwd::Request, Some(status.as_u16()));
         respond::streamed(status, origin.headers, origin.body, cache_status)
     }

@@ -11,6 +11,7 @@ use http::{Request, Response};
 use super::exchange::Exchange;
 use crate::http::headers::{strip_hop_by_hop, via_value};
 use crate::http::{empty, request_id, trace_context, ProxyBody, Scheme};
+use crate::tenant::Tenant;
 
 impl Exchange {
     /// The owners' response to a GET or HEAD of `key`, or `None` when this
@@ -42,6 +43,32 @@ impl Exchange {
         None
     }
 
+    /// Tells the POP's owners of `keys` that an unsafe request invalidated
+    /// them (RFC 9111 section 4.4: the POP is one cache), before the client
+    /// is answered. An owner that cannot be told keeps its copy until it
+    /// expires; that is logged.
+    pub(super) async fn invalidate_at_owners(&mut self, keys: &[String]) {
+        if self.info.from_pop_member {
+            return;
+        }
+        for key in keys {
+            for peer in self.ctx.pop.owners(&self.tenant.id, key) {
+                let told = self
+                    .ctx
+                    .pop
+                    .invalidate(&peer, &self.info.authority, key)
+                    .await;
+                if let Err(e) = told {
+                    tracing::warn!(
+                        tenant = &*self.tenant.id,
+                        owner = &*peer.node_id,
+                        "cannot tell the POP owner of a key it was invalidated: {e}"
+                    );
+                }
+            }
+        }
+    }
+
     /// The client's request as an intermediary forwards it (RFC 9110
     /// section 7.6): hop-by-hop fields removed, `Via` added, the same
     /// request id and the node's span as the trace parent. No body: only
@@ -65,6 +92,14 @@ impl Exchange {
         *request.headers_mut() = headers;
         request
     }
+}
+
+/// A POP member's invalidation of one of this node's keys: dropped, 204.
+pub(super) fn invalidated_for_peer(tenant: &Tenant, key: &str) -> Response<ProxyBody> {
+    tenant.store.remove(key);
+    let mut response = Response::new(empty());
+    *response.status_mut() = http::StatusCode::NO_CONTENT;
+    response
 }
 
 /// The owner's response for the client: hop-by-hop fields removed, `Via`
