@@ -123,7 +123,7 @@ async fn a_pop_of_three_stores_each_object_once_and_asks_the_origin_once_per_key
     for i in 0..KEYS {
         let r = client
             .send(
-                &all[0],
+                all[0],
                 Method::POST,
                 "shop.test",
                 &key(i),

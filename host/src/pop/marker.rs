@@ -75,7 +75,7 @@ fn parse(value: &str) -> Option<Mark> {
 
 /// A key spelled in hex, back.
 fn unhex(v: &str) -> Option<String> {
-    if v.len() % 2 != 0 {
+    if !v.len().is_multiple_of(2) {
         return None;
     }
     let bytes: Option<Vec<u8>> = (0..v.len())
