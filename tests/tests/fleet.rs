@@ -277,6 +277,7 @@ async fn a_fleet_purge_from_the_cli_or_a_nodes_admin_api_reaches_every_node_incl
         "shop",
     ];
     let (ok, text) = outpost(&purge);
+    println!("{text}");
     assert!(ok, "{text}");
     assert!(
         text.contains("generation 1 carried out by 1 nodes"),

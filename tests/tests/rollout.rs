@@ -66,6 +66,8 @@ async fn a_rollout_staged_on_one_pop_halts_itself_fleet_wide_when_it_fails_and_i
     assert!(ok, "{out}");
     let (ok, out) = status(&etcd, true);
     assert!(ok, "{out}");
+    // The figure the README gives: "converged in ..." for three nodes.
+    println!("{out}");
     let good = active(&client, &fra).await.unwrap();
 
     // A version that traps on /trap, staged on ams.
