@@ -17,6 +17,18 @@ pub fn shop_doc(origin: &Origin) -> String {
     )
 }
 
+/// Writes tenant `shop` (backed by `origin`) to `etcd`; the client, for
+/// more keys.
+pub async fn put_shop(etcd: &Etcd, origin: &Origin) -> etcd_client::Client {
+    let mut kv = etcd_client::Client::connect([&etcd.url], None)
+        .await
+        .unwrap();
+    kv.put("/outpost/tenants/shop", shop_doc(origin), None)
+        .await
+        .unwrap();
+    kv
+}
+
 /// A node of the fleet on `etcd`.
 pub fn fleet_node(etcd: &Etcd, id: &str) -> Node {
     fleet_node_in(&etcd.url, id, &scratch_dir())

@@ -5,7 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use etcd_client::Client as Etcd3;
 use http::Method;
 use outpost_e2e::etcd::Etcd;
 use outpost_e2e::fleet::*;
@@ -17,10 +16,7 @@ use outpost_e2e::*;
 async fn a_deploy_through_etcd_reaches_every_node_and_a_node_started_later_catches_up() {
     let etcd = Etcd::start();
     let origin = Origin::start("origin").await;
-    let mut kv = Etcd3::connect([&etcd.url], None).await.unwrap();
-    kv.put("/outpost/tenants/shop", shop_doc(&origin), None)
-        .await
-        .unwrap();
+    let mut kv = put_shop(&etcd, &origin).await;
     let client = Client::new();
     let (a, b) = (fleet_node(&etcd, "edge-a"), fleet_node(&etcd, "edge-b"));
     for node in [&a, &b] {
@@ -123,10 +119,7 @@ async fn fleet_status(client: &Client, node: &Node) -> serde_json::Value {
 async fn with_etcd_down_nodes_keep_serving_and_a_restarted_node_serves_its_last_known_good_state() {
     let mut etcd = Etcd::start();
     let origin = Origin::start("origin").await;
-    let mut kv = Etcd3::connect([&etcd.url], None).await.unwrap();
-    kv.put("/outpost/tenants/shop", shop_doc(&origin), None)
-        .await
-        .unwrap();
+    put_shop(&etcd, &origin).await;
     let (ok, out) = deploy(&etcd, "shop", "cache-key");
     assert!(ok, "{out}");
     let client = Client::new();
@@ -194,10 +187,7 @@ async fn a_node_cut_off_while_etcd_compacts_reads_everything_again_and_unchanged
             .only("cache-control", "max-age=600")
             .body("kept"),
     );
-    let mut kv = Etcd3::connect([&etcd.url], None).await.unwrap();
-    kv.put("/outpost/tenants/shop", shop_doc(&origin), None)
-        .await
-        .unwrap();
+    let mut kv = put_shop(&etcd, &origin).await;
     let steady = shop_doc(&origin).replace("shop.test", "steady.test");
     kv.put("/outpost/tenants/steady", steady, None)
         .await
@@ -247,10 +237,7 @@ async fn a_fleet_purge_from_the_cli_or_a_nodes_admin_api_reaches_every_node_incl
     let relay = Relay::start(target).await;
     let origin = Origin::start("origin").await;
     origin.reply_to_all(Reply::ok().only("cache-control", "max-age=600"));
-    let mut kv = Etcd3::connect([&etcd.url], None).await.unwrap();
-    kv.put("/outpost/tenants/shop", shop_doc(&origin), None)
-        .await
-        .unwrap();
+    put_shop(&etcd, &origin).await;
     let client = Client::new();
     let a = fleet_node(&etcd, "edge-a");
     let b = fleet_node_in(&relay.url(), "edge-b", &scratch_dir());

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use etcd_client::Client as Etcd3;
 use http::Method;
 use outpost_e2e::etcd::Etcd;
 use outpost_e2e::fleet::*;
@@ -83,10 +82,7 @@ async fn origin_with_items() -> Origin {
 async fn a_pop_of_three_stores_each_object_once_and_asks_the_origin_once_per_key() {
     let etcd = Etcd::start();
     let origin = origin_with_items().await;
-    let mut kv = Etcd3::connect([&etcd.url], None).await.unwrap();
-    kv.put("/outpost/tenants/shop", shop_doc(&origin), None)
-        .await
-        .unwrap();
+    put_shop(&etcd, &origin).await;
     let client = Client::new();
     let nodes = [
         node_in_pop(&etcd, "edge-1"),
@@ -147,10 +143,7 @@ async fn a_dead_owners_keys_go_to_the_next_member_without_client_errors_and_a_ne
 ) {
     let etcd = Etcd::start();
     let origin = origin_with_items().await;
-    let mut kv = Etcd3::connect([&etcd.url], None).await.unwrap();
-    kv.put("/outpost/tenants/shop", shop_doc(&origin), None)
-        .await
-        .unwrap();
+    put_shop(&etcd, &origin).await;
     let client = Client::new();
     let (a, b) = (node_in_pop(&etcd, "edge-1"), node_in_pop(&etcd, "edge-2"));
     let c = node_in_pop(&etcd, "edge-3");

@@ -6,7 +6,6 @@
 
 use std::time::{Duration, Instant};
 
-use etcd_client::Client as Etcd3;
 use http::Method;
 use outpost_e2e::etcd::Etcd;
 use outpost_e2e::fleet::*;
@@ -51,10 +50,7 @@ async fn a_rollout_staged_on_one_pop_halts_itself_fleet_wide_when_it_fails_and_i
 ) {
     let etcd = Etcd::start();
     let origin = Origin::start("origin").await;
-    let mut kv = Etcd3::connect([&etcd.url], None).await.unwrap();
-    kv.put("/outpost/tenants/shop", shop_doc(&origin), None)
-        .await
-        .unwrap();
+    put_shop(&etcd, &origin).await;
     let client = Client::new();
     let ams1 = fleet_node_at(&etcd.url, "ams-1", "ams", &scratch_dir());
     let ams2 = fleet_node_at(&etcd.url, "ams-2", "ams", &scratch_dir());
