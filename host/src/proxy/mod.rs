@@ -115,6 +115,15 @@ async fn handle_tenant(
         Ok(admitted) => admitted,
         Err(refusal) => {
             ctx.metrics.node.refused(refusal.as_str());
+            // A POP member asking for a tenant this node does not have (yet)
+            // is told it cannot be served here (RFC 9110 section 15.5.20),
+            // and serves the request itself.
+            if from_peer.is_some() && matches!(refusal, admit::Refusal::UnknownHost) {
+                return respond::plain(
+                    http::StatusCode::MISDIRECTED_REQUEST,
+                    "no such tenant on this node yet\n",
+                );
+            }
             return refusal.response();
         }
     };

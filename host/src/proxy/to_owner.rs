@@ -29,6 +29,8 @@ impl Exchange {
                 .forward(&peer, self.owner_request(), self.info.client_ip, https)
                 .await;
             match sent {
+                // The owner does not have the tenant (yet): served here.
+                Ok(response) if response.status() == http::StatusCode::MISDIRECTED_REQUEST => {}
                 Ok(response) => return Some(relayed(response)),
                 // A GET or HEAD may go to the next member whatever happened.
                 Err(e) => tracing::debug!(
