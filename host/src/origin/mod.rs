@@ -114,6 +114,11 @@ impl Drop for Backend {
 }
 
 impl Backend {
+    /// How long a member may take to start its response.
+    pub fn first_byte_timeout(&self) -> Duration {
+        self.first_byte
+    }
+
     /// `tenant`'s backend from its (validated) config; relative TLS file paths are
     /// resolved against `base_dir`; `node_id` names this node in
     /// `CDN-Loop`. Its probes start if it has any and a tokio runtime runs.

@@ -33,9 +33,9 @@ const DOWN_FOR: Duration = Duration::from_secs(3);
 /// Longest wait for a member to connect.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Longest wait for the owner's response head: the owner's own origin
-/// timeouts come first; this bounds an owner that hangs.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(60);
+/// What a forward waits for the owner's head beyond the route's own
+/// first-byte timeouts (which the owner's fetch runs under).
+const HEAD_MARGIN: Duration = Duration::from_secs(1);
 
 /// Idle connections kept per member.
 const POOL_MAX_IDLE: usize = 64;
@@ -189,14 +189,16 @@ impl Pop {
     }
 
     /// Sends `request` (its target a path) to `peer`, marked as forwarded
-    /// by this node for `client_ip` over `https` or not. A member that
-    /// cannot be reached is skipped for a few seconds.
+    /// by this node for `client_ip` over `https` or not, and waits up to
+    /// `origin_wait` (what the owner's own fetch may take) and a margin for
+    /// the head. A member that cannot be reached, or that hangs, is skipped
+    /// for a few seconds.
     pub async fn forward(
         &self,
         peer: &Peer,
         mut request: Request<ProxyBody>,
-        client_ip: IpAddr,
-        https: bool,
+        (client_ip, https): (IpAddr, bool),
+        origin_wait: Duration,
     ) -> Result<Response<Incoming>, ForwardError> {
         let path = request
             .uri()
@@ -214,12 +216,21 @@ impl Pop {
         request
             .headers_mut()
             .insert(marker::HEADER, mark.header_value());
-        let sent = match tokio::time::timeout(HEAD_TIMEOUT, self.client.request(request)).await {
-            Err(_) => Err(ForwardError::Failed("no response head in time".into())),
+        let wait = origin_wait + HEAD_MARGIN;
+        let skip = || {
+            let until = millis() + DOWN_FOR.as_millis() as u64;
+            peer.down_until.store(until, Ordering::Relaxed);
+        };
+        let sent = match tokio::time::timeout(wait, self.client.request(request)).await {
+            Err(_) => {
+                skip();
+                Err(ForwardError::Failed(format!(
+                    "no response head in {wait:?}"
+                )))
+            }
             Ok(Ok(response)) => Ok(response),
             Ok(Err(e)) if e.is_connect() => {
-                let until = millis() + DOWN_FOR.as_millis() as u64;
-                peer.down_until.store(until, Ordering::Relaxed);
+                skip();
                 Err(ForwardError::Unreachable(crate::http::error_chain(&e)))
             }
             Ok(Err(e)) => Err(ForwardError::Failed(crate::http::error_chain(&e))),
@@ -389,7 +400,12 @@ mod tests {
         let owners = pop.owners("shop", &key);
         let request = Request::get("/x").body(crate::http::empty()).unwrap();
         let sent = pop
-            .forward(&owners[0], request, IpAddr::from([127, 0, 0, 1]), false)
+            .forward(
+                &owners[0],
+                request,
+                (IpAddr::from([127, 0, 0, 1]), false),
+                Duration::from_secs(1),
+            )
             .await;
         assert!(
             matches!(sent, Err(ForwardError::Unreachable(_))),
@@ -400,5 +416,39 @@ mod tests {
         assert_eq!(after[0].node_id, owners[1].node_id);
         assert!(pop.is_member_ip(IpAddr::from([127, 0, 0, 1])));
         assert!(!pop.is_member_ip(IpAddr::from([10, 0, 0, 1])));
+    }
+
+    #[tokio::test]
+    async fn an_owner_that_hangs_is_given_up_on_and_skipped_for_the_next_member() {
+        // Accepts connections, never answers.
+        let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = hung.local_addr().unwrap().port();
+        let _held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = hung.accept().await {
+                open.push(socket);
+            }
+        });
+        let pop = Pop::new("edge-9");
+        pop.set_members(&[
+            member("edge-1", port),
+            member("edge-2", port),
+            member("edge-9", 1),
+        ]);
+        let key = (0..)
+            .map(|k| format!("/{k}"))
+            .find(|k| pop.owners("shop", k).len() == 2)
+            .unwrap();
+        let owners = pop.owners("shop", &key);
+        let request = Request::get("/x").body(crate::http::empty()).unwrap();
+        let client = (IpAddr::from([127, 0, 0, 1]), false);
+        let sent = pop
+            .forward(&owners[0], request, client, Duration::from_millis(50))
+            .await;
+        assert!(matches!(sent, Err(ForwardError::Failed(_))), "{sent:?}");
+        assert_eq!(pop.forward_failed.get(), 1);
+        let after = pop.owners("shop", &key);
+        assert_eq!(after.len(), 1);
+        assert_eq!(after[0].node_id, owners[1].node_id);
     }
 }

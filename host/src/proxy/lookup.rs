@@ -21,7 +21,7 @@ impl Exchange {
     /// A cache lookup; on a miss, lead or join the fill of the key.
     pub(super) async fn lookup(mut self, decision: Lookup) -> Response<ProxyBody> {
         // Another node of the POP owns the key: it answers, stored there.
-        if let Some(response) = Box::pin(self.via_owner(&decision.key)).await {
+        if let Some(response) = Box::pin(self.via_owner(&decision.key, &decision.route)).await {
             return response;
         }
         // A Range on a miss is served from slices, not the whole object.

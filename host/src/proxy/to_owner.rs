@@ -6,27 +6,46 @@
 //! served here as if this node owned it.
 
 use http::header::{self, HeaderValue};
+use std::time::Duration;
+
 use http::{Request, Response};
 
 use super::exchange::Exchange;
 use crate::http::headers::{strip_hop_by_hop, via_value};
 use crate::http::{empty, request_id, trace_context, ProxyBody, Scheme};
+use crate::runtime::Route;
 use crate::tenant::Tenant;
 
 impl Exchange {
-    /// The owners' response to a GET or HEAD of `key`, or `None` when this
-    /// node serves it itself (it owns the key, or no owner answered).
-    pub(super) async fn via_owner(&mut self, key: &str) -> Option<Response<ProxyBody>> {
+    /// The owners' response to a GET or HEAD of `key` (fetched over
+    /// `route` if the owner misses too), or `None` when this node serves it
+    /// itself (it owns the key, or no owner answered).
+    pub(super) async fn via_owner(
+        &mut self,
+        key: &str,
+        route: &Route,
+    ) -> Option<Response<ProxyBody>> {
         if self.info.from_pop_member {
             return None;
         }
         let owners = self.ctx.pop.owners(&self.tenant.id, key);
+        if owners.is_empty() {
+            return None;
+        }
+        // The owner's fetch may take each backend's first-byte timeout.
+        let origin_wait: Duration = route
+            .backends
+            .iter()
+            .filter_map(|name| self.tenant.backends.get(name))
+            .map(|b| b.first_byte_timeout())
+            .sum();
+        let client = (self.info.client_ip, self.info.scheme == Scheme::Https);
         for peer in owners {
-            let https = self.info.scheme == Scheme::Https;
+            let request = self.owner_request();
             let sent = self
                 .ctx
                 .pop
-                .forward(&peer, self.owner_request(), self.info.client_ip, https)
+                .forward(&peer, request, client, origin_wait)
                 .await;
             match sent {
                 // The owner does not have the tenant (yet): served here.
