@@ -19,6 +19,65 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use outpost_bench::{SplitMix, Zipf};
 
+/// What the workers share: the sequence, where they are in it, and what
+/// they measured.
+struct Run {
+    host: String,
+    prefix: String,
+    sequence: Vec<usize>,
+    next: AtomicUsize,
+    timings: Mutex<Vec<f64>>,
+    errors: AtomicUsize,
+    hits: AtomicUsize,
+}
+
+/// One keep-alive connection to `target`, taking the next request of the
+/// sequence until none is left.
+async fn worker(run: Arc<Run>, target: SocketAddr) {
+    let client = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(1)
+        .build_http::<Empty<Bytes>>();
+    loop {
+        let i = run.next.fetch_add(1, Ordering::Relaxed);
+        let Some(&key) = run.sequence.get(i) else {
+            break;
+        };
+        let request = http::Request::get(format!("http://{target}{}item-{key}", run.prefix))
+            .header("host", &run.host)
+            .body(Empty::new())
+            .expect("a request");
+        let start = Instant::now();
+        let outcome = tokio::time::timeout(Duration::from_secs(30), async {
+            let response = client.request(request).await.ok()?;
+            // The first Cache-Status entry is the cache that answered.
+            let hit = response
+                .headers()
+                .get("cache-status")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.split(',').next().is_some_and(|e| e.contains("hit")));
+            let ok = response.status().is_success();
+            response.into_body().collect().await.ok()?;
+            Some((ok, hit))
+        })
+        .await;
+        let took = start.elapsed();
+        match outcome {
+            Ok(Some((true, hit))) => {
+                if hit {
+                    run.hits.fetch_add(1, Ordering::Relaxed);
+                }
+                run.timings
+                    .lock()
+                    .unwrap()
+                    .push(took.as_secs_f64() * 1000.0);
+            }
+            _ => {
+                run.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -35,61 +94,24 @@ async fn main() {
     let concurrency: usize = args[5].parse().expect(usage);
     let mut rng = SplitMix(args[6].parse().expect(usage));
     let zipf = Zipf::new(keys, 1.0);
-    let sequence: Arc<Vec<usize>> =
-        Arc::new((0..requests).map(|_| zipf.sample(&mut rng)).collect());
+    let sequence: Vec<usize> = (0..requests).map(|_| zipf.sample(&mut rng)).collect();
 
-    let next = Arc::new(AtomicUsize::new(0));
-    let timings = Arc::new(Mutex::new(Vec::with_capacity(requests)));
-    let (errors, hits) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let mut workers = Vec::new();
-    for w in 0..concurrency {
-        let target = targets[w % targets.len()];
-        let (host, prefix, sequence) = (host.clone(), prefix.clone(), sequence.clone());
-        let (next, timings, errors, hits) =
-            (next.clone(), timings.clone(), errors.clone(), hits.clone());
-        workers.push(tokio::spawn(async move {
-            // One connection per worker, kept alive.
-            let client = Client::builder(TokioExecutor::new())
-                .pool_max_idle_per_host(1)
-                .build_http::<Empty<Bytes>>();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(&key) = sequence.get(i) else { break };
-                let request = http::Request::get(format!("http://{target}{prefix}item-{key}"))
-                    .header("host", &host)
-                    .body(Empty::new())
-                    .expect("a request");
-                let start = Instant::now();
-                let outcome = tokio::time::timeout(Duration::from_secs(30), async {
-                    let response = client.request(request).await.ok()?;
-                    let hit = response
-                        .headers()
-                        .get("cache-status")
-                        .and_then(|v| v.to_str().ok())
-                        .is_some_and(|v| v.split(',').next().is_some_and(|e| e.contains("hit")));
-                    let ok = response.status().is_success();
-                    response.into_body().collect().await.ok()?;
-                    Some((ok, hit))
-                })
-                .await;
-                let took = start.elapsed();
-                match outcome {
-                    Ok(Some((true, hit))) => {
-                        if hit {
-                            hits.fetch_add(1, Ordering::Relaxed);
-                        }
-                        timings.lock().unwrap().push(took.as_secs_f64() * 1000.0);
-                    }
-                    _ => {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-        }));
-    }
+    let run = Arc::new(Run {
+        host,
+        prefix,
+        sequence,
+        next: AtomicUsize::new(0),
+        timings: Mutex::new(Vec::with_capacity(requests)),
+        errors: AtomicUsize::new(0),
+        hits: AtomicUsize::new(0),
+    });
+    let workers: Vec<_> = (0..concurrency)
+        .map(|w| tokio::spawn(worker(run.clone(), targets[w % targets.len()])))
+        .collect();
     for w in workers {
         w.await.expect("a worker");
     }
+    let (timings, errors, hits) = (&run.timings, &run.errors, &run.hits);
     let mut ms = timings.lock().unwrap().clone();
     ms.sort_by(f64::total_cmp);
     let quantile = |q: f64| {

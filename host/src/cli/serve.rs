@@ -117,27 +117,7 @@ pub async fn run(
     }
     let addr = listener.local_addr()?;
     if let (Some(fleet), Some(status)) = (options.fleet, fleet_status) {
-        let address = fleet.advertise.unwrap_or(addr);
-        if address.ip().is_unspecified() {
-            tracing::warn!(
-                "the POP's other nodes are told to reach this one at {address}: \
-                 give --advertise with an address they can reach"
-            );
-        }
-        let member = crate::fleet::membership::Member {
-            node_id: config.server.node_id(),
-            pop: fleet.pop,
-            address,
-        };
-        let sync = crate::fleet::sync::Sync::new(
-            control.clone(),
-            crate::fleet::keys::Layout::new(&fleet.prefix),
-            fleet.endpoints,
-            status,
-            member,
-            crate::fleet::snapshot::Snapshot::new(&fleet.state_dir),
-        );
-        tokio::spawn(sync.run());
+        start_fleet(&control, fleet, status, config.server.node_id(), addr);
     }
     for tenant in control.context().tenants.load().tenants() {
         tracing::info!(
@@ -168,6 +148,38 @@ pub async fn run(
         let _ = tokio::task::spawn_blocking(move || ctx.spans.as_ref().map(|s| s.flush())).await;
     }
     Ok(())
+}
+
+/// Follows the fleet's etcd in the background, as `node_id`, reachable
+/// at `listening` unless `--advertise` says otherwise.
+fn start_fleet(
+    control: &Arc<Control>,
+    fleet: FleetOptions,
+    status: Arc<crate::fleet::FleetStatus>,
+    node_id: String,
+    listening: SocketAddr,
+) {
+    let address = fleet.advertise.unwrap_or(listening);
+    if address.ip().is_unspecified() {
+        tracing::warn!(
+            "the POP's other nodes are told to reach this one at {address}: \
+             give --advertise with an address they can reach"
+        );
+    }
+    let member = crate::fleet::membership::Member {
+        node_id,
+        pop: fleet.pop,
+        address,
+    };
+    let sync = crate::fleet::sync::Sync::new(
+        control.clone(),
+        crate::fleet::keys::Layout::new(&fleet.prefix),
+        fleet.endpoints,
+        status,
+        member,
+        crate::fleet::snapshot::Snapshot::new(&fleet.state_dir),
+    );
+    tokio::spawn(sync.run());
 }
 
 /// Binds the admin listener (over TLS when `[admin.tls]` is set) and

@@ -266,33 +266,7 @@ impl Sync {
                 // Its revision is etcd's now, not what was sent so far.
                 continue;
             }
-            let mut members_changed = false;
-            for event in response.events() {
-                let Some(kv) = event.kv() else { continue };
-                let Ok(key) = std::str::from_utf8(kv.key()) else {
-                    continue;
-                };
-                match event.event_type() {
-                    EventType::Put => {
-                        members_changed |= self.node_put(key, kv.value());
-                        self.desired.put(
-                            &self.layout,
-                            key,
-                            kv.value().to_vec().into(),
-                            kv.mod_revision(),
-                        )
-                    }
-                    EventType::Delete => {
-                        members_changed |= self.node_delete(key);
-                        self.desired.delete(&self.layout, key)
-                    }
-                }
-            }
-            // Membership is not debounced: a node gone is a node to stop
-            // forwarding to now.
-            if members_changed {
-                self.share_pop();
-            }
+            self.record(response.events());
             let revision = response.header().map_or(self.revision, |h| h.revision());
             match pending {
                 // A progress notification: everything up to it is applied.
@@ -373,6 +347,33 @@ impl Sync {
 }
 
 impl Sync {
+    /// Records what a watch response's events put and deleted. Membership
+    /// is not debounced: a node gone is a node to stop forwarding to now.
+    fn record(&mut self, events: &[etcd_client::Event]) {
+        let mut members_changed = false;
+        for event in events {
+            let Some(kv) = event.kv() else { continue };
+            let Ok(key) = std::str::from_utf8(kv.key()) else {
+                continue;
+            };
+            match event.event_type() {
+                EventType::Put => {
+                    members_changed |= self.node_put(key, kv.value());
+                    let value = kv.value().to_vec().into();
+                    self.desired
+                        .put(&self.layout, key, value, kv.mod_revision())
+                }
+                EventType::Delete => {
+                    members_changed |= self.node_delete(key);
+                    self.desired.delete(&self.layout, key)
+                }
+            }
+        }
+        if members_changed {
+            self.share_pop();
+        }
+    }
+
     /// Records a node's record if `key` is one; whether the POP's members
     /// (addresses) changed.
     fn node_put(&mut self, key: &str, value: &[u8]) -> bool {

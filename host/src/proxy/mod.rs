@@ -113,19 +113,7 @@ async fn handle_tenant(
         .map_or(connection.tls.is_some(), |m| m.https);
     let (tenant, authority) = match admit::admit(&ctx, &request, &connection, https) {
         Ok(admitted) => admitted,
-        Err(refusal) => {
-            ctx.metrics.node.refused(refusal.as_str());
-            // A POP member asking for a tenant this node does not have (yet)
-            // is told it cannot be served here (RFC 9110 section 15.5.20),
-            // and serves the request itself.
-            if from_peer.is_some() && matches!(refusal, admit::Refusal::UnknownHost) {
-                return respond::plain(
-                    http::StatusCode::MISDIRECTED_REQUEST,
-                    "no such tenant on this node yet\n",
-                );
-            }
-            return refusal.response();
-        }
+        Err(refusal) => return refused(&ctx, refusal, from_peer.is_some()),
     };
     if let Some(key) = from_peer.as_ref().and_then(|m| m.invalidate.as_deref()) {
         return to_owner::invalidated_for_peer(&tenant, key);
@@ -180,6 +168,20 @@ async fn handle_tenant(
         );
     }
     finish::measured(response, tenant, started, access)
+}
+
+/// A request refused before its tenant's policy ran, counted. A POP member
+/// asking for a tenant this node does not have (yet) is told it cannot be
+/// served here (RFC 9110 section 15.5.20), and serves the request itself.
+fn refused(ctx: &Context, refusal: admit::Refusal, from_peer: bool) -> Response<ProxyBody> {
+    ctx.metrics.node.refused(refusal.as_str());
+    if from_peer && matches!(refusal, admit::Refusal::UnknownHost) {
+        return respond::plain(
+            http::StatusCode::MISDIRECTED_REQUEST,
+            "no such tenant on this node yet\n",
+        );
+    }
+    refusal.response()
 }
 
 /// A request another node of the POP forwarded to this one, the key's
