@@ -145,14 +145,18 @@ async fn a_tenant_whose_guests_loop_is_held_to_its_share_while_the_other_tenant_
     assert_eq!(limit(&after, "bad") - limit(&before, "bad"), held as f64);
     assert_eq!(limit(&after, "good"), 0.0);
     // The flooding tenant's guests used no more than about its share of
-    // the node's workers (half of them).
+    // the node's workers (half of them; unheld, its 64 connections take
+    // both). The share is work-conserving: when other processes on the
+    // machine slow the good tenant's client, bad may take some of what good
+    // leaves (0.67 of the cores was seen in a full parallel test run), so
+    // the bound sits between the share and the whole node.
     let cpu = |m: &Scrape| m.value("outpost_guest_cpu_seconds_total", &[("tenant", "bad")]);
     let (_, first, last) = window.expect("the flood lasted");
     let (elapsed, last) = last.expect("the flood lasted");
     let used = cpu(&last) - cpu(&first);
     let cores = std::thread::available_parallelism().unwrap().get() as f64;
     assert!(
-        used <= 0.65 * cores * elapsed,
+        used <= 0.75 * cores * elapsed,
         "bad used {used:.2} s of guest CPU in {elapsed:.2} s on {cores} cores"
     );
     assert!(after.value("outpost_guest_cpu_seconds_total", &[("tenant", "good")]) > 0.0);
