@@ -380,24 +380,30 @@ mod tests {
         assert!(differs);
     }
 
-    #[tokio::test]
-    async fn an_unreachable_owner_is_skipped_for_the_next_member() {
-        // Port 9 on loopback: nothing listens (discard is not run here).
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = closed.local_addr().unwrap().port();
-        drop(closed);
+    /// edge-9 in a POP with edge-1 and edge-2 (both at `port`), a key it
+    /// comes last for, and that key's two owners before it.
+    fn edge_9_behind_two_owners_at(port: u16) -> (Pop, String, Vec<Arc<Peer>>) {
         let pop = Pop::new("edge-9");
         pop.set_members(&[
             member("edge-1", port),
             member("edge-2", port),
             member("edge-9", 1),
         ]);
-        // A key edge-9 does not own, owned by edge-1 or edge-2.
         let key = (0..)
             .map(|k| format!("/{k}"))
             .find(|k| pop.owners("shop", k).len() == 2)
             .unwrap();
         let owners = pop.owners("shop", &key);
+        (pop, key, owners)
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_owner_is_skipped_for_the_next_member() {
+        // Port 9 on loopback: nothing listens (discard is not run here).
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let (pop, key, owners) = edge_9_behind_two_owners_at(port);
         let request = Request::get("/x").body(crate::http::empty()).unwrap();
         let sent = pop
             .forward(
@@ -429,17 +435,7 @@ mod tests {
                 open.push(socket);
             }
         });
-        let pop = Pop::new("edge-9");
-        pop.set_members(&[
-            member("edge-1", port),
-            member("edge-2", port),
-            member("edge-9", 1),
-        ]);
-        let key = (0..)
-            .map(|k| format!("/{k}"))
-            .find(|k| pop.owners("shop", k).len() == 2)
-            .unwrap();
-        let owners = pop.owners("shop", &key);
+        let (pop, key, owners) = edge_9_behind_two_owners_at(port);
         let request = Request::get("/x").body(crate::http::empty()).unwrap();
         let client = (IpAddr::from([127, 0, 0, 1]), false);
         let sent = pop
