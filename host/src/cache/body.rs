@@ -34,6 +34,71 @@ struct Chunks {
     list: Vec<Bytes>,
 }
 
+/// A stored response's body: one buffer when the body was whole before
+/// it was stored (most objects, see `fill`), else the shared body of a
+/// fill that readers follow. The first needs no lock, chunk list or
+/// channel, which would cost a small object more than its bytes.
+#[derive(Debug, Clone)]
+pub enum StoredBody {
+    Whole(Bytes),
+    Fill(Arc<SharedBody>),
+}
+
+impl StoredBody {
+    /// A body that is already whole, in an owned copy for the reason
+    /// `SharedBody::finish` gives.
+    pub fn complete(bytes: Bytes) -> StoredBody {
+        if bytes.len() as u64 <= COMPACT_MAX {
+            StoredBody::Whole(Bytes::copy_from_slice(&bytes))
+        } else {
+            StoredBody::Whole(bytes)
+        }
+    }
+
+    /// The complete body as one buffer, if it is complete and that small.
+    pub fn whole(&self) -> Option<&Bytes> {
+        match self {
+            StoredBody::Whole(bytes) => Some(bytes),
+            StoredBody::Fill(fill) => fill.whole(),
+        }
+    }
+
+    pub fn is_complete(&self) -> bool {
+        match self {
+            StoredBody::Whole(_) => true,
+            StoredBody::Fill(fill) => fill.is_complete(),
+        }
+    }
+
+    /// Bytes received so far.
+    pub fn len(&self) -> u64 {
+        match self {
+            StoredBody::Whole(bytes) => bytes.len() as u64,
+            StoredBody::Fill(fill) => fill.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The chunks covering bytes `start..end` of a complete body, sliced.
+    pub fn slice(&self, start: u64, end: u64) -> Vec<Bytes> {
+        match self {
+            StoredBody::Whole(bytes) => {
+                let len = bytes.len() as u64;
+                let (from, to) = (start.min(len) as usize, end.min(len) as usize);
+                if from < to {
+                    vec![bytes.slice(from..to)]
+                } else {
+                    Vec::new()
+                }
+            }
+            StoredBody::Fill(fill) => fill.slice(start, end),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct SharedBody {
     chunks: RwLock<Chunks>,
@@ -41,10 +106,8 @@ pub struct SharedBody {
     /// `COMPACT_MAX`): a hit reads it without the lock or the progress
     /// channel, which every hit on a popular object would otherwise share.
     whole: OnceLock<Bytes>,
-    /// How far the fill has got, for readers that follow it; `None` for a
-    /// body that was whole when stored (most small ones), which has no fill
-    /// to wait for and is spared the channel's few hundred bytes.
-    progress: Option<watch::Sender<Progress>>,
+    /// How far the fill has got, for readers that follow it.
+    progress: watch::Sender<Progress>,
     /// The length the origin announced, if any.
     pub expected_len: Option<u64>,
 }
@@ -60,34 +123,8 @@ impl SharedBody {
         Arc::new(SharedBody {
             chunks: RwLock::new(Chunks::default()),
             whole: OnceLock::new(),
-            progress: Some(watch::Sender::new(Progress::Filling(0))),
+            progress: watch::Sender::new(Progress::Filling(0)),
             expected_len,
-        })
-    }
-
-    /// A body that is already whole.
-    pub fn complete(bytes: Bytes) -> Arc<SharedBody> {
-        let len = bytes.len() as u64;
-        // An owned copy, for the reason `finish` gives.
-        let bytes = if len <= COMPACT_MAX {
-            Bytes::copy_from_slice(&bytes)
-        } else {
-            bytes
-        };
-        let whole = OnceLock::from(bytes.clone());
-        let chunks = if bytes.is_empty() {
-            Vec::new()
-        } else {
-            vec![bytes]
-        };
-        Arc::new(SharedBody {
-            chunks: RwLock::new(Chunks {
-                generation: 0,
-                list: chunks,
-            }),
-            whole,
-            progress: None,
-            expected_len: Some(len),
         })
     }
 
@@ -133,15 +170,7 @@ impl SharedBody {
     }
 
     fn send(&self, progress: Progress) {
-        if let Some(tx) = &self.progress {
-            tx.send_replace(progress);
-        }
-    }
-
-    /// Whether readers can follow a fill of this body (it was stored
-    /// before it was whole).
-    pub fn has_fill_channel(&self) -> bool {
-        self.progress.is_some()
+        self.progress.send_replace(progress);
     }
 
     /// The complete body as one buffer, if it is complete and that small.
@@ -150,9 +179,7 @@ impl SharedBody {
     }
 
     pub fn is_complete(&self) -> bool {
-        self.progress
-            .as_ref()
-            .is_none_or(|tx| *tx.borrow() == Progress::Complete)
+        *self.progress.borrow() == Progress::Complete
     }
 
     /// Bytes received so far.
@@ -217,17 +244,14 @@ impl SharedBody {
     pub fn reader(
         self: &Arc<Self>,
     ) -> impl futures::Stream<Item = Result<Bytes, BoxError>> + Send + 'static {
-        let rx = self.progress.as_ref().map(watch::Sender::subscribe);
+        let rx = self.progress.subscribe();
         let state = Some((self.clone(), rx, Cursor::default()));
         futures::stream::unfold(state, |state| async move {
             let (body, mut rx, mut cursor) = state?;
             loop {
                 // Read the progress before the chunks: a push after this
                 // point wakes `changed`, a push before it is seen below.
-                let progress = match &mut rx {
-                    Some(rx) => rx.borrow_and_update().clone(),
-                    None => Progress::Complete,
-                };
+                let progress = rx.borrow_and_update().clone();
                 let chunk = cursor.next(&body.chunks.read().unwrap_or_else(|p| p.into_inner()));
                 if let Some(chunk) = chunk {
                     return Some((Ok(chunk), Some((body, rx, cursor))));
@@ -240,7 +264,6 @@ impl SharedBody {
                         return Some((Err(error), None));
                     }
                     Progress::Filling(_) => {
-                        let rx = rx.as_mut()?;
                         if rx.changed().await.is_err() {
                             return None;
                         }

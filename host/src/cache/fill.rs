@@ -19,7 +19,7 @@ use super::freshness::{Assessment, Freshness, NotStored, Override};
 use super::status::{CacheStatus, Detail, Fwd};
 use super::store::TenantStore;
 use super::stored::{merge_not_modified, surrogate_keys};
-use super::{vary_values, SharedBody, StoredResponse};
+use super::{vary_values, SharedBody, StoredBody, StoredResponse};
 use crate::http::headers::strip_hop_by_hop;
 use crate::http::{error_chain, ProxyBody};
 
@@ -224,7 +224,7 @@ impl Fill<'_> {
             Some(len) if len > self.max_object_bytes => streamed(status, headers, body, too_large),
             Some(len) if len > READ_WHOLE_BYTES => {
                 let shared = SharedBody::filling(Some(len));
-                let stored = Arc::new(head(shared.clone()));
+                let stored = Arc::new(head(StoredBody::Fill(shared.clone())));
                 self.store.insert(self.key, stored.clone());
                 let target = FillTarget {
                     store: self.store.clone(),
@@ -237,7 +237,7 @@ impl Fill<'_> {
             }
             _ => match collect(body, self.max_object_bytes).await {
                 Collected::Complete(bytes) => {
-                    let stored = Arc::new(head(SharedBody::complete(bytes)));
+                    let stored = Arc::new(head(StoredBody::complete(bytes)));
                     self.store.insert(self.key, stored.clone());
                     self.stored(stored)
                 }

@@ -30,7 +30,7 @@ mod weight;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use body::SharedBody;
+pub use body::{SharedBody, StoredBody};
 pub use coalesce::{FillGuard, FillOutcome, Role};
 pub use freshness::NotStored;
 pub use ledger::Ledger;

@@ -13,12 +13,12 @@ use http::{Method, StatusCode};
 
 use super::freshness::{Assessment, Override};
 use super::store::{Selected, TenantStore};
-use super::{vary_values, SharedBody, StoredResponse};
+use super::{vary_values, StoredBody, StoredResponse};
 use crate::http::headers::strip_hop_by_hop;
 
 /// One slice: its bytes and what it says of the whole object.
 pub struct Slice {
-    pub body: Arc<SharedBody>,
+    pub body: StoredBody,
     /// The whole object's length.
     pub total: u64,
     /// ETag, else Last-Modified: what must match across slices.
@@ -137,7 +137,7 @@ pub fn store_fetched(
         policy: ttl.map_or(Override::None, Override::Ttl),
     }
     .assess();
-    let body = SharedBody::complete(fetched.body);
+    let body = StoredBody::complete(fetched.body);
     if let Ok(freshness) = freshness {
         let vary = vary_values(&headers, request);
         let stored = StoredResponse::new(

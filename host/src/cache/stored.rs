@@ -1,13 +1,12 @@
 //! A response held by the cache.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, StatusCode};
 
-use super::body::SharedBody;
+use super::body::StoredBody;
 use super::freshness::Freshness;
 use super::head::StoredHead;
 use crate::http::headers::{has_cache_targeted, is_hop_by_hop};
@@ -19,7 +18,7 @@ pub struct StoredResponse {
     pub status: StatusCode,
     /// End-to-end header fields as received from the origin.
     pub headers: StoredHead,
-    pub body: Arc<SharedBody>,
+    pub body: StoredBody,
     /// When it was stored (the `response_time` of RFC 9111 section 4.2.3).
     pub stored_at: Instant,
     pub freshness: Freshness,
@@ -42,7 +41,7 @@ impl StoredResponse {
     pub fn new(
         status: StatusCode,
         headers: &HeaderMap,
-        body: Arc<SharedBody>,
+        body: StoredBody,
         freshness: Freshness,
         vary: Vec<(HeaderName, Option<String>)>,
         tags: Vec<String>,
@@ -131,11 +130,11 @@ impl StoredResponse {
             .all(|(name, value)| normalised(request, name).as_deref() == value.as_deref())
     }
 
-    pub fn etag(&self) -> Option<&HeaderValue> {
+    pub fn etag(&self) -> Option<HeaderValue> {
         self.headers.get(&http::header::ETAG)
     }
 
-    pub fn last_modified(&self) -> Option<&HeaderValue> {
+    pub fn last_modified(&self) -> Option<HeaderValue> {
         self.headers.get(&http::header::LAST_MODIFIED)
     }
 
@@ -239,7 +238,7 @@ pub(crate) fn test_response(
     StoredResponse::new(
         status,
         &headers,
-        SharedBody::complete(bytes::Bytes::from_static(body)),
+        StoredBody::complete(bytes::Bytes::from_static(body)),
         Freshness {
             lifetime,
             initial_age: Duration::ZERO,

@@ -1,31 +1,33 @@
 //! What a stored object costs in memory, which is what the cache charges
 //! it against `max_size_mb` and the tenant's quota: not only its body and
 //! header bytes, but every allocation that storing it makes (the response,
-//! its shared body and that body's fill channel, the header list, the
-//! key, the variant list, moka's bookkeeping, the tag index), each rounded
+//! its body buffer, a fill's shared body and channel, the head, the key, the variant list, moka's bookkeeping, the tag index), each rounded
 //! as the allocator rounds it.
 //!
 //! The fixed parts were measured with `bench/memory` (RSS added per object
-//! against the charge: 0.94 to 1.05 from 100 B to 1 MiB).
+//! against the charge: 0.92 to 1.05 from 100 B to 1 MiB).
 
 use std::mem::size_of;
 
-use super::body::SharedBody;
+use super::body::{SharedBody, StoredBody};
 use super::head::StoredHead;
 use super::StoredResponse;
-use http::header::{HeaderName, HeaderValue};
+use http::header::HeaderName;
 
 /// What moka keeps per key beyond the key and value themselves: the entry
 /// and its info block, the access-order, write-order and timer-wheel
 /// nodes, and the hash table's bucket (moka 0.12; measured, see above).
 const CACHE_ENTRY: u64 = 480;
 
-/// tokio's watch channel behind a shared body stored before it was whole
-/// (its value, lock and nine `Notify`s), which readers of the fill wait on.
+/// tokio's watch channel of a fill's body (its value, lock and nine
+/// `Notify`s), which readers of the fill wait on.
 const FILL_CHANNEL: u64 = 448;
 
-/// One field of a stored head.
-const FIELD: usize = size_of::<(HeaderName, HeaderValue)>();
+/// What `Bytes` allocates when a buffer it owns is first cloned.
+const SHARED_BYTES: u64 = 32;
+
+/// A fill's chunk list once compacted to one chunk.
+const CHUNK_LIST: u64 = 32;
 
 /// What one tag of an object adds to the tag index: the tag's entry and a
 /// copy of the key in its set (beyond the two strings).
@@ -47,19 +49,27 @@ fn arc_of<T>() -> u64 {
     allocation(16 + size_of::<T>())
 }
 
-/// A stored head: the field list, and the one buffer its values share
-/// (see `StoredHead`); custom names own their bytes.
+/// A stored head: its buffer and its field entries (see `StoredHead`).
 fn head(headers: &StoredHead) -> u64 {
-    let names: u64 = headers
-        .iter()
-        .map(|(n, _)| allocation(n.as_str().len()))
-        .sum();
-    allocation(headers.len() * FIELD) + allocation(headers.value_bytes()) + 32 + names
+    let (bytes, fields) = headers.heap_bytes();
+    allocation(bytes) + allocation(fields)
+}
+
+/// A stored body: its buffer and the header `Bytes` puts in front of one
+/// when it is first shared (the first hit); a fill's body also its shared
+/// state, chunk list and channel.
+fn body(body: &StoredBody) -> u64 {
+    match body {
+        StoredBody::Whole(bytes) => allocation(bytes.len()) + SHARED_BYTES,
+        StoredBody::Fill(fill) => {
+            let bytes = fill.weight().try_into().unwrap_or(usize::MAX);
+            arc_of::<SharedBody>() + FILL_CHANNEL + allocation(bytes) + SHARED_BYTES + CHUNK_LIST
+        }
+    }
 }
 
 /// What one stored response costs, under whatever key.
 pub(super) fn response(stored: &StoredResponse) -> u64 {
-    let body = stored.body.weight();
     let vary: u64 = stored
         .vary
         .iter()
@@ -74,19 +84,7 @@ pub(super) fn response(stored: &StoredResponse) -> u64 {
         .iter()
         .map(|t| size_of::<String>() as u64 + allocation(t.len()) + TAG_ENTRY)
         .sum();
-    arc_of::<StoredResponse>()
-        + arc_of::<SharedBody>()
-        + if stored.body.has_fill_channel() {
-            FILL_CHANNEL
-        } else {
-            0
-        }
-        + allocation(body.try_into().unwrap_or(usize::MAX))
-        // The body's chunk list and its shared-buffer header.
-        + 64
-        + head(&stored.headers)
-        + vary
-        + tags
+    arc_of::<StoredResponse>() + body(&stored.body) + head(&stored.headers) + vary + tags
 }
 
 /// What a key costs besides its responses: the key (moka keeps it behind

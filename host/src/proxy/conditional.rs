@@ -13,7 +13,7 @@ pub fn not_modified(request: &HeaderMap, stored: &StoredResponse) -> bool {
         let Some(etag) = stored.etag() else {
             return false;
         };
-        return none_match_fails(inm, etag);
+        return none_match_fails(inm, &etag);
     }
     if let Some(ims) = request.get(header::IF_MODIFIED_SINCE) {
         let (Some(since), Some(modified)) = (http_date(ims), last_modified(stored)) else {
@@ -29,8 +29,13 @@ pub fn not_modified(request: &HeaderMap, stored: &StoredResponse) -> bool {
 fn last_modified(stored: &StoredResponse) -> Option<std::time::SystemTime> {
     stored
         .last_modified()
-        .and_then(http_date)
-        .or_else(|| stored.headers.get(&header::DATE).and_then(http_date))
+        .and_then(|v| http_date(&v))
+        .or_else(|| {
+            stored
+                .headers
+                .get(&header::DATE)
+                .and_then(|v| http_date(&v))
+        })
 }
 
 /// If-None-Match evaluates false when any listed tag weakly matches, or
@@ -71,7 +76,7 @@ pub fn not_modified_headers(stored: &StoredHead) -> HeaderMap {
         header::LAST_MODIFIED,
     ] {
         for v in stored.get_all(&name) {
-            out.append(name.clone(), v.clone());
+            out.append(name.clone(), v);
         }
     }
     out

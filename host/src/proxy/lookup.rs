@@ -103,8 +103,8 @@ impl Exchange {
         let forward = Forward::Lookup {
             key: decision.key.clone(),
             validators: stale.as_ref().map(|s| Validators {
-                etag: s.etag().cloned(),
-                last_modified: s.last_modified().cloned(),
+                etag: s.etag(),
+                last_modified: s.last_modified(),
             }),
             range: None,
         };

@@ -24,13 +24,13 @@ fn if_range_holds(request: &HeaderMap, stored: &StoredResponse) -> bool {
     };
     let condition = condition.trim();
     if condition.starts_with('"') || condition.starts_with("W/") {
-        let etag = stored.etag().and_then(|e| e.to_str().ok()).unwrap_or("");
+        let etag = stored.etag();
+        let etag = etag.as_ref().and_then(|e| e.to_str().ok()).unwrap_or("");
         return !condition.starts_with("W/") && !etag.starts_with("W/") && condition == etag.trim();
     }
     let modified = stored
         .last_modified()
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| httpdate::parse_http_date(v).ok());
+        .and_then(|v| httpdate::parse_http_date(v.to_str().ok()?).ok());
     match (httpdate::parse_http_date(condition).ok(), modified) {
         (Some(a), Some(b)) => a == b,
         _ => false,

@@ -7,14 +7,12 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
 use http_body_util::BodyExt;
 
-use std::sync::Arc;
-
 use futures::StreamExt;
 use http_body_util::StreamBody;
 use hyper::body::Frame;
 
 use super::{conditional, range};
-use crate::cache::{CacheStatus, Detail, Fwd, SharedBody, StoredResponse};
+use crate::cache::{CacheStatus, Detail, Fwd, StoredBody, StoredResponse};
 use crate::http::headers::{strip_cache_targeted, strip_hop_by_hop, via_value};
 use crate::http::{empty, full, ProxyBody, RequestInfo};
 use crate::runtime::{FetchError, SyntheticResponse};
@@ -163,14 +161,16 @@ pub(super) fn value(text: &str) -> HeaderValue {
 }
 
 /// The whole stored body: its chunks, following the fill if it is running.
-fn whole(body: &Arc<SharedBody>) -> ProxyBody {
+fn whole(body: &StoredBody) -> ProxyBody {
     if let Some(bytes) = body.whole() {
         return full(bytes.clone());
     }
-    if body.is_complete() {
-        return chunks(body.slice(0, u64::MAX));
+    match body {
+        StoredBody::Fill(fill) if !fill.is_complete() => {
+            StreamBody::new(fill.reader().map(|r| r.map(Frame::data))).boxed_unsync()
+        }
+        _ => chunks(body.slice(0, u64::MAX)),
     }
-    StreamBody::new(body.reader().map(|r| r.map(Frame::data))).boxed_unsync()
 }
 
 fn chunks(parts: Vec<Bytes>) -> ProxyBody {
