@@ -63,10 +63,13 @@ impl StoredBody {
         }
     }
 
+    /// Whether the fill has ended; a finished fill's one buffer tells
+    /// without the progress channel's lock, which every hit on a popular
+    /// object would share.
     pub fn is_complete(&self) -> bool {
         match self {
             StoredBody::Whole(_) => true,
-            StoredBody::Fill(fill) => fill.is_complete(),
+            StoredBody::Fill(fill) => fill.whole().is_some() || fill.is_complete(),
         }
     }
 

@@ -1,8 +1,9 @@
 //! What a stored object costs in memory, which is what the cache charges
 //! it against `max_size_mb` and the tenant's quota: not only its body and
 //! header bytes, but every allocation that storing it makes (the response,
-//! its body buffer, a fill's shared body and channel, the head, the key, the variant list, moka's bookkeeping, the tag index), each rounded
-//! as the allocator rounds it.
+//! its body buffer, a fill's shared body and channel, the head, the key,
+//! the variant list, moka's bookkeeping, the tag index), each rounded as
+//! the allocator rounds it.
 //!
 //! The fixed parts were measured with `bench/memory` (RSS added per object
 //! against the charge: 0.92 to 1.05 from 100 B to 1 MiB).

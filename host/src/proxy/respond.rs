@@ -110,9 +110,7 @@ pub fn stored(
     } else {
         // Not a clone: see `StoredHead::to_map`.
         headers = stored.headers.to_map();
-        if info.method == Method::GET
-            && (stored.body.whole().is_some() || stored.body.is_complete())
-        {
+        if info.method == Method::GET && stored.body.is_complete() {
             let len = stored.body.len();
             match range::evaluate(&info.headers, stored, len) {
                 range::Ranges::Whole => (stored.status, whole(&stored.body)),
