@@ -2,11 +2,11 @@
 //! are tried after it.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rand::RngExt;
 
-use super::member::Pool;
+use super::member::{InFlight, Pool};
 use super::ring::Ring;
 use crate::config::Balance;
 
@@ -34,14 +34,18 @@ impl Balancer {
     /// The members to try, in order: the chosen one first, then the other
     /// eligible members (the failover order). Empty when none is eligible.
     /// `key`: what `hash` hashes.
-    pub fn order(&self, pool: &Pool, key: &str) -> Vec<usize> {
+    pub fn order(&self, pool: &Arc<Pool>, key: &str) -> Order {
         let now = pool.now_ms();
         let eligible: Vec<usize> = (0..pool.members.len())
             .filter(|&i| pool.eligible(i, now))
             .collect();
         if eligible.len() <= 1 {
-            return eligible;
+            return Order {
+                members: eligible,
+                claimed: None,
+            };
         }
+        let mut claimed = None;
         // Each arm reorders the eligible members in place.
         let mut order = match self {
             Balancer::RoundRobin(rr) => rr.order(pool, eligible),
@@ -54,20 +58,51 @@ impl Balancer {
                 order
             }
             Balancer::PowerOfTwo => two_choices(pool, eligible),
-            Balancer::Hash { ring, factor } => ring.order(pool, key, &eligible, *factor),
+            Balancer::Hash { ring, factor } => {
+                let (order, claim) = ring.order(pool, key, &eligible, *factor);
+                claimed = claim;
+                order
+            }
         };
-        slow_start(pool, &mut order, now);
-        order
+        if slow_start(pool, &mut order, now) {
+            // The claimed member passed the request on.
+            claimed = None;
+        }
+        Order {
+            members: order,
+            claimed,
+        }
+    }
+}
+
+/// The members to try, and the first one's count of requests in flight
+/// when the balancer already took it (bounded-load hashing checks and
+/// counts in one step).
+pub(super) struct Order {
+    pub members: Vec<usize>,
+    pub claimed: Option<InFlight>,
+}
+
+impl Order {
+    /// Counts the request to member `i` as in flight, adopting the claim
+    /// the balancer made on it.
+    pub fn start(&mut self, pool: &Arc<Pool>, i: usize) -> InFlight {
+        match self.claimed.take() {
+            Some(claim) if claim.member == i => claim,
+            _ => pool.start(i),
+        }
     }
 }
 
 /// A member ramping up after it came back takes a request with the
-/// probability of its share, else passes it to the next in order.
-fn slow_start(pool: &Pool, order: &mut [usize], now: u64) {
+/// probability of its share, else passes it to the next in order (true).
+fn slow_start(pool: &Pool, order: &mut [usize], now: u64) -> bool {
     let share = pool.share(order[0], now);
-    if share < 1.0 && !rand::rng().random_bool(share) {
+    let passes = share < 1.0 && !rand::rng().random_bool(share);
+    if passes {
         order.rotate_left(1);
     }
+    passes
 }
 
 /// Two members drawn at random by weight; the less loaded first, then the
@@ -148,7 +183,7 @@ mod tests {
     use super::*;
     use crate::config::{BackendUrl, EjectionConfig, MemberConfig};
 
-    pub(crate) fn pool(weights: &[u32]) -> Pool {
+    fn pool(weights: &[u32]) -> Arc<Pool> {
         let members = weights
             .iter()
             .enumerate()
@@ -157,20 +192,20 @@ mod tests {
                 weight,
             })
             .collect();
-        Pool::new(members, None, EjectionConfig::default(), 0, 0)
+        Arc::new(Pool::new(members, None, EjectionConfig::default(), 0, 0))
     }
 
     #[test]
     fn round_robin_follows_the_weights_interleaved() {
         let pool = pool(&[5, 1, 1]);
         let rr = Balancer::new(Balance::RoundRobin, &pool, 0);
-        let picks: Vec<usize> = (0..7).map(|_| rr.order(&pool, "")[0]).collect();
+        let picks: Vec<usize> = (0..7).map(|_| rr.order(&pool, "").members[0]).collect();
         assert_eq!(picks, [0, 0, 1, 0, 2, 0, 0]);
         let pool = self::pool(&[1, 2, 3]);
         let rr = Balancer::new(Balance::RoundRobin, &pool, 0);
         let mut counts = [0; 3];
         for _ in 0..600 {
-            counts[rr.order(&pool, "")[0]] += 1;
+            counts[rr.order(&pool, "").members[0]] += 1;
         }
         assert_eq!(counts, [100, 200, 300]);
     }
@@ -185,7 +220,7 @@ mod tests {
             Balance::Hash,
         ] {
             let balancer = Balancer::new(balance, &pool, 125);
-            let mut order = balancer.order(&pool, "/k");
+            let mut order = balancer.order(&pool, "/k").members;
             order.sort();
             assert_eq!(order, [0, 1, 2], "{balance:?}");
         }
@@ -193,12 +228,12 @@ mod tests {
 
     #[test]
     fn least_outstanding_and_two_choices_avoid_the_busy_member() {
-        let pool = std::sync::Arc::new(pool(&[1, 1]));
+        let pool = pool(&[1, 1]);
         let _busy = [pool.start(0), pool.start(0)];
         for balance in [Balance::LeastOutstanding, Balance::PowerOfTwo] {
             let balancer = Balancer::new(balance, &pool, 0);
             for _ in 0..20 {
-                assert_eq!(balancer.order(&pool, "")[0], 1, "{balance:?}");
+                assert_eq!(balancer.order(&pool, "").members[0], 1, "{balance:?}");
             }
         }
     }

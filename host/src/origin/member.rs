@@ -141,6 +141,21 @@ impl Pool {
         }
     }
 
+    /// Counts a request to member `i` as in flight, as `start` does, if it
+    /// has fewer than `bound` in flight: checked and counted in one step.
+    pub fn try_start(self: &Arc<Pool>, i: usize, bound: u32) -> Option<InFlight> {
+        self.members[i]
+            .in_flight
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < bound).then_some(n + 1)
+            })
+            .ok()?;
+        Some(InFlight {
+            pool: self.clone(),
+            member: i,
+        })
+    }
+
     /// Why no member may take a request, for the error.
     pub fn why_unavailable(&self, backend: &str) -> String {
         let now = self.now_ms();

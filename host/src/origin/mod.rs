@@ -222,8 +222,8 @@ impl Backend {
         key: &str,
         failed: &mut Vec<(String, OriginError)>,
     ) -> Result<Response<MemberBody>, OriginError> {
-        let order = self.balancer.order(&self.pool, key);
-        if order.is_empty() {
+        let mut order = self.balancer.order(&self.pool, key);
+        if order.members.is_empty() {
             return Err(OriginError::Unavailable(
                 self.pool.why_unavailable(&self.name),
             ));
@@ -241,8 +241,9 @@ impl Backend {
             .to_string();
         let replayable = http_body::Body::is_end_stream(&body);
         let mut body = Some(body);
-        let attempts = order.len().min(1 + self.retries as usize);
-        for (attempt, &i) in order[..attempts].iter().enumerate() {
+        let attempts = order.members.len().min(1 + self.retries as usize);
+        for attempt in 0..attempts {
+            let i = order.members[attempt];
             let member = &self.pool.members[i];
             let mut request = Request::new(body.take().unwrap_or_else(crate::http::empty));
             *request.method_mut() = parts.method.clone();
@@ -255,7 +256,7 @@ impl Backend {
             } else {
                 parts.headers.clone()
             };
-            let in_flight = self.pool.start(i);
+            let in_flight = order.start(&self.pool, i);
             let error = match self.send_to(i, request).await {
                 Ok(response) => return Ok(self.answered(response, in_flight)),
                 Err(e) => e,

@@ -5,7 +5,9 @@
 //! does: a member already over its share of the requests in flight passes
 //! the key on to the next member on the ring.
 
-use super::member::{Member, Pool};
+use std::sync::Arc;
+
+use super::member::{InFlight, Member, Pool};
 
 /// Points per unit of weight.
 const POINTS_PER_WEIGHT: u32 = 160;
@@ -30,29 +32,45 @@ impl Ring {
 
     /// The eligible members in ring order from the key's point, the first
     /// one under its load bound (`factor` percent of its weighted share of
-    /// the requests in flight, plus this one) moved to the front.
-    pub fn order(&self, pool: &Pool, key: &str, eligible: &[usize], factor: u32) -> Vec<usize> {
+    /// the requests in flight, plus this one) moved to the front and
+    /// claimed: its count of requests in flight goes up in the same atomic
+    /// step as the bound is checked, so requests racing for one hot key
+    /// cannot all pass a member's bound at once. No claim when `factor` is
+    /// 0 or every member stayed at its bound.
+    pub fn order(
+        &self,
+        pool: &Arc<Pool>,
+        key: &str,
+        eligible: &[usize],
+        factor: u32,
+    ) -> (Vec<usize>, Option<InFlight>) {
         let mut order = self.walk(key, pool.members.len(), eligible);
         if factor == 0 {
-            return order;
+            return (order, None);
         }
         let members = &pool.members;
-        let in_flight: u64 = order
-            .iter()
-            .map(|&i| u64::from(members[i].in_flight()))
-            .sum();
         let weights: u64 = order.iter().map(|&i| u64::from(members[i].weight)).sum();
-        let under_bound = |i: usize| {
-            let member = &members[i];
-            // ceil(factor/100 * (in_flight + 1) * weight / weights)
-            let bound = (u64::from(factor) * (in_flight + 1) * u64::from(member.weight))
-                .div_ceil(100 * weights);
-            u64::from(member.in_flight()) < bound
-        };
-        if let Some(k) = order.iter().position(|&i| under_bound(i)) {
-            order[..=k].rotate_right(1);
+        // Each round reads the load afresh: a claim fails only when others
+        // started requests meanwhile, and then the bounds are higher.
+        for _ in 0..3 {
+            let in_flight: u64 = order
+                .iter()
+                .map(|&i| u64::from(members[i].in_flight()))
+                .sum();
+            let bound = |i: usize| {
+                // ceil(factor/100 * (in_flight + 1) * weight / weights)
+                let bound = (u64::from(factor) * (in_flight + 1) * u64::from(members[i].weight))
+                    .div_ceil(100 * weights);
+                u32::try_from(bound).unwrap_or(u32::MAX)
+            };
+            for k in 0..order.len() {
+                if let Some(claim) = pool.try_start(order[k], bound(order[k])) {
+                    order[..=k].rotate_right(1);
+                    return (order, Some(claim));
+                }
+            }
         }
-        order
+        (order, None)
     }
 
     /// The distinct eligible members met going round from the key's point.
@@ -79,8 +97,6 @@ impl Ring {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::config::{BackendUrl, EjectionConfig, MemberConfig};
 
@@ -95,17 +111,17 @@ mod tests {
         Pool::new(members, None, EjectionConfig::default(), 0, 0)
     }
 
-    fn owner(pool: &Pool, ring: &Ring, key: &str) -> String {
+    fn owner(pool: &Arc<Pool>, ring: &Ring, key: &str) -> String {
         let all: Vec<usize> = (0..pool.members.len()).collect();
-        pool.members[ring.order(pool, key, &all, 0)[0]]
+        pool.members[ring.order(pool, key, &all, 0).0[0]]
             .url
             .to_string()
     }
 
     #[test]
     fn removing_one_member_of_five_moves_about_a_fifth_of_the_keys() {
-        let five = pool(&[9001, 9002, 9003, 9004, 9005]);
-        let four = pool(&[9001, 9002, 9004, 9005]);
+        let five = Arc::new(pool(&[9001, 9002, 9003, 9004, 9005]));
+        let four = Arc::new(pool(&[9001, 9002, 9004, 9005]));
         let (ring5, ring4) = (Ring::new(&five.members), Ring::new(&four.members));
         let keys: Vec<String> = (0..10_000).map(|i| format!("/objects/{i}")).collect();
         let moved = keys
@@ -128,13 +144,13 @@ mod tests {
         let pool = Arc::new(pool(&[9001, 9002, 9003, 9004, 9005]));
         let ring = Ring::new(&pool.members);
         let all: Vec<usize> = (0..5).collect();
-        let home = ring.order(&pool, "/hot", &all, 125);
+        let home = ring.order(&pool, "/hot", &all, 0).0;
         let mut held = Vec::new();
         let mut chosen = Vec::new();
         for _ in 0..10 {
-            let order = ring.order(&pool, "/hot", &all, 125);
+            let (order, claim) = ring.order(&pool, "/hot", &all, 125);
             chosen.push(order[0]);
-            held.push(pool.start(order[0]));
+            held.push(claim.expect("a member under its bound is claimed"));
         }
         assert_eq!(
             chosen[0], home[0],
@@ -148,7 +164,7 @@ mod tests {
             "the next member on the ring takes the excess"
         );
         let unbounded: Vec<usize> = (0..5)
-            .map(|_| ring.order(&pool, "/hot", &all, 0)[0])
+            .map(|_| ring.order(&pool, "/hot", &all, 0).0[0])
             .collect();
         assert!(unbounded.iter().all(|&m| m == home[0]));
     }
