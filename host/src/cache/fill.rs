@@ -183,8 +183,8 @@ impl Fill<'_> {
             &merged,
             stale.body.clone(),
             assessed.unwrap_or(stale.freshness),
-            stale.vary.clone(),
-            stale.tags.clone(),
+            stale.vary.to_vec(),
+            stale.tags.to_vec(),
         ));
         let status = CacheStatus::forwarded(Fwd::Stale, Some(fetched.status.as_u16()))
             .stored(refreshed.ttl(Instant::now()));

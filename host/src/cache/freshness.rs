@@ -74,21 +74,75 @@ pub enum Override {
     Force(u32),
 }
 
-/// The freshness facts of a stored response.
+/// The freshness facts of a stored response, kept small: every stored
+/// object holds one. The windows are whole seconds (directives, `Age` and
+/// HTTP dates are; a heuristic or `Expires` lifetime loses its fraction,
+/// which only makes the response stale up to a second sooner), the initial
+/// age nanoseconds (it includes the response delay, section 4.2.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Freshness {
-    /// Freshness lifetime (section 4.2.1).
-    pub lifetime: Duration,
-    /// `corrected_initial_age` (section 4.2.3).
-    pub initial_age: Duration,
+    /// Freshness lifetime, seconds (section 4.2.1).
+    lifetime: u32,
+    /// RFC 5861 windows, seconds.
+    stale_while_revalidate: u32,
+    stale_if_error: u32,
+    /// `corrected_initial_age`, nanoseconds (section 4.2.3; at most
+    /// `MAX_DELTA`, 2^31 s, fits).
+    initial_age: u64,
     /// `no-cache`: every reuse needs a successful revalidation (5.2.2.4).
     pub always_revalidate: bool,
     /// `must-revalidate`, `proxy-revalidate` or `s-maxage`: never served
     /// stale (sections 4.2.4, 5.2.2.2, 5.2.2.8, 5.2.2.10).
     pub never_stale: bool,
-    /// RFC 5861 windows.
-    pub stale_while_revalidate: Duration,
-    pub stale_if_error: Duration,
+}
+
+impl Freshness {
+    /// Fresh for `lifetime` from an age of `initial_age`, no stale windows,
+    /// no revalidation rules. Both are capped at `MAX_DELTA`.
+    pub fn new(lifetime: Duration, initial_age: Duration) -> Freshness {
+        Freshness {
+            lifetime: whole_seconds(lifetime),
+            stale_while_revalidate: 0,
+            stale_if_error: 0,
+            initial_age: initial_age.min(MAX_DELTA).as_nanos() as u64,
+            always_revalidate: false,
+            never_stale: false,
+        }
+    }
+
+    /// With the RFC 5861 windows.
+    pub fn with_stale_windows(self, while_revalidate: Duration, if_error: Duration) -> Freshness {
+        Freshness {
+            stale_while_revalidate: whole_seconds(while_revalidate),
+            stale_if_error: whole_seconds(if_error),
+            ..self
+        }
+    }
+
+    /// Freshness lifetime (section 4.2.1).
+    pub fn lifetime(&self) -> Duration {
+        Duration::from_secs(self.lifetime.into())
+    }
+
+    /// `corrected_initial_age` (section 4.2.3).
+    pub fn initial_age(&self) -> Duration {
+        Duration::from_nanos(self.initial_age)
+    }
+
+    /// `stale-while-revalidate` (RFC 5861 section 3).
+    pub fn stale_while_revalidate(&self) -> Duration {
+        Duration::from_secs(self.stale_while_revalidate.into())
+    }
+
+    /// `stale-if-error` (RFC 5861 section 4).
+    pub fn stale_if_error(&self) -> Duration {
+        Duration::from_secs(self.stale_if_error.into())
+    }
+}
+
+/// Whole seconds, capped at `MAX_DELTA`.
+fn whole_seconds(d: Duration) -> u32 {
+    d.min(MAX_DELTA).as_secs() as u32
 }
 
 /// The statuses a cache may store without explicit freshness (RFC 9110
@@ -158,14 +212,10 @@ impl Assessment<'_> {
         let (cc, targeted) = effective_directives(headers);
         let initial_age = self.initial_age();
         if let Override::Force(ttl) = self.policy {
-            return Ok(Freshness {
-                lifetime: Duration::from_secs(ttl.into()),
-                initial_age: Duration::ZERO,
-                always_revalidate: false,
-                never_stale: false,
-                stale_while_revalidate: secs(cc.stale_while_revalidate),
-                stale_if_error: secs(cc.stale_if_error),
-            });
+            return Ok(
+                Freshness::new(Duration::from_secs(ttl.into()), Duration::ZERO)
+                    .with_stale_windows(secs(cc.stale_while_revalidate), secs(cc.stale_if_error)),
+            );
         }
 
         if let Some(reason) = self.refusal(&cc) {
@@ -195,12 +245,10 @@ impl Assessment<'_> {
             return Err(NotStored::Unusable);
         }
         Ok(Freshness {
-            lifetime,
-            initial_age,
             always_revalidate: cc.no_cache,
             never_stale: cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some(),
-            stale_while_revalidate: secs(cc.stale_while_revalidate),
-            stale_if_error: secs(cc.stale_if_error),
+            ..Freshness::new(lifetime, initial_age)
+                .with_stale_windows(secs(cc.stale_while_revalidate), secs(cc.stale_if_error))
         })
     }
 
@@ -347,11 +395,11 @@ mod tests {
             ],
             &[],
         );
-        assert_eq!(f.unwrap().lifetime, Duration::from_secs(30));
+        assert_eq!(f.unwrap().lifetime(), Duration::from_secs(30));
         let f = assess(200, &[("cache-control", "max-age=10, s-maxage=20")], &[]);
-        assert_eq!(f.unwrap().lifetime, Duration::from_secs(20));
+        assert_eq!(f.unwrap().lifetime(), Duration::from_secs(20));
         let f = assess(200, &[("cache-control", "max-age=10")], &[]);
-        assert_eq!(f.unwrap().lifetime, Duration::from_secs(10));
+        assert_eq!(f.unwrap().lifetime(), Duration::from_secs(10));
     }
 
     #[test]
@@ -362,7 +410,7 @@ mod tests {
                 &[("cache-control", "max-age=10"), ("cdn-cache-control", cdn)],
                 &[],
             );
-            assert_eq!(f.unwrap().lifetime, Duration::from_secs(10), "{cdn}");
+            assert_eq!(f.unwrap().lifetime(), Duration::from_secs(10), "{cdn}");
         }
     }
 
@@ -379,11 +427,13 @@ mod tests {
             &[],
         )
         .unwrap();
-        assert!(f.lifetime >= Duration::from_secs(99) && f.lifetime <= Duration::from_secs(100));
+        assert!(
+            f.lifetime() >= Duration::from_secs(99) && f.lifetime() <= Duration::from_secs(100)
+        );
         assert_eq!(
             assess(200, &[("expires", "0"), ("etag", "\"a\"")], &[])
                 .unwrap()
-                .lifetime,
+                .lifetime(),
             Duration::ZERO
         );
     }
@@ -439,13 +489,13 @@ mod tests {
             ],
             &[],
         );
-        assert_eq!(f.unwrap().lifetime, Duration::from_secs(100));
+        assert_eq!(f.unwrap().lifetime(), Duration::from_secs(100));
     }
 
     #[test]
     fn age_header_counts_into_initial_age() {
         let f = assess(200, &[("cache-control", "max-age=60"), ("age", "25")], &[]).unwrap();
-        assert_eq!(f.initial_age, Duration::from_secs(25));
+        assert_eq!(f.initial_age(), Duration::from_secs(25));
     }
 
     #[test]
@@ -456,14 +506,14 @@ mod tests {
             &[],
         )
         .unwrap();
-        assert_eq!(f.initial_age, Duration::from_secs(25));
+        assert_eq!(f.initial_age(), Duration::from_secs(25));
     }
 
     #[test]
     fn must_understand_overrides_no_store_for_understood_statuses_only() {
         let cc = [("cache-control", "must-understand, no-store, max-age=60")];
         assert_eq!(
-            assess(200, &cc, &[]).unwrap().lifetime,
+            assess(200, &cc, &[]).unwrap().lifetime(),
             Duration::from_secs(60)
         );
         assert_eq!(assess(299, &cc, &[]), Err(NotStored::Status));
@@ -489,7 +539,7 @@ mod tests {
             &[],
         )
         .unwrap();
-        assert_eq!(f.initial_age, MAX_DELTA);
+        assert_eq!(f.initial_age(), MAX_DELTA);
         let f = assess(
             200,
             &[
@@ -499,7 +549,7 @@ mod tests {
             &[],
         )
         .unwrap();
-        assert_eq!(f.initial_age, MAX_DELTA);
+        assert_eq!(f.initial_age(), MAX_DELTA);
         let mut stored = crate::cache::test_response(
             StatusCode::OK,
             HeaderMap::new(),
@@ -549,13 +599,13 @@ mod tests {
             }
             .assess();
             if let Ok(freshness) = assessed {
-                proptest::prop_assert!(freshness.lifetime <= MAX_DELTA);
-                proptest::prop_assert!(freshness.initial_age <= MAX_DELTA);
+                proptest::prop_assert!(freshness.lifetime() <= MAX_DELTA);
+                proptest::prop_assert!(freshness.initial_age() <= MAX_DELTA);
                 let mut stored = crate::cache::test_response(
                     status,
                     response,
                     b"",
-                    freshness.lifetime,
+                    freshness.lifetime(),
                 );
                 stored.freshness = freshness;
                 let later = std::time::Instant::now() + Duration::from_secs(1 << 32);

@@ -18,7 +18,7 @@ use crate::metrics::Counter;
 /// The responses stored under one key: one per combination of the request
 /// fields they vary on (RFC 9111 section 4.1), newest first.
 pub struct Variants {
-    pub(super) list: Vec<Arc<StoredResponse>>,
+    pub(super) list: Box<[Arc<StoredResponse>]>,
     /// What the key was charged when stored (a filling body's weight
     /// changes; its release must match its charge).
     pub(super) weight: u32,
@@ -37,7 +37,7 @@ impl Variants {
                 sum.saturating_add(v.weight())
             });
         Variants {
-            list,
+            list: list.into_boxed_slice(),
             weight,
             superseded: AtomicBool::new(false),
         }
@@ -308,10 +308,14 @@ struct Retention(Duration);
 impl Retention {
     fn of(&self, value: &StoredResponse) -> Duration {
         let f = &value.freshness;
-        let remaining = f.lifetime.saturating_sub(f.initial_age);
+        let remaining = f.lifetime().saturating_sub(f.initial_age());
         // Bounded: moka adds this to an `Instant`.
         remaining
-            .saturating_add(self.0.max(f.stale_while_revalidate).max(f.stale_if_error))
+            .saturating_add(
+                self.0
+                    .max(f.stale_while_revalidate())
+                    .max(f.stale_if_error()),
+            )
             .min(super::freshness::MAX_DELTA.saturating_mul(2))
     }
 }

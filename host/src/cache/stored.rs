@@ -24,9 +24,9 @@ pub struct StoredResponse {
     pub freshness: Freshness,
     /// The request's values of the fields the response varies on (section
     /// 4.1), normalised; `None` where the request lacked the field.
-    pub vary: Vec<(HeaderName, Option<String>)>,
+    pub vary: Box<[(HeaderName, Option<String>)]>,
     /// Surrogate keys: the policy's, `Surrogate-Key` and `Cache-Tag`.
-    pub tags: Vec<String>,
+    pub tags: Box<[String]>,
     /// Soft-purged: stale from now on, but still there for stale serving.
     pub soft_purged: AtomicBool,
     /// Whether `headers` hold fields for this cache only, which are
@@ -52,8 +52,8 @@ impl StoredResponse {
             body,
             stored_at: Instant::now(),
             freshness,
-            vary,
-            tags,
+            vary: vary.into_boxed_slice(),
+            tags: tags.into_boxed_slice(),
             soft_purged: AtomicBool::new(false),
             targeted: has_cache_targeted(headers),
         }
@@ -62,7 +62,7 @@ impl StoredResponse {
     /// `current_age` (RFC 9111 section 4.2.3).
     pub fn age(&self, now: Instant) -> Duration {
         self.freshness
-            .initial_age
+            .initial_age()
             .saturating_add(now.saturating_duration_since(self.stored_at))
     }
 
@@ -70,7 +70,7 @@ impl StoredResponse {
     pub fn is_fresh(&self, now: Instant) -> bool {
         !self.freshness.always_revalidate
             && !self.soft_purged.load(Ordering::Relaxed)
-            && self.age(now) < self.freshness.lifetime
+            && self.age(now) < self.freshness.lifetime()
     }
 
     /// Marks the response stale (a soft purge).
@@ -88,19 +88,19 @@ impl StoredResponse {
 
     fn ttl_unpurged(&self, now: Instant) -> i64 {
         let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
-        secs(self.freshness.lifetime).saturating_sub(secs(self.age(now)))
+        secs(self.freshness.lifetime()).saturating_sub(secs(self.age(now)))
     }
 
     /// How long past its lifetime it is.
     fn staleness(&self, now: Instant) -> Duration {
-        self.age(now).saturating_sub(self.freshness.lifetime)
+        self.age(now).saturating_sub(self.freshness.lifetime())
     }
 
     /// May be served while a refresh runs (RFC 5861 section 3).
     pub fn within_stale_while_revalidate(&self, now: Instant) -> bool {
         !self.freshness.never_stale
             && !self.freshness.always_revalidate
-            && self.staleness(now) < self.freshness.stale_while_revalidate
+            && self.staleness(now) < self.freshness.stale_while_revalidate()
     }
 
     /// May be served stale when the origin fails: within `stale-if-error`
@@ -120,7 +120,7 @@ impl StoredResponse {
 
     /// Within the `stale-if-error` window.
     pub fn within_stale_if_error(&self, now: Instant) -> bool {
-        self.may_serve_stale() && self.staleness(now) < self.freshness.stale_if_error
+        self.may_serve_stale() && self.staleness(now) < self.freshness.stale_if_error()
     }
 
     /// Whether a request selects this response (RFC 9111 section 4.1).
@@ -239,14 +239,7 @@ pub(crate) fn test_response(
         status,
         &headers,
         StoredBody::complete(bytes::Bytes::from_static(body)),
-        Freshness {
-            lifetime,
-            initial_age: Duration::ZERO,
-            always_revalidate: false,
-            never_stale: false,
-            stale_while_revalidate: Duration::ZERO,
-            stale_if_error: Duration::ZERO,
-        },
+        Freshness::new(lifetime, Duration::ZERO),
         Vec::new(),
         Vec::new(),
     )
@@ -330,7 +323,7 @@ mod tests {
             request.append(http::header::ACCEPT_ENCODING, second);
             let values = vary_values(&response, &request);
             let mut stored = test_response(StatusCode::OK, response, b"", Duration::ZERO);
-            stored.vary = values;
+            stored.vary = values.into();
             prop_assert!(stored.matches_vary(&request));
         }
     }
