@@ -6,7 +6,7 @@
 //! the allocator rounds it.
 //!
 //! The fixed parts were measured with `bench/memory` (RSS added per object
-//! against the charge: 0.92 to 1.05 from 100 B to 1 MiB).
+//! against the charge: 0.91 to 1.05 from 100 B to 1 MiB).
 
 use std::mem::size_of;
 
