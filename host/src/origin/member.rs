@@ -135,10 +135,7 @@ impl Pool {
     /// Counts a request to member `i` as in flight until the guard drops.
     pub fn start(self: &Arc<Pool>, i: usize) -> InFlight {
         self.members[i].in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight {
-            pool: self.clone(),
-            member: i,
-        }
+        self.counted(i)
     }
 
     /// Counts a request to member `i` as in flight, as `start` does, if it
@@ -150,10 +147,15 @@ impl Pool {
                 (n < bound).then_some(n + 1)
             })
             .ok()?;
-        Some(InFlight {
+        Some(self.counted(i))
+    }
+
+    /// The guard of a request to member `i` already counted in flight.
+    fn counted(self: &Arc<Pool>, i: usize) -> InFlight {
+        InFlight {
             pool: self.clone(),
             member: i,
-        })
+        }
     }
 
     /// Why no member may take a request, for the error.
