@@ -2,21 +2,28 @@
 //! preview. Recording never blocks a request: when the ring is busy the
 //! request is simply not recorded.
 //!
-//! Once the ring is full only one request in [`SAMPLE_EVERY`] is recorded,
-//! and what is kept is a compact copy: a parsed head shares its buffer
-//! with the connection's read buffer, so keeping the head itself would
-//! hold kilobytes per entry, and a thousand tenants' rings would hold
-//! gigabytes.
+//! Once the ring is full only one request in [`SAMPLE_EVERY`] is recorded.
+//! What is kept is each head flattened into one buffer ([`Recorded`]), and
+//! the ring is bounded by bytes as well as by count: a parsed head shares
+//! its buffer with the connection's read buffer, and even an owned copy
+//! (a `HeaderMap` and a buffer per value) costs over a kilobyte for a head
+//! of a few fields, so a thousand tenants' rings of `RequestInfo`s held
+//! hundreds of megabytes.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::http::RequestInfo;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 
-/// Request heads kept per tenant.
+use crate::http::{RequestId, RequestInfo, Scheme, TraceContext};
+
+/// Request heads kept per tenant, at most.
 pub const RECENT_CAPACITY: usize = 256;
+/// Bytes of recorded heads kept per tenant, at most: 256 heads of 256 B.
+pub const RECENT_BYTES: usize = 64 * 1024;
 /// With the ring full, one request in this many replaces the oldest.
 const SAMPLE_EVERY: u32 = 16;
 
@@ -27,10 +34,17 @@ thread_local! {
 
 #[derive(Default)]
 pub struct RecentRequests {
-    ring: Mutex<VecDeque<Arc<RequestInfo>>>,
-    /// The ring holds `RECENT_CAPACITY` heads: skipped requests need not
+    ring: Mutex<Ring>,
+    /// The ring is at its count or byte bound: skipped requests need not
     /// touch the lock.
     full: AtomicBool,
+}
+
+#[derive(Default)]
+struct Ring {
+    heads: VecDeque<Recorded>,
+    /// Sum of the heads' buffer lengths.
+    bytes: usize,
 }
 
 impl RecentRequests {
@@ -43,24 +57,169 @@ impl RecentRequests {
         if !sampled && self.full.load(Ordering::Relaxed) {
             return;
         }
+        let Some(head) = Recorded::of(request) else {
+            return;
+        };
         if let Ok(mut ring) = self.ring.try_lock() {
-            if ring.len() == RECENT_CAPACITY {
-                ring.pop_front();
+            while ring.heads.len() >= RECENT_CAPACITY
+                || (!ring.heads.is_empty() && ring.bytes + head.len() > RECENT_BYTES)
+            {
+                if let Some(old) = ring.heads.pop_front() {
+                    ring.bytes -= old.len();
+                }
             }
-            ring.push_back(Arc::new(request.owned_copy()));
-            if ring.len() == RECENT_CAPACITY {
-                self.full.store(true, Ordering::Relaxed);
-            }
+            ring.bytes += head.len();
+            ring.heads.push_back(head);
+            let full = ring.heads.len() == RECENT_CAPACITY || ring.bytes * 2 > RECENT_BYTES;
+            self.full.store(full, Ordering::Relaxed);
         }
     }
 
-    /// The recorded heads, oldest first.
+    /// The recorded heads, oldest first, each with a new request id and
+    /// trace (they are replayed, not forwarded).
     pub fn snapshot(&self) -> Vec<Arc<RequestInfo>> {
-        self.ring
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        ring.heads
             .iter()
-            .cloned()
+            .filter_map(|head| head.to_request().map(Arc::new))
             .collect()
+    }
+}
+
+/// A request head in one buffer: the method, the target, the authority,
+/// then each field as a sensitivity byte, its name and its value; every
+/// string behind its length as a little-endian `u16` (a head hyper
+/// accepts is far shorter than 64 KiB, and a longer one is not recorded).
+struct Recorded {
+    bytes: Box<[u8]>,
+    scheme: Scheme,
+    client_ip: IpAddr,
+    from_pop_member: bool,
+}
+
+impl Recorded {
+    fn of(request: &RequestInfo) -> Option<Recorded> {
+        let target = request.uri.to_string();
+        let mut out = Vec::with_capacity(
+            16 + target.len()
+                + request.authority.len()
+                + request
+                    .headers
+                    .iter()
+                    .map(|(n, v)| 5 + n.as_str().len() + v.len())
+                    .sum::<usize>(),
+        );
+        put(&mut out, request.method.as_str().as_bytes())?;
+        put(&mut out, target.as_bytes())?;
+        put(&mut out, request.authority.as_bytes())?;
+        for (name, value) in &request.headers {
+            out.push(u8::from(value.is_sensitive()));
+            put(&mut out, name.as_str().as_bytes())?;
+            put(&mut out, value.as_bytes())?;
+        }
+        Some(Recorded {
+            bytes: out.into_boxed_slice(),
+            scheme: request.scheme,
+            client_ip: request.client_ip,
+            from_pop_member: request.from_pop_member,
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// The head again; `None` only if the buffer was not written by
+    /// [`Recorded::of`], which cannot happen.
+    fn to_request(&self) -> Option<RequestInfo> {
+        let mut rest = &self.bytes[..];
+        let method = Method::from_bytes(take(&mut rest)?).ok()?;
+        let uri = Uri::try_from(take(&mut rest)?).ok()?;
+        let authority = std::str::from_utf8(take(&mut rest)?).ok()?.to_owned();
+        let mut headers = HeaderMap::new();
+        while let Some((&sensitive, after)) = rest.split_first() {
+            rest = after;
+            let name = HeaderName::from_bytes(take(&mut rest)?).ok()?;
+            let mut value = HeaderValue::from_bytes(take(&mut rest)?).ok()?;
+            value.set_sensitive(sensitive == 1);
+            headers.append(name, value);
+        }
+        Some(RequestInfo {
+            method,
+            uri,
+            headers,
+            scheme: self.scheme,
+            authority,
+            client_ip: self.client_ip,
+            request_id: RequestId::generate(),
+            trace: TraceContext::start(),
+            from_pop_member: self.from_pop_member,
+        })
+    }
+}
+
+fn put(out: &mut Vec<u8>, bytes: &[u8]) -> Option<()> {
+    out.extend_from_slice(&u16::try_from(bytes.len()).ok()?.to_le_bytes());
+    out.extend_from_slice(bytes);
+    Some(())
+}
+
+fn take<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let (len, after) = rest.split_first_chunk::<2>()?;
+    let len = usize::from(u16::from_le_bytes(*len));
+    let (bytes, after) = (after.get(..len)?, &after[len..]);
+    *rest = after;
+    Some(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(target: &str, cookie: &str) -> RequestInfo {
+        let mut info = RequestInfo::internal(Method::POST, target.parse().unwrap(), "Shop.Test");
+        info.headers
+            .append("accept", HeaderValue::from_static("text/html"));
+        info.headers
+            .append("accept", HeaderValue::from_static("*/*"));
+        let mut secret = HeaderValue::from_str(cookie).unwrap();
+        secret.set_sensitive(true);
+        info.headers.insert("cookie", secret);
+        info.scheme = Scheme::Https;
+        info.client_ip = IpAddr::from([192, 0, 2, 7]);
+        info
+    }
+
+    #[test]
+    fn a_recorded_head_replays_with_its_method_target_fields_and_their_sensitivity() {
+        let recent = RecentRequests::default();
+        recent.record(&request("/a?b=c", "id=1"));
+        let [replayed] = &recent.snapshot()[..] else {
+            panic!("one head expected");
+        };
+        assert_eq!(replayed.method, Method::POST);
+        assert_eq!(replayed.path_and_query(), "/a?b=c");
+        assert_eq!(replayed.authority, "shop.test");
+        assert_eq!(replayed.scheme, Scheme::Https);
+        assert_eq!(replayed.client_ip, IpAddr::from([192, 0, 2, 7]));
+        let accept: Vec<_> = replayed.headers.get_all("accept").iter().collect();
+        assert_eq!(accept, ["text/html", "*/*"]);
+        assert!(replayed.headers["cookie"].is_sensitive());
+        assert!(!replayed.headers["accept"].is_sensitive());
+    }
+
+    #[test]
+    fn the_ring_keeps_the_newest_heads_within_its_byte_bound() {
+        let recent = RecentRequests::default();
+        let big = "x".repeat(8 * 1024);
+        for i in 0..64 {
+            recent.record(&request(&format!("/{i}"), &big));
+        }
+        let kept = recent.snapshot();
+        assert!(kept.len() < 8, "kept {} heads of over 8 KiB", kept.len());
+        // Once full, only sampled requests are recorded: the newest kept
+        // is a recent one, not the first few.
+        let newest: usize = kept.last().unwrap().path_and_query()[1..].parse().unwrap();
+        assert!(newest >= 48, "newest kept is /{newest}");
     }
 }
