@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use moka::notification::RemovalCause;
@@ -64,8 +64,36 @@ pub(super) struct Shelves {
     own: Shelf,
     /// What `own` was made to hold.
     own_capacity: u64,
-    lent: Shelf,
+    lent: Arc<Lent>,
     account: Arc<Account>,
+}
+
+/// The `lent` shelf, made when the first object moves there: an empty moka
+/// cache costs about 35 KiB, and most tenants of a large node never borrow.
+struct Lent {
+    shelf: OnceLock<Shelf>,
+    tags: TagIndex,
+    account: Arc<Account>,
+    retention: Retention,
+}
+
+impl Lent {
+    fn get(&self) -> Option<&Shelf> {
+        self.shelf.get()
+    }
+
+    fn get_or_make(&self) -> &Shelf {
+        self.shelf.get_or_init(|| {
+            let (index, account) = (self.tags.clone(), self.account.clone());
+            // Unbounded by moka: the ledger bounds it.
+            Cache::builder()
+                .expire_after(self.retention)
+                .eviction_listener(move |key: Arc<Box<str>>, value: Arc<Variants>, cause| {
+                    account.removed(&index, &key, &value, cause, true);
+                })
+                .build()
+        })
+    }
 }
 
 /// What a tenant holds against the node's ledger; shared with the shelves'
@@ -140,14 +168,12 @@ impl Shelves {
             lent: AtomicU64::new(0),
             evictions: Counter::default(),
         });
-        let (index, on_lent) = (tags.clone(), account.clone());
-        // Unbounded by moka: the ledger bounds it.
-        let lent: Shelf = Cache::builder()
-            .expire_after(retention)
-            .eviction_listener(move |key: Arc<Box<str>>, value: Arc<Variants>, cause| {
-                on_lent.removed(&index, &key, &value, cause, true);
-            })
-            .build();
+        let lent = Arc::new(Lent {
+            shelf: OnceLock::new(),
+            tags: tags.clone(),
+            account: account.clone(),
+            retention,
+        });
         let (index, on_own, moved_to) = (tags.clone(), account.clone(), lent.clone());
         let own: Shelf = Cache::builder()
             // moka stores nothing at all with a capacity of 0, and tells
@@ -161,7 +187,9 @@ impl Shelves {
                     on_own
                         .lent
                         .fetch_add(u64::from(value.weight), Ordering::Relaxed);
-                    moved_to.insert(Box::<str>::clone(&key), value);
+                    moved_to
+                        .get_or_make()
+                        .insert(Box::<str>::clone(&key), value);
                 } else {
                     if cause == RemovalCause::Size {
                         on_own.evictions.inc();
@@ -193,7 +221,7 @@ impl Shelves {
         if self.account.lent.load(Ordering::Relaxed) == 0 {
             return None;
         }
-        self.lent.get(key).map(|variants| Found {
+        self.lent.get()?.get(key).map(|variants| Found {
             variants,
             lent: true,
         })
@@ -204,7 +232,9 @@ impl Shelves {
     pub(super) fn put(&self, key: &str, list: Vec<Arc<StoredResponse>>, existing: Option<Found>) {
         if let Some(found) = existing.filter(|f| f.lent) {
             found.variants.superseded.store(true, Ordering::Relaxed);
-            self.lent.invalidate(key);
+            if let Some(lent) = self.lent.get() {
+                lent.invalidate(key);
+            }
         }
         let variants = Arc::new(Variants::new(key, list));
         self.account.charge(variants.weight);
@@ -218,14 +248,17 @@ impl Shelves {
     /// Removes a key from both shelves; true if it was on either.
     pub(super) fn remove(&self, key: &str) -> bool {
         let own = self.own.remove(key).is_some();
-        self.lent.remove(key).is_some() || own
+        let lent = self.lent.get().is_some_and(|l| l.remove(key).is_some());
+        lent || own
     }
 
     /// Drops everything, in constant time (moka invalidates lazily, and
     /// releases the bytes as it does).
     pub(super) fn clear(&self) {
         self.own.invalidate_all();
-        self.lent.invalidate_all();
+        if let Some(lent) = self.lent.get() {
+            lent.invalidate_all();
+        }
     }
 
     pub(super) fn set_guarantee(&self, bytes: u64) {
@@ -237,7 +270,7 @@ impl Shelves {
     pub(super) fn usage(&self) -> (u64, u64, u64, u64) {
         let a = &self.account;
         (
-            self.own.entry_count() + self.lent.entry_count(),
+            self.own.entry_count() + self.lent.get().map_or(0, Cache::entry_count),
             a.held.load(Ordering::Relaxed),
             a.guarantee.load(Ordering::Relaxed),
             a.evictions.get(),
@@ -247,7 +280,9 @@ impl Shelves {
     /// Lets moka finish its pending work (evictions, listeners).
     pub(super) fn settle(&self) {
         self.own.run_pending_tasks();
-        self.lent.run_pending_tasks();
+        if let Some(lent) = self.lent.get() {
+            lent.run_pending_tasks();
+        }
     }
 
     /// What `own` holds beyond the guarantee because the guarantee shrank
@@ -273,9 +308,9 @@ impl Borrower for Shelves {
     fn give_back(&self, bytes: u64) -> u64 {
         let mut freed = 0;
         let shelves = if self.own_beyond_guarantee() > 0 {
-            [Some(&self.lent), Some(&self.own)]
+            [self.lent.get(), Some(&self.own)]
         } else {
-            [Some(&self.lent), None]
+            [self.lent.get(), None]
         };
         for shelf in shelves.into_iter().flatten() {
             for (key, value) in shelf.iter() {

@@ -21,11 +21,18 @@
 //! every request that needs the response hook (which runs in the instance
 //! that made the decision); any difference disables the memo for that
 //! module version.
+//!
+//! The decisions of all module versions of a node share one table
+//! ([`MemoTable`]), each key led by its memo's id: an empty moka cache costs
+//! about 35 KiB, which a node of a thousand tenants paid a thousand times,
+//! and one bound for the node is what an operator can plan with (moka's
+//! TinyLFU keeps a small tenant's frequent decisions when a large one
+//! brings many rare ones).
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
@@ -38,8 +45,8 @@ pub const CHECK_EVERY: u64 = 256;
 /// Distinct read sequences kept per module version; requests taking other
 /// paths through the policy are not memoized.
 const MAX_SHAPES: usize = 16;
-/// Decisions kept per module version (least recently used go first).
-const MAX_ENTRIES: u64 = 4096;
+/// Decisions kept for the whole node (least valuable go first).
+const MAX_ENTRIES: u64 = 8 * 1024;
 
 /// One input of the request hook.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,11 +106,34 @@ impl Recall {
     }
 }
 
+/// The node's memoized decisions, of every module version (a handle).
+#[derive(Clone)]
+pub struct MemoTable {
+    entries: moka::sync::Cache<Box<[u8]>, Arc<Decision>>,
+    next_id: Arc<AtomicU64>,
+}
+
+impl MemoTable {
+    pub fn new() -> MemoTable {
+        MemoTable {
+            entries: moka::sync::Cache::new(MAX_ENTRIES),
+            next_id: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+impl Default for MemoTable {
+    fn default() -> Self {
+        MemoTable::new()
+    }
+}
+
 /// The memoized decisions of one policy module version.
 pub struct DecisionMemo {
     shapes: ArcSwap<Vec<Arc<[Field]>>>,
-    /// Created on first use: most modules of a large node see little traffic.
-    entries: OnceLock<moka::sync::Cache<Box<[u8]>, Arc<Decision>>>,
+    table: MemoTable,
+    /// Leads each of this memo's keys in the table.
+    id: u64,
     enabled: AtomicBool,
 }
 
@@ -114,10 +144,11 @@ thread_local! {
 }
 
 impl DecisionMemo {
-    pub fn new() -> DecisionMemo {
+    pub fn new(table: &MemoTable) -> DecisionMemo {
         DecisionMemo {
             shapes: ArcSwap::from_pointee(Vec::new()),
-            entries: OnceLock::new(),
+            table: table.clone(),
+            id: table.next_id.fetch_add(1, Ordering::Relaxed),
             enabled: AtomicBool::new(true),
         }
     }
@@ -126,12 +157,11 @@ impl DecisionMemo {
         self.enabled.load(Ordering::Relaxed)
     }
 
-    /// Turns the memo off for good (a checked decision differed).
+    /// Turns the memo off for good (a checked decision differed). Its
+    /// entries are never read again and leave the table as it needs room,
+    /// as do those of a version no longer loaded.
     pub fn disable(&self) {
         self.enabled.store(false, Ordering::Relaxed);
-        if let Some(entries) = self.entries.get() {
-            entries.invalidate_all();
-        }
     }
 
     /// The decision an earlier request with the same inputs got, and
@@ -140,13 +170,13 @@ impl DecisionMemo {
         if !self.is_enabled() {
             return None;
         }
-        let entries = self.entries.get()?;
         let shapes = self.shapes.load();
         let mut key = Vec::with_capacity(128);
         for (index, shape) in shapes.iter().enumerate() {
             key.clear();
+            key.extend_from_slice(&self.id.to_le_bytes());
             encode(&mut key, index, shape, request, vars);
-            if let Some(decision) = entries.get(key.as_slice()) {
+            if let Some(decision) = self.table.entries.get(key.as_slice()) {
                 let check = RECALLED.with(|n| {
                     n.set(n.get().wrapping_add(1));
                     n.get() % CHECK_EVERY == 0
@@ -177,9 +207,10 @@ impl DecisionMemo {
         };
         let shape = self.shapes.load()[index].clone();
         let mut key = Vec::with_capacity(128);
+        key.extend_from_slice(&self.id.to_le_bytes());
         encode(&mut key, index, &shape, request, vars);
-        self.entries
-            .get_or_init(|| moka::sync::Cache::new(MAX_ENTRIES))
+        self.table
+            .entries
             .insert(key.into_boxed_slice(), Arc::new(decision.clone()));
     }
 
@@ -204,12 +235,6 @@ impl DecisionMemo {
     }
 }
 
-impl Default for DecisionMemo {
-    fn default() -> Self {
-        DecisionMemo::new()
-    }
-}
-
 /// Whether an import gives a guest the same answers on every run in the
 /// sandbox the node builds (no environment, arguments, preopens or stdio):
 /// the `outpost:edge` imports and the inert parts of WASI. Clocks, random
@@ -219,7 +244,7 @@ pub fn is_deterministic_import(name: &str) -> bool {
     INERT.iter().any(|prefix| name.starts_with(prefix))
 }
 
-/// The memo key: the shape's index, then each read's value as the getter
+/// The memo key (after the memo's id): the shape's index, then each read's value as the getter
 /// would see it. Two requests with equal keys are indistinguishable to a
 /// policy that reads exactly these fields. Raw bytes are used where the
 /// getter would decode, so the key never conflates what the guest could
@@ -319,7 +344,7 @@ mod tests {
 
     #[test]
     fn a_decision_is_recalled_only_for_equal_values_of_what_was_read() {
-        let memo = DecisionMemo::new();
+        let memo = DecisionMemo::new(&MemoTable::new());
         let vars = BTreeMap::new();
         let shape = [Field::Path, Field::Header("user-agent".into())];
         let first = request("/a?x=1", Some("phone"));
@@ -335,8 +360,27 @@ mod tests {
     }
 
     #[test]
+    fn memos_sharing_the_table_never_recall_each_others_decisions() {
+        let table = MemoTable::new();
+        let (shop, blog) = (DecisionMemo::new(&table), DecisionMemo::new(&table));
+        let vars = BTreeMap::new();
+        let same = request("/", None);
+        shop.remember(reads(&[Field::Path]), &same, &vars, &lookup("shop"));
+        assert!(blog.recall(&same, &vars).is_none());
+        blog.remember(reads(&[Field::Path]), &same, &vars, &lookup("blog"));
+        assert_eq!(
+            **blog.recall(&same, &vars).unwrap().decision(),
+            lookup("blog")
+        );
+        assert_eq!(
+            **shop.recall(&same, &vars).unwrap().decision(),
+            lookup("shop")
+        );
+    }
+
+    #[test]
     fn an_absent_value_differs_from_an_empty_one() {
-        let memo = DecisionMemo::new();
+        let memo = DecisionMemo::new(&MemoTable::new());
         let vars = BTreeMap::new();
         memo.remember(
             reads(&[Field::Query]),
@@ -350,7 +394,7 @@ mod tests {
 
     #[test]
     fn calls_with_effects_are_never_memoized_and_disable_forgets_everything() {
-        let memo = DecisionMemo::new();
+        let memo = DecisionMemo::new(&MemoTable::new());
         let vars = BTreeMap::new();
         let mut tainted = reads(&[Field::Path]);
         tainted.taint();
@@ -369,7 +413,7 @@ mod tests {
 
     #[test]
     fn one_recall_in_check_every_asks_for_a_check() {
-        let memo = DecisionMemo::new();
+        let memo = DecisionMemo::new(&MemoTable::new());
         let vars = BTreeMap::new();
         memo.remember(
             reads(&[Field::Path]),

@@ -50,6 +50,8 @@ pub struct Runtime {
     linker: Linker<state::GuestState>,
     /// Compiled components by content hash; `None`: compile every time.
     compiled_dir: Option<PathBuf>,
+    /// Every module version's memoized decisions.
+    memo_table: memo::MemoTable,
 }
 
 /// A compiled policy component, ready to instantiate.
@@ -119,6 +121,7 @@ impl Runtime {
             activity,
             linker,
             compiled_dir: config.compiled_cache_dir.clone(),
+            memo_table: memo::MemoTable::new(),
         }))
     }
 
@@ -152,7 +155,7 @@ impl Runtime {
         Ok(Arc::new(PolicyModule {
             pre,
             version,
-            memo: deterministic.then(memo::DecisionMemo::new),
+            memo: deterministic.then(|| memo::DecisionMemo::new(&self.memo_table)),
             request_hook_time: Histogram::default(),
             response_hook_time: Histogram::default(),
         }))
