@@ -57,7 +57,8 @@ impl RecentRequests {
         if !sampled && self.full.load(Ordering::Relaxed) {
             return;
         }
-        let Some(head) = Recorded::of(request) else {
+        // A head over a quarter of the bound would push out most others.
+        let Some(head) = Recorded::of(request).filter(|h| h.len() <= RECENT_BYTES / 4) else {
             return;
         };
         if let Ok(mut ring) = self.ring.try_lock() {
@@ -206,6 +207,19 @@ mod tests {
         assert_eq!(accept, ["text/html", "*/*"]);
         assert!(replayed.headers["cookie"].is_sensitive());
         assert!(!replayed.headers["accept"].is_sensitive());
+    }
+
+    #[test]
+    fn a_head_over_a_quarter_of_the_bound_is_not_recorded_and_pushes_nothing_out() {
+        let recent = RecentRequests::default();
+        recent.record(&request("/small", "id=1"));
+        recent.record(&request("/huge", &"x".repeat(RECENT_BYTES / 4)));
+        let kept: Vec<_> = recent
+            .snapshot()
+            .iter()
+            .map(|r| r.path_and_query().to_owned())
+            .collect();
+        assert_eq!(kept, ["/small"]);
     }
 
     #[test]
