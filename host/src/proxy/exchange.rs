@@ -140,8 +140,11 @@ impl Exchange {
         if memo.is_some() {
             session.record_reads();
         }
+        // The turn paces the hook: it stops at a tick once the tenant runs
+        // more hooks than its cap, and ends with the hook.
+        session.pace(Some(Arc::new(turn)));
         let decision = on_cpu::timed(session.on_request(), &mut cpu).await;
-        drop(turn);
+        session.pace(None);
         self.hook_ran(&self.module.request_hook_time, started.elapsed(), cpu);
         let reads = session.take_reads();
         // Kept even when the hook failed, so the slot returns on drop.

@@ -47,3 +47,14 @@ pub struct GuestContext {
     /// and the cache is not changed.
     pub offline: bool,
 }
+
+/// Decides whether a running request hook may go on at its next tick.
+/// The tenant layer implements it to hold a tenant to its share of guest
+/// CPU while the hooks it already started are running, not only when the
+/// next one starts.
+pub trait Pacer: Send + Sync {
+    /// Asked at each tick. `None`: run on. `Some(wait)`: the hook stops
+    /// here until `wait` resolves; `true` then lets it go on, `false` cuts
+    /// it (the request gets [`super::GuestFailure::CpuShare`]).
+    fn pause(&self) -> Option<BoxFuture<'static, bool>>;
+}

@@ -15,6 +15,7 @@ mod heads;
 mod host_impl;
 pub mod memo;
 pub mod on_cpu;
+mod pacing;
 mod policy;
 mod session;
 mod state;
@@ -29,7 +30,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-pub use env::{GuestContext, GuestEnv};
+pub use env::{GuestContext, GuestEnv, Pacer};
 pub use policy::{
     Attempt, CachedObject, Decision, FetchError, HeaderEdit, Lookup, ResponseDecision, Route,
     StoreOptions, SyntheticResponse,

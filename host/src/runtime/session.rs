@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::component::Resource;
-use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime::Store;
 
 use super::bindings::{v0_1, v0_2};
 use super::env::GuestContext;
+use super::env::Pacer;
 use super::heads::{RequestHead, ResponseHead};
 use super::policy::{Attempt, Decision, FetchError, ResponseDecision};
 use super::state::{GuestState, LimitHit};
@@ -103,26 +104,7 @@ impl GuestSession {
         let mut store = Store::new(runtime.engine(), GuestState::new(ctx));
         store.limiter(|state| state);
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|mut ctx| {
-            // Called once per epoch tick the guest spends running (after a
-            // yield or a host call the deadline restarts from the current
-            // epoch), so the count of calls is its CPU time in ticks; time
-            // spent waiting for the executor or in host calls is not charged.
-            let state = ctx.data_mut();
-            state.ticks += 1;
-            if state.ticks
-                > state
-                    .limits
-                    .cpu_ms
-                    .div_ceil(super::EPOCH_TICK.as_millis() as u64)
-            {
-                state.limit_hit = Some(LimitHit::Cpu);
-                return Err(Trap::Interrupt.into());
-            }
-            // Yield to the executor every tick: a long-running guest never
-            // holds a worker thread that other tenants' requests need.
-            Ok(UpdateDeadline::Yield(1))
-        });
+        store.epoch_deadline_callback(super::pacing::on_tick);
         let head = store
             .data_mut()
             .table
@@ -189,7 +171,14 @@ impl GuestSession {
     fn begin_hook(&mut self) {
         let state = self.store.data_mut();
         state.ticks = 0;
+        state.paused = None;
         self.store.set_epoch_deadline(1);
+    }
+
+    /// Has `pacer` decide at each tick of the next request hooks whether
+    /// they may go on; `None` stops pacing.
+    pub fn pace(&mut self, pacer: Option<Arc<dyn Pacer>>) {
+        self.store.data_mut().pacer = pacer;
     }
 
     /// Calls `on-request`.
@@ -277,6 +266,7 @@ fn classify(
         Some(LimitHit::Cpu) => GuestFailure::CpuLimit(Duration::from_millis(state.limits.cpu_ms)),
         Some(LimitHit::Memory) => GuestFailure::MemoryLimit(state.limits.memory_mb),
         Some(LimitHit::HostCalls) => GuestFailure::HostCallLimit(state.limits.max_host_calls),
+        Some(LimitHit::CpuShare) => GuestFailure::CpuShare,
         None if instantiating
             && error
                 .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()

@@ -3,7 +3,10 @@
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::env::GuestContext;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use super::env::{GuestContext, Pacer};
 use super::memo::{Field, Reads};
 use crate::config::LimitsConfig;
 
@@ -13,6 +16,22 @@ pub enum LimitHit {
     Memory,
     Cpu,
     HostCalls,
+    /// Paused over its tenant's share of guest CPU and not let go on.
+    CpuShare,
+}
+
+/// A paused hook's verdict, written when its wait ends.
+#[derive(Default)]
+pub(crate) struct Paused(AtomicBool);
+
+impl Paused {
+    pub(crate) fn set(&self, go_on: bool) {
+        self.0.store(go_on, Ordering::Release);
+    }
+
+    pub(crate) fn get(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
 }
 
 pub struct GuestState {
@@ -28,6 +47,10 @@ pub struct GuestState {
     /// What the request hook reads, while a fresh instance decides for the
     /// decision memo.
     pub(crate) reads: Option<Reads>,
+    /// Paces the running request hook (see `pacing`); none otherwise.
+    pub(crate) pacer: Option<Arc<dyn Pacer>>,
+    /// Set while the hook is paused, until the tick after it resumes.
+    pub(crate) paused: Option<Arc<Paused>>,
 }
 
 impl GuestState {
@@ -48,6 +71,8 @@ impl GuestState {
             subrequests: 0,
             limit_hit: None,
             reads: None,
+            pacer: None,
+            paused: None,
         }
     }
 

@@ -13,7 +13,8 @@
 //! share of the worker threads (at least one); a request past that waits
 //! up to [`MAX_WAIT`] for a turn (a waiting request costs nothing, where a
 //! refused one would come straight back), then gets a 503 without running
-//! its guest. Work-conserving: a tenant alone, or a node with CPU to
+//! its guest. A hook already running past the cap (started before the
+//! tenant was held) stops at its next epoch tick and waits the same way. Work-conserving: a tenant alone, or a node with CPU to
 //! spare, is never held back. Cache hits decided without the guest are
 //! never held back either.
 
@@ -22,10 +23,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use futures::future::BoxFuture;
 use tokio::sync::Notify;
 
 use super::{Tenant, TenantTable};
 use crate::metrics::nanos;
+use crate::runtime::Pacer;
 
 /// How often shares are recomputed.
 pub const PERIOD: Duration = Duration::from_millis(100);
@@ -72,7 +75,8 @@ struct History {
     next: usize,
 }
 
-/// A request hook's turn; ends when dropped.
+/// A request hook's turn; ends when dropped. It paces the hook while it
+/// runs (see the `Pacer` impl).
 pub struct Turn(Arc<CpuShare>);
 
 impl Drop for Turn {
@@ -92,31 +96,55 @@ impl CpuShare {
     /// its share and already runs that many; then when one of those ends,
     /// or `None` after [`MAX_WAIT`].
     pub async fn enter(self: &Arc<Self>) -> Option<Turn> {
-        if let Some(turn) = self.try_enter() {
-            return Some(turn);
-        }
-        self.refused.fetch_add(1, Ordering::Relaxed);
-        let deadline = tokio::time::Instant::now() + MAX_WAIT;
-        loop {
-            // Registered before looking again, so an end in between wakes it.
-            let freed = self.freed.notified();
-            if let Some(turn) = self.try_enter() {
-                return Some(turn);
-            }
-            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+        if !self.try_take() {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            if !self.wait_for_place().await {
                 return None;
             }
         }
+        Some(Turn(self.clone()))
     }
 
-    fn try_enter(self: &Arc<Self>) -> Option<Turn> {
+    /// Takes a place among the running hooks, if the cap leaves one.
+    fn try_take(&self) -> bool {
         let running = self.running.fetch_add(1, Ordering::Relaxed) + 1;
         let cap = self.cap.load(Ordering::Relaxed);
         if cap != 0 && running > cap {
             self.running.fetch_sub(1, Ordering::Relaxed);
-            return None;
+            return false;
         }
-        Some(Turn(self.clone()))
+        true
+    }
+
+    /// Waits up to [`MAX_WAIT`] for a place; `true` once one is taken.
+    async fn wait_for_place(&self) -> bool {
+        let deadline = tokio::time::Instant::now() + MAX_WAIT;
+        loop {
+            // Registered before looking again, so an end in between wakes it.
+            let freed = self.freed.notified();
+            if self.try_take() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return false;
+            }
+        }
+    }
+
+    /// Gives up a running hook's place if the tenant runs more than its cap
+    /// (a hook started before the tenant was held, or before its cap fell).
+    fn give_up_place(&self) -> bool {
+        let cap = self.cap.load(Ordering::Relaxed);
+        let given = self
+            .running
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |running| {
+                (cap != 0 && running > cap).then(|| running - 1)
+            })
+            .is_ok();
+        if given {
+            self.freed.notify_one();
+        }
+        given
     }
 
     /// Whether the tenant is held to its share now.
@@ -141,6 +169,28 @@ impl CpuShare {
             requests: history.requests.iter().sum(),
             refused,
         }
+    }
+}
+
+/// A request hook over its tenant's cap stops at its next tick and waits
+/// for a place like a request that has not started (up to [`MAX_WAIT`],
+/// then it is cut with a 503): holding a tenant takes effect within a tick,
+/// instead of once the hooks it already started run to their deadlines.
+impl Pacer for Turn {
+    fn pause(&self) -> Option<BoxFuture<'static, bool>> {
+        if !self.0.give_up_place() {
+            return None;
+        }
+        self.0.refused.fetch_add(1, Ordering::Relaxed);
+        let share = self.0.clone();
+        Some(Box::pin(async move {
+            let resumed = share.wait_for_place().await;
+            if !resumed {
+                // The place its turn gives back when the cut hook ends.
+                share.running.fetch_add(1, Ordering::Relaxed);
+            }
+            resumed
+        }))
     }
 }
 
@@ -229,7 +279,10 @@ fn rebalance(table: &TenantTable, workers: usize) {
             others_active: active > usize::from(is_active(window)),
             cap,
         });
-        tenant.cpu.cap.store(granted, Ordering::Relaxed);
+        if tenant.cpu.cap.swap(granted, Ordering::Relaxed) != granted {
+            // Waiters may fit under the new cap (or none at all).
+            tenant.cpu.freed.notify_waiters();
+        }
         if held != (granted != 0) {
             let percent = |ns: u64| ns * 100 / capacity.max(1);
             tracing::warn!(
@@ -317,5 +370,33 @@ mod tests {
             turns.extend(share.enter().await);
         }
         assert_eq!(turns.len(), 10);
+    }
+
+    #[tokio::test]
+    async fn hooks_started_before_the_hold_pause_at_their_next_tick_down_to_the_cap() {
+        let share = Arc::new(CpuShare::default());
+        let mut turns = Vec::new();
+        for _ in 0..3 {
+            turns.push(share.enter().await.expect("not held: a turn at once"));
+        }
+        share.cap.store(1, Ordering::Relaxed);
+        let first = turns[0].pause().expect("3 running, cap 1: pauses");
+        let second = turns[1].pause().expect("2 running, cap 1: pauses");
+        assert!(
+            turns[2].pause().is_none(),
+            "the one left under the cap runs on"
+        );
+        let (first, second) = (tokio::spawn(first), tokio::spawn(second));
+        tokio::task::yield_now().await;
+        drop(turns.pop());
+        assert!(
+            first.await.unwrap(),
+            "the freed place lets a paused hook go on"
+        );
+        assert!(!second.await.unwrap(), "no place within MAX_WAIT: cut");
+        // Both kept the places their turns give back when they end.
+        assert_eq!(share.running.load(Ordering::Relaxed), 2);
+        drop(turns);
+        assert_eq!(share.running.load(Ordering::Relaxed), 0);
     }
 }
