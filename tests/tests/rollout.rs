@@ -69,8 +69,9 @@ async fn a_rollout_staged_on_one_pop_halts_itself_fleet_wide_when_it_fails_and_i
     // A version that traps on /trap, staged on ams.
     let url = etcd.url.clone();
     let rollout = tokio::task::spawn_blocking(move || staged(&url, "misbehaving", "ams", 60));
-    until("ams-1 runs the staged version", async || {
-        canary(&client, &ams1).await.is_some()
+    // Each node applies the selection on its own watch: wait for both.
+    until("ams-1 and ams-2 run the staged version", async || {
+        canary(&client, &ams1).await.is_some() && canary(&client, &ams2).await.is_some()
     })
     .await;
     let bad = canary(&client, &ams1).await.unwrap();

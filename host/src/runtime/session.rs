@@ -8,8 +8,7 @@ use wasmtime::component::Resource;
 use wasmtime::Store;
 
 use super::bindings::{v0_1, v0_2};
-use super::env::GuestContext;
-use super::env::Pacer;
+use super::env::{GuestContext, Pacer};
 use super::heads::{RequestHead, ResponseHead};
 use super::policy::{Attempt, Decision, FetchError, ResponseDecision};
 use super::state::{GuestState, LimitHit};

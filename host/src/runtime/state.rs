@@ -1,10 +1,10 @@
 //! The per-request store data of a guest instance.
 
-use wasmtime::component::ResourceTable;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::env::{GuestContext, Pacer};
 use super::memo::{Field, Reads};
