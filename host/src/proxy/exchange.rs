@@ -140,11 +140,12 @@ impl Exchange {
         if memo.is_some() {
             session.record_reads();
         }
-        // The turn paces the hook: it stops at a tick once the tenant runs
-        // more hooks than its cap, and ends with the hook.
-        session.pace(Some(Arc::new(turn)));
+        // Paced while it holds the turn: it stops at a tick once the tenant
+        // runs more hooks than its cap.
+        session.pace(Some(tenant.cpu.clone()));
         let decision = on_cpu::timed(session.on_request(), &mut cpu).await;
         session.pace(None);
+        drop(turn);
         self.hook_ran(&self.module.request_hook_time, started.elapsed(), cpu);
         let reads = session.take_reads();
         // Kept even when the hook failed, so the slot returns on drop.

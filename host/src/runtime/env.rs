@@ -56,5 +56,5 @@ pub trait Pacer: Send + Sync {
     /// Asked at each tick. `None`: run on. `Some(wait)`: the hook stops
     /// here until `wait` resolves; `true` then lets it go on, `false` cuts
     /// it (the request gets [`super::GuestFailure::CpuShare`]).
-    fn pause(&self) -> Option<BoxFuture<'static, bool>>;
+    fn pause(self: Arc<Self>) -> Option<BoxFuture<'static, bool>>;
 }

@@ -33,7 +33,7 @@ pub(crate) fn on_tick(
         state.limit_hit = Some(LimitHit::Cpu);
         return Err(Trap::Interrupt.into());
     }
-    if let Some(wait) = state.pacer.as_ref().and_then(|p| p.pause()) {
+    if let Some(wait) = state.pacer.clone().and_then(|p| p.pause()) {
         let paused = Arc::new(Paused::default());
         state.paused = Some(paused.clone());
         let wait = async move { paused.set(wait.await) };

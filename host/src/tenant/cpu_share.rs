@@ -14,9 +14,10 @@
 //! up to [`MAX_WAIT`] for a turn (a waiting request costs nothing, where a
 //! refused one would come straight back), then gets a 503 without running
 //! its guest. A hook already running past the cap (started before the
-//! tenant was held) stops at its next epoch tick and waits the same way. Work-conserving: a tenant alone, or a node with CPU to
-//! spare, is never held back. Cache hits decided without the guest are
-//! never held back either.
+//! tenant was held) stops at its next epoch tick and waits the same way.
+//! Work-conserving: a tenant alone, or a node with CPU to spare, is never
+//! held back. Cache hits decided without the guest are never held back
+//! either.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -75,8 +76,7 @@ struct History {
     next: usize,
 }
 
-/// A request hook's turn; ends when dropped. It paces the hook while it
-/// runs (see the `Pacer` impl).
+/// A request hook's turn; ends when dropped.
 pub struct Turn(Arc<CpuShare>);
 
 impl Drop for Turn {
@@ -96,11 +96,8 @@ impl CpuShare {
     /// its share and already runs that many; then when one of those ends,
     /// or `None` after [`MAX_WAIT`].
     pub async fn enter(self: &Arc<Self>) -> Option<Turn> {
-        if !self.try_take() {
-            self.refused.fetch_add(1, Ordering::Relaxed);
-            if !self.wait_for_place().await {
-                return None;
-            }
+        if !self.try_take() && !self.wait_for_place().await {
+            return None;
         }
         Some(Turn(self.clone()))
     }
@@ -117,7 +114,9 @@ impl CpuShare {
     }
 
     /// Waits up to [`MAX_WAIT`] for a place; `true` once one is taken.
+    /// Counts that the tenant asked for more than its share.
     async fn wait_for_place(&self) -> bool {
+        self.refused.fetch_add(1, Ordering::Relaxed);
         let deadline = tokio::time::Instant::now() + MAX_WAIT;
         loop {
             // Registered before looking again, so an end in between wakes it.
@@ -172,22 +171,21 @@ impl CpuShare {
     }
 }
 
-/// A request hook over its tenant's cap stops at its next tick and waits
-/// for a place like a request that has not started (up to [`MAX_WAIT`],
-/// then it is cut with a 503): holding a tenant takes effect within a tick,
-/// instead of once the hooks it already started run to their deadlines.
-impl Pacer for Turn {
-    fn pause(&self) -> Option<BoxFuture<'static, bool>> {
-        if !self.0.give_up_place() {
+/// Paces a request hook that holds a turn: over its tenant's cap, it stops
+/// at its next tick and waits for a place like a request that has not
+/// started (up to [`MAX_WAIT`], then it is cut with a 503), so holding a
+/// tenant takes effect within a tick instead of once the hooks it already
+/// started run to their deadlines.
+impl Pacer for CpuShare {
+    fn pause(self: Arc<Self>) -> Option<BoxFuture<'static, bool>> {
+        if !self.give_up_place() {
             return None;
         }
-        self.0.refused.fetch_add(1, Ordering::Relaxed);
-        let share = self.0.clone();
         Some(Box::pin(async move {
-            let resumed = share.wait_for_place().await;
+            let resumed = self.wait_for_place().await;
             if !resumed {
                 // The place its turn gives back when the cut hook ends.
-                share.running.fetch_add(1, Ordering::Relaxed);
+                self.running.fetch_add(1, Ordering::Relaxed);
             }
             resumed
         }))
@@ -380,10 +378,10 @@ mod tests {
             turns.push(share.enter().await.expect("not held: a turn at once"));
         }
         share.cap.store(1, Ordering::Relaxed);
-        let first = turns[0].pause().expect("3 running, cap 1: pauses");
-        let second = turns[1].pause().expect("2 running, cap 1: pauses");
+        let first = share.clone().pause().expect("3 running, cap 1: pauses");
+        let second = share.clone().pause().expect("2 running, cap 1: pauses");
         assert!(
-            turns[2].pause().is_none(),
+            share.clone().pause().is_none(),
             "the one left under the cap runs on"
         );
         let (first, second) = (tokio::spawn(first), tokio::spawn(second));
