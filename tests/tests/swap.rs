@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use http::Method;
 use outpost_e2e::{
-    example_wasm as wasm, json, tenant, tenant_with, Client, Node, Origin, Reply,
+    example_wasm as wasm, json, tenant, tenant_with, Client, Node, Origin, Reply, Resp,
     ADMIN_TOKEN as TOKEN,
 };
 
@@ -368,9 +368,24 @@ async fn a_looping_tenant_does_not_stop_a_healthy_one_from_answering() {
         statuses
     };
     let (looped, statuses) = tokio::join!(futures::future::join_all(loops), healthy);
-    assert!(looped
-        .iter()
-        .all(|r| r.status == 500 && r.header("x-outpost-error") == Some("cpu_limit")));
+    // Each looping request is cut at its CPU deadline (500), unless the
+    // node's fair share held the looping tenant first: then it is shed
+    // with a 503 that says so (tests/fair_share.rs covers the share).
+    fn outcome(r: &Resp) -> (u16, Option<&str>) {
+        (r.status.as_u16(), r.header("x-outpost-error"))
+    }
+    assert!(
+        looped.iter().all(|r| matches!(
+            outcome(r),
+            (500, Some("cpu_limit")) | (503, Some("cpu_share"))
+        )),
+        "{:?}",
+        looped.iter().map(outcome).collect::<Vec<_>>()
+    );
+    assert!(
+        looped.iter().any(|r| r.status == 500),
+        "at least one looping guest ran to its deadline"
+    );
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert!(
         node.log().contains("tenant=\"bad\""),
