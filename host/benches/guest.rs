@@ -1,6 +1,8 @@
 //! Per-request guest cost: instantiate the `cache-key` policy from its
 //! `InstancePre` with the pooling allocator, call the request hook, drop
 //! the instance. `cargo bench -p outpost --bench guest`.
+//!
+//! With the node's allocator, so the figures are what `outpost serve` pays.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -11,6 +13,9 @@ use outpost::config::Config;
 use outpost::http::{RequestId, RequestInfo, Scheme, TraceContext};
 use outpost::runtime::{GuestContext, GuestSession, Runtime};
 use outpost::tenant::{Ledger, Tenant};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn request() -> Arc<RequestInfo> {
     let mut headers = http::HeaderMap::new();

@@ -36,7 +36,10 @@ impl Paused {
 
 pub struct GuestState {
     pub(crate) table: ResourceTable,
-    wasi: WasiCtx,
+    /// Made on the first WASI call: most policies import nothing from WASI
+    /// (the SDK's `no-std` feature), and building a context seeds its
+    /// random sources, a few hundred nanoseconds on every instance.
+    wasi: Option<WasiCtx>,
     pub(crate) ctx: GuestContext,
     pub(crate) limits: LimitsConfig,
     /// Epoch ticks the guest has run during the current hook.
@@ -61,9 +64,7 @@ impl GuestState {
         }
         GuestState {
             table: ResourceTable::new(),
-            // No environment, arguments, preopens or stdio: a policy talks to
-            // the world only through the outpost:edge imports.
-            wasi: WasiCtx::builder().build(),
+            wasi: None,
             ctx,
             limits,
             ticks: 0,
@@ -107,7 +108,9 @@ impl GuestState {
 impl WasiView for GuestState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
-            ctx: &mut self.wasi,
+            // No environment, arguments, preopens or stdio: a policy talks to
+            // the world only through the outpost:edge imports.
+            ctx: self.wasi.get_or_insert_with(|| WasiCtx::builder().build()),
             table: &mut self.table,
         }
     }
