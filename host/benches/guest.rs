@@ -82,6 +82,19 @@ fn guest(c: &mut Criterion) {
         })
     });
 
+    // The engine's share of the above: an instance started and dropped
+    // without calling into it (instantiation, then the pooling allocator's
+    // reset of its memory and tables).
+    c.bench_function("instantiate + drop, no hook (cache-key)", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                GuestSession::start(&runtime, &module, ctx(), info.clone())
+                    .await
+                    .unwrap()
+            })
+        })
+    });
+
     // The SDK's bump allocator never frees (instances are per request), so
     // a reused instance is replaced every 1,000 calls, outside the timing.
     c.bench_function("on-request on a live instance (cache-key)", |b| {
