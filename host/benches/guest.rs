@@ -70,29 +70,23 @@ fn guest(c: &mut Criterion) {
         version: module.version.clone(),
         offline: false,
     };
+    // A fresh instance of the policy for the request.
+    let start = || GuestSession::start(&runtime, &module, ctx(), info.clone());
 
     c.bench_function("instantiate + on-request + drop (cache-key)", |b| {
         b.iter(|| {
             rt.block_on(async {
-                let mut session = GuestSession::start(&runtime, &module, ctx(), info.clone())
-                    .await
-                    .unwrap();
+                let mut session = start().await.unwrap();
                 session.on_request().await.unwrap()
             })
         })
     });
 
-    // The engine's share of the above: an instance started and dropped
-    // without calling into it (instantiation, then the pooling allocator's
+    // The instance alone, mostly wasmtime's work: started and dropped
+    // without a call into it (instantiation, then the pooling allocator's
     // reset of its memory and tables).
     c.bench_function("instantiate + drop, no hook (cache-key)", |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                GuestSession::start(&runtime, &module, ctx(), info.clone())
-                    .await
-                    .unwrap()
-            })
-        })
+        b.iter(|| rt.block_on(start()).unwrap())
     });
 
     // The SDK's bump allocator never frees (instances are per request), so
@@ -102,9 +96,7 @@ fn guest(c: &mut Criterion) {
             let mut total = std::time::Duration::ZERO;
             let mut done = 0;
             while done < iters {
-                let mut session = rt
-                    .block_on(GuestSession::start(&runtime, &module, ctx(), info.clone()))
-                    .unwrap();
+                let mut session = rt.block_on(start()).unwrap();
                 let batch = (iters - done).min(1000);
                 let start = std::time::Instant::now();
                 for _ in 0..batch {
@@ -123,9 +115,7 @@ fn guest(c: &mut Criterion) {
         .as_ref()
         .expect("cache-key imports nothing nondeterministic");
     rt.block_on(async {
-        let mut session = GuestSession::start(&runtime, &module, ctx(), info.clone())
-            .await
-            .unwrap();
+        let mut session = start().await.unwrap();
         session.record_reads();
         let decision = session.on_request().await.unwrap();
         let reads = session.take_reads().unwrap();

@@ -370,14 +370,19 @@ async fn a_looping_tenant_does_not_stop_a_healthy_one_from_answering() {
     let (looped, statuses) = tokio::join!(futures::future::join_all(loops), healthy);
     // Each looping request is cut at its CPU deadline (500), unless the
     // node's fair share held the looping tenant first: then it is shed
-    // with a 503 that says so (tests/fair_share.rs covers the share).
-    fn outcome(r: &Resp) -> (u16, Option<&str>) {
-        (r.status.as_u16(), r.header("x-outpost-error"))
+    // with a 503 that says so and when to retry (tests/fair_share.rs
+    // covers the share).
+    fn outcome(r: &Resp) -> (u16, Option<&str>, Option<&str>) {
+        (
+            r.status.as_u16(),
+            r.header("x-outpost-error"),
+            r.header("retry-after"),
+        )
     }
     assert!(
         looped.iter().all(|r| matches!(
             outcome(r),
-            (500, Some("cpu_limit")) | (503, Some("cpu_share"))
+            (500, Some("cpu_limit"), _) | (503, Some("cpu_share"), Some("1"))
         )),
         "{:?}",
         looped.iter().map(outcome).collect::<Vec<_>>()
