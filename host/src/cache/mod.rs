@@ -34,7 +34,7 @@ pub use body::{SharedBody, StoredBody};
 pub use coalesce::{FillGuard, FillOutcome, Role};
 pub use freshness::NotStored;
 pub use ledger::Ledger;
-pub use status::{key_param as status_key_param, CacheStatus, Detail, Fwd};
+pub use status::{key_param as status_key_param, CacheStatus, Detail, Fwd, CACHE_STATUS};
 pub use store::TenantStore;
 #[cfg(test)]
 pub(crate) use stored::{test_ok, test_response};

@@ -1,15 +1,18 @@
 //! The `Cache-Status` response field (RFC 9211) this node writes, built from
 //! what happened rather than from text: one type, one rendering.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 
 use super::NotStored;
 use crate::metrics::Outcome;
 
 /// The cache's name in `Cache-Status` (RFC 9211 section 2).
 pub const CACHE_NAME: &str = "Outpost";
+
+/// The field's name, parsed once rather than on every response.
+pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
 /// Why a request went forward (RFC 9211 section 2.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,7 +147,10 @@ impl CacheStatus {
 
     /// The field value.
     pub fn to_header(&self) -> HeaderValue {
-        HeaderValue::from_str(&self.to_string()).unwrap_or(HeaderValue::from_static(CACHE_NAME))
+        // Room for the longest common value, so the text is not regrown.
+        let mut text = String::with_capacity(64);
+        let _ = write!(text, "{self}");
+        HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static(CACHE_NAME))
     }
 }
 

@@ -3,10 +3,11 @@
 //! to the client on the response, and into the access log, so one id
 //! follows a request through every tier and log.
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
-/// The field carrying it (the de facto convention of proxies and CDNs).
-pub const HEADER: &str = "x-request-id";
+/// The field carrying it (the de facto convention of proxies and CDNs). A
+/// `HeaderName`, not a `&str`: a map looks a name up without parsing it.
+pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Longest client id accepted; longer ones are replaced.
 const MAX_LEN: usize = 128;
@@ -29,8 +30,13 @@ impl RequestId {
 
     /// 128 random bits as 32 hex digits.
     pub fn generate() -> RequestId {
-        let id = format!("{:032x}", rand::random::<u128>());
-        RequestId(HeaderValue::from_str(&id).expect("hex is a valid field value"))
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut id = [0u8; 32];
+        for (pair, byte) in id.chunks_exact_mut(2).zip(rand::random::<[u8; 16]>()) {
+            pair[0] = DIGITS[usize::from(byte >> 4)];
+            pair[1] = DIGITS[usize::from(byte & 0xf)];
+        }
+        RequestId(HeaderValue::from_bytes(&id).expect("hex is a valid field value"))
     }
 
     pub fn as_str(&self) -> &str {

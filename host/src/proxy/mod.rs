@@ -39,7 +39,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 
 use crate::access_log::AccessLog;
-use crate::cache::{CacheStatus, HttpCache};
+use crate::cache::{CacheStatus, HttpCache, CACHE_STATUS};
 use crate::http::{
     request_id, Connection, ProxyBody, RequestId, RequestInfo, Scheme, TraceContext,
 };
@@ -93,8 +93,8 @@ pub async fn handle(
     // RFC 9211 on every response: those the node made itself (synthetic
     // answers, errors) say so.
     let headers = response.headers_mut();
-    if !headers.contains_key("cache-status") {
-        headers.insert("cache-status", CacheStatus::generated().to_header());
+    if !headers.contains_key(CACHE_STATUS) {
+        headers.insert(CACHE_STATUS, CacheStatus::generated().to_header());
     }
     headers.insert(request_id::HEADER, id);
     response
@@ -154,7 +154,7 @@ async fn handle_tenant(
     if let Some(info) = trace {
         let cache = response
             .headers()
-            .get("cache-status")
+            .get(CACHE_STATUS)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("-");
         tracing::info!(

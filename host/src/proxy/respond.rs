@@ -12,7 +12,7 @@ use http_body_util::StreamBody;
 use hyper::body::Frame;
 
 use super::{conditional, range};
-use crate::cache::{CacheStatus, Detail, Fwd, StoredBody, StoredResponse};
+use crate::cache::{CacheStatus, Detail, Fwd, StoredBody, StoredResponse, CACHE_STATUS};
 use crate::http::headers::{strip_cache_targeted, strip_hop_by_hop, via_value};
 use crate::http::{empty, full, ProxyBody, RequestInfo};
 use crate::runtime::{FetchError, SyntheticResponse};
@@ -145,12 +145,12 @@ pub fn stored(
 
 /// Appends the `key` parameter (RFC 9211 section 2.7) to Cache-Status.
 pub(super) fn add_cache_status_key(headers: &mut HeaderMap, key: String) {
-    let Some(current) = headers.get("cache-status").and_then(|v| v.to_str().ok()) else {
+    let Some(current) = headers.get(CACHE_STATUS).and_then(|v| v.to_str().ok()) else {
         return;
     };
     let param = crate::cache::status_key_param(&key);
     if let Ok(v) = HeaderValue::from_str(&format!("{current}{param}")) {
-        headers.insert("cache-status", v);
+        headers.insert(CACHE_STATUS, v);
     }
 }
 
@@ -249,7 +249,7 @@ fn finish(headers: &mut HeaderMap, cache: CacheStatus) {
 
 fn add_via_and_status(headers: &mut HeaderMap, cache: CacheStatus) {
     headers.append(header::VIA, via_value(http::Version::HTTP_11));
-    headers.insert("cache-status", cache.to_header());
+    headers.insert(CACHE_STATUS, cache.to_header());
 }
 
 /// A backend that could not answer: 504 on timeout, else 502. `fwd` says
