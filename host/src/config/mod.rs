@@ -458,6 +458,28 @@ mod tests {
     }
 
     #[test]
+    fn quotas_adding_up_to_more_than_the_cache_are_refused_at_the_one_that_tips_them_over() {
+        let text = "[cache]\nmax_size_mb = 100\n\
+                    [[tenant]]\nid = \"a\"\nhosts = [\"a.test\"]\npolicy = \"builtin:default\"\n\
+                    cache_quota_mb = 60\n\
+                    [[tenant]]\nid = \"b\"\nhosts = [\"b.test\"]\npolicy = \"builtin:default\"\n\
+                    [[tenant]]\nid = \"c\"\nhosts = [\"c.test\"]\npolicy = \"builtin:default\"\n\
+                    cache_quota_mb = 50\n";
+        let config = Config::from_toml(text, "t.toml", Path::new("."));
+        let err = config
+            .and_then(|c| c.validate().map_err(|e| c.field_error("t.toml", e)))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("t.toml"), "{err}");
+        assert!(err.contains("tenant[2].cache_quota_mb"), "{err}");
+        assert!(err.contains("line 16"), "{err}");
+        assert!(err.contains("110 MiB"), "{err}");
+        let fits = text.replace("cache_quota_mb = 50", "cache_quota_mb = 40");
+        let config = Config::from_toml(&fits, "t.toml", Path::new(".")).unwrap();
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
     fn a_host_served_twice_is_rejected() {
         let text = r#"
             [[tenant]]

@@ -86,17 +86,26 @@ impl Config {
                 })?,
             }
         }
-        let explicit: u64 = self.tenants.iter().filter_map(|t| t.cache_quota_mb).sum();
-        check(
-            explicit <= self.cache.max_size_mb,
-            "tenant[].cache_quota_mb",
-            || {
-                format!(
-                    "the quotas add up to {explicit} MiB, more than cache.max_size_mb ({})",
-                    self.cache.max_size_mb
-                )
-            },
-        )?;
+        // Guarantees the node cannot keep are refused, at the quota that
+        // tips their sum over (its line is the one to change).
+        let mut guaranteed = 0u64;
+        for (i, t) in self.tenants.iter().enumerate() {
+            let Some(quota) = t.cache_quota_mb else {
+                continue;
+            };
+            guaranteed = guaranteed.saturating_add(quota);
+            check(
+                guaranteed <= self.cache.max_size_mb,
+                &format!("tenant[{i}].cache_quota_mb"),
+                || {
+                    format!(
+                        "the quotas up to this tenant's add up to {guaranteed} MiB, more than \
+                         cache.max_size_mb ({})",
+                        self.cache.max_size_mb
+                    )
+                },
+            )?;
+        }
         let mut ids = HashSet::new();
         let mut hosts = HashMap::new();
         for (i, t) in self.tenants.iter().enumerate() {
