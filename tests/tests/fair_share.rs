@@ -2,7 +2,8 @@
 //! loop to its CPU deadline cannot take the node from the others. While
 //! the node is contended it is held to its share (a fast 503 with
 //! `Retry-After` for requests past it, counted), the other tenant keeps
-//! being served; a tenant alone may use every worker.
+//! being served, and so do the held tenant's cache hits that need no guest;
+//! a tenant alone may use every worker.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -86,9 +87,20 @@ async fn flood(node: std::net::SocketAddr, clients: u64, each: u64, until: Insta
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_whose_guests_loop_is_held_to_its_share_while_the_other_tenant_is_served() {
-    let (_origin, node) = two_tenants().await;
+    let (origin, node) = two_tenants().await;
+    origin.reply(
+        "/cached",
+        Reply::ok()
+            .only("cache-control", "max-age=600")
+            .body("kept"),
+    );
     let client = Client::new();
     assert_eq!(client.get(&node, "good.test", "/warm").await.status, 200);
+    // The flooding tenant's cached page: the first request runs its guest
+    // and teaches the memo, the next ones need no guest at all.
+    for _ in 0..2 {
+        assert_eq!(client.get(&node, "bad.test", "/cached").await.status, 200);
+    }
     let before = Scrape::of(&client, &node).await;
     // Four seconds of flood; the well-behaved tenant sends requests all
     // the while (alone, the flooding tenant may have the whole node).
@@ -101,6 +113,11 @@ async fn a_tenant_whose_guests_loop_is_held_to_its_share_while_the_other_tenant_
         let r = client.get(&node, "good.test", &format!("/page/{i}")).await;
         assert_eq!(r.status, 200, "the well-behaved tenant is served");
         assert_eq!(r.text(), "fine");
+        // Held or not, the flooding tenant's hits that need no guest are
+        // served (including the one in 256 the memo would have checked).
+        let hit = client.get(&node, "bad.test", "/cached").await;
+        assert_eq!(hit.status, 200, "a held tenant's cache hit is served");
+        assert_eq!(hit.text(), "kept");
         i += 1;
         if i % 25 == 0 {
             let now = Scrape::of(&client, &node).await;
@@ -136,6 +153,11 @@ async fn a_tenant_whose_guests_loop_is_held_to_its_share_while_the_other_tenant_
     assert!(held > 0, "requests past its share got 503 + Retry-After");
     assert!(flood.cut.load(Ordering::Relaxed) > 0);
     assert_eq!(flood.other.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        origin.hits("/cached"),
+        1,
+        "the cached page was fetched once"
+    );
     let limit = |m: &Scrape, tenant| {
         m.sum(
             "outpost_limit_hits_total",

@@ -62,11 +62,16 @@ impl Exchange {
         }
         match Box::pin(self.start_instance()).await {
             Ok(decision) => Ok(decision),
-            // A check that found no free instance is skipped: the memo's
-            // decision stands.
-            Err(GuestFailure::ConcurrencyLimit(_) | GuestFailure::Unavailable(_))
-                if self.recalled.is_some() =>
-            {
+            // A check that could not run is skipped and the memo's decision
+            // stands, as for the requests it answers unchecked: no free
+            // instance, or a tenant held to its CPU share or quarantined
+            // (whose requests that need no guest keep being served).
+            Err(
+                GuestFailure::ConcurrencyLimit(_)
+                | GuestFailure::Unavailable(_)
+                | GuestFailure::CpuShare
+                | GuestFailure::Quarantined,
+            ) if self.recalled.is_some() => {
                 Ok(Decision::clone(self.recalled.as_ref().expect("checked")))
             }
             Err(failure) => Err(failure),
