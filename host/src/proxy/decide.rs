@@ -62,16 +62,10 @@ impl Exchange {
         }
         match Box::pin(self.start_instance()).await {
             Ok(decision) => Ok(decision),
-            // A check that could not run is skipped and the memo's decision
-            // stands, as for the requests it answers unchecked: no free
-            // instance, or a tenant held to its CPU share or quarantined
-            // (whose requests that need no guest keep being served).
-            Err(
-                GuestFailure::ConcurrencyLimit(_)
-                | GuestFailure::Unavailable(_)
-                | GuestFailure::CpuShare
-                | GuestFailure::Quarantined,
-            ) if self.recalled.is_some() => {
+            // A check the node could not run is skipped and the memo's
+            // decision stands, as for the requests it answers unchecked (a
+            // held or quarantined tenant's hits keep being served).
+            Err(failure) if failure.is_refusal() && self.recalled.is_some() => {
                 Ok(Decision::clone(self.recalled.as_ref().expect("checked")))
             }
             Err(failure) => Err(failure),

@@ -256,12 +256,10 @@ impl Exchange {
         if let Some(limit) = failure.limit() {
             self.tenant.metrics.event(Event::Limit, limit);
         }
-        let status = match failure {
-            GuestFailure::Unavailable(_)
-            | GuestFailure::ConcurrencyLimit(_)
-            | GuestFailure::CpuShare
-            | GuestFailure::Quarantined => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        let status = if failure.is_refusal() {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
         };
         let mut response = respond::plain(status, format!("policy error: {}\n", failure.as_str()));
         if matches!(failure, GuestFailure::CpuShare) {

@@ -53,6 +53,20 @@ impl GuestFailure {
         }
     }
 
+    /// Whether the node declined to run the guest (to its end) rather than
+    /// the guest failing: no instance free, or the tenant held to its CPU
+    /// share or quarantined. Such a request says nothing about the policy:
+    /// it gets a 503, and a memo check it was for is skipped.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            GuestFailure::ConcurrencyLimit(_)
+                | GuestFailure::Unavailable(_)
+                | GuestFailure::CpuShare
+                | GuestFailure::Quarantined
+        )
+    }
+
     /// The limit this failure hit, if a limit is what stopped the guest.
     pub fn limit(&self) -> Option<&'static str> {
         match self {
