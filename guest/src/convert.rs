@@ -2,17 +2,25 @@
 
 use crate::bindings::outpost::edge::types as wit;
 use crate::types::{HeaderEdit, ResponseSource};
-use crate::{Attempt, Decision, FetchError, OriginResponse, Outcome, Response, ResponseDecision, Route};
+use crate::{
+    Attempt, Decision, FetchError, OriginResponse, Outcome, Response, ResponseDecision, Route,
+};
 
 impl From<Response> for wit::SyntheticResponse {
     fn from(r: Response) -> Self {
-        wit::SyntheticResponse { status: r.status, headers: r.headers, body: r.body }
+        wit::SyntheticResponse {
+            status: r.status,
+            headers: r.headers,
+            body: r.body,
+        }
     }
 }
 
-impl From<Route> for wit::Route {
-    fn from(r: Route) -> Self {
-        let request_headers = r
+impl Route {
+    /// The route as the host is told it; `response_hook` is the policy's
+    /// default for routes that do not say.
+    fn into_wit(self, response_hook: bool) -> wit::Route {
+        let request_headers = self
             .edits
             .into_iter()
             .map(|e| match e {
@@ -21,18 +29,27 @@ impl From<Route> for wit::Route {
                 HeaderEdit::Remove(n) => wit::HeaderEdit::Remove(n),
             })
             .collect();
-        wit::Route { backends: r.backends, request_headers, hash_key: r.hash_key }
+        wit::Route {
+            backends: self.backends,
+            request_headers,
+            hash_key: self.hash_key,
+            response_hook: self.response_hook.unwrap_or(response_hook),
+        }
     }
 }
 
-impl From<Decision> for wit::Decision {
-    fn from(d: Decision) -> Self {
-        match d {
+impl Decision {
+    /// The decision as the host is told it; `response_hook` is the policy's
+    /// [`Policy::RESPONSE_HOOK`](crate::Policy::RESPONSE_HOOK).
+    pub(crate) fn into_wit(self, response_hook: bool) -> wit::Decision {
+        match self {
             Decision::Respond(r) => wit::Decision::Respond(r.into()),
-            Decision::Lookup { key, ttl, route } => {
-                wit::Decision::Lookup(wit::Lookup { key, ttl, route: route.into() })
-            }
-            Decision::Pass(route) => wit::Decision::Pass(route.into()),
+            Decision::Lookup { key, ttl, route } => wit::Decision::Lookup(wit::Lookup {
+                key,
+                ttl,
+                route: route.into_wit(response_hook),
+            }),
+            Decision::Pass(route) => wit::Decision::Pass(route.into_wit(response_hook)),
         }
     }
 }
@@ -45,7 +62,11 @@ impl From<wit::Attempt> for Attempt {
             remaining: a.remaining,
             stale_available: a.stale_available,
             member: a.member,
-            failed_members: a.failed_members.into_iter().map(|f| (f.member, f.error.into())).collect(),
+            failed_members: a
+                .failed_members
+                .into_iter()
+                .map(|f| (f.member, f.error.into()))
+                .collect(),
         }
     }
 }
@@ -67,9 +88,9 @@ impl From<wit::FetchError> for FetchError {
 impl From<wit::Outcome> for Outcome {
     fn from(o: wit::Outcome) -> Self {
         match o {
-            wit::Outcome::Response(head) => {
-                Outcome::Response(OriginResponse { head: ResponseSource::Host(head) })
-            }
+            wit::Outcome::Response(head) => Outcome::Response(OriginResponse {
+                head: ResponseSource::Host(head),
+            }),
             wit::Outcome::Error(e) => Outcome::Error(e.into()),
         }
     }

@@ -9,6 +9,10 @@
 //! struct Everything;
 //!
 //! impl Policy for Everything {
+//!     // No `on_response` below: the host need not run the policy again
+//!     // when the origin answers.
+//!     const RESPONSE_HOOK: bool = false;
+//!
 //!     fn on_request(req: &Request) -> Decision {
 //!         Decision::lookup(req.path_with_query(), Route::to("origin"))
 //!     }
@@ -58,7 +62,12 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
 /// `old_len` is 0).
 #[cfg(all(feature = "no-std", target_arch = "wasm32"))]
 #[no_mangle]
-pub unsafe extern "C" fn cabi_realloc(old_ptr: *mut u8, old_len: usize, align: usize, new_len: usize) -> *mut u8 {
+pub unsafe extern "C" fn cabi_realloc(
+    old_ptr: *mut u8,
+    old_len: usize,
+    align: usize,
+    new_len: usize,
+) -> *mut u8 {
     use alloc::alloc::{alloc, realloc, Layout};
     let ptr = if old_len == 0 {
         if new_len == 0 {
@@ -66,7 +75,11 @@ pub unsafe extern "C" fn cabi_realloc(old_ptr: *mut u8, old_len: usize, align: u
         }
         alloc(Layout::from_size_align_unchecked(new_len, align))
     } else {
-        realloc(old_ptr, Layout::from_size_align_unchecked(old_len, align), new_len)
+        realloc(
+            old_ptr,
+            Layout::from_size_align_unchecked(old_len, align),
+            new_len,
+        )
     };
     if ptr.is_null() {
         core::arch::wasm32::unreachable()
@@ -84,7 +97,10 @@ pub unsafe extern "C" fn cabi_realloc(old_ptr: *mut u8, old_len: usize, align: u
 #[no_mangle]
 pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
     for i in 0..n {
-        let (x, y) = (core::ptr::read_volatile(a.add(i)), core::ptr::read_volatile(b.add(i)));
+        let (x, y) = (
+            core::ptr::read_volatile(a.add(i)),
+            core::ptr::read_volatile(b.add(i)),
+        );
         if x != y {
             return i32::from(x) - i32::from(y);
         }
@@ -132,6 +148,21 @@ pub trait Policy {
     /// up in the cache (fetching on a miss), or pass it to a backend.
     fn on_request(req: &Request) -> Decision;
 
+    /// Whether the host calls [`Policy::on_response`] after the backend
+    /// attempts of this policy's routes (a [`Route::response_hook`] says
+    /// otherwise for its own decision).
+    ///
+    /// A policy that keeps the default `on_response` sets this to `false`:
+    /// the host then applies the default itself, releases the instance as
+    /// soon as `on_request` returns instead of holding it through the
+    /// backend's round trip, and runs no wasm at all for a decision it
+    /// reuses. The host still calls `on_response` on a small sample of such
+    /// requests, and if it ever answers anything but
+    /// [`ResponseDecision::Default`], calls it on every request from then on
+    /// and reports the mismatch. `true` by default, so a policy that
+    /// implements `on_response` never loses it by omission.
+    const RESPONSE_HOOK: bool = true;
+
     /// Decides what the host does with one backend attempt. The default
     /// follows RFC 9111: store what the response's headers allow, try the
     /// next backend on a connection error, then answer 502/504.
@@ -157,7 +188,7 @@ pub mod __private {
     pub type RequestHeadParam<'a> = &'a wit::RequestHead;
 
     pub fn on_request<P: Policy>(head: &wit::RequestHead) -> wit::Decision {
-        P::on_request(&Request::new(head)).into()
+        P::on_request(&Request::new(head)).into_wit(P::RESPONSE_HOOK)
     }
 
     pub fn on_response<P: Policy>(

@@ -26,11 +26,15 @@ enum RequestSource<'a> {
 
 impl<'a> Request<'a> {
     pub(crate) fn new(head: &'a wit::RequestHead) -> Self {
-        Request { head: RequestSource::Host(head) }
+        Request {
+            head: RequestSource::Host(head),
+        }
     }
 
     pub(crate) fn from_parts(parts: &'a crate::testing::TestRequest) -> Self {
-        Request { head: RequestSource::Parts(parts) }
+        Request {
+            head: RequestSource::Parts(parts),
+        }
     }
 
     /// The method, e.g. `GET`.
@@ -91,9 +95,10 @@ impl<'a> Request<'a> {
     pub fn header(&self, name: &str) -> Option<String> {
         match self.head {
             RequestSource::Host(h) => h.header(name),
-            RequestSource::Parts(p) => {
-                p.values(name).next().and_then(|v| String::from_utf8(v.to_vec()).ok())
-            }
+            RequestSource::Parts(p) => p
+                .values(name)
+                .next()
+                .and_then(|v| String::from_utf8(v.to_vec()).ok()),
         }
     }
 
@@ -142,7 +147,11 @@ pub struct Response {
 impl Response {
     /// An empty response with this status.
     pub fn new(status: u16) -> Self {
-        Response { status, headers: Vec::new(), body: Vec::new() }
+        Response {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
     }
 
     /// A `text/plain` response.
@@ -179,12 +188,27 @@ pub struct Route {
     pub(crate) backends: Vec<String>,
     pub(crate) edits: Vec<HeaderEdit>,
     pub(crate) hash_key: Option<String>,
+    /// `None`: the policy's [`Policy::RESPONSE_HOOK`](crate::Policy::RESPONSE_HOOK).
+    pub(crate) response_hook: Option<bool>,
 }
 
 impl Route {
     /// A route to one backend declared in the tenant's config.
     pub fn to(backend: impl Into<String>) -> Self {
-        Route { backends: vec![backend.into()], edits: Vec::new(), hash_key: None }
+        Route {
+            backends: vec![backend.into()],
+            ..Route::default()
+        }
+    }
+
+    /// Whether the host calls [`Policy::on_response`](crate::Policy::on_response)
+    /// after this route's attempts, overriding the policy's
+    /// [`Policy::RESPONSE_HOOK`](crate::Policy::RESPONSE_HOOK) for this
+    /// decision: a policy that inspects the answers of some backends only
+    /// asks for the hook on the routes to them.
+    pub fn response_hook(mut self, call: bool) -> Self {
+        self.response_hook = Some(call);
+        self
     }
 
     /// What a backend with `balance = "hash"` hashes to pick a member,
@@ -212,7 +236,8 @@ impl Route {
 
     /// Adds a header value to the forwarded request.
     pub fn append_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.edits.push(HeaderEdit::Append(name.into(), value.into()));
+        self.edits
+            .push(HeaderEdit::Append(name.into(), value.into()));
         self
     }
 
@@ -230,7 +255,11 @@ pub enum Decision {
     Respond(Response),
     /// Serve from the cache under `key`; on a miss fetch from `route` and
     /// store. `ttl` (seconds) overrides the response's own freshness.
-    Lookup { key: String, ttl: Option<u32>, route: Route },
+    Lookup {
+        key: String,
+        ttl: Option<u32>,
+        route: Route,
+    },
     /// Forward without touching the cache.
     Pass(Route),
 }
@@ -243,7 +272,11 @@ impl Decision {
 
     /// Look `key` up in the cache, fetching from `route` on a miss.
     pub fn lookup(key: impl Into<String>, route: Route) -> Self {
-        Decision::Lookup { key: key.into(), ttl: None, route }
+        Decision::Lookup {
+            key: key.into(),
+            ttl: None,
+            route,
+        }
     }
 
     /// Forward to `route` without caching.
@@ -254,7 +287,11 @@ impl Decision {
     /// Overrides the freshness lifetime of what a lookup stores.
     pub fn with_ttl(self, seconds: u32) -> Self {
         match self {
-            Decision::Lookup { key, route, .. } => Decision::Lookup { key, ttl: Some(seconds), route },
+            Decision::Lookup { key, route, .. } => Decision::Lookup {
+                key,
+                ttl: Some(seconds),
+                route,
+            },
             other => other,
         }
     }

@@ -66,11 +66,11 @@ async fn bad_modules_are_rejected_with_a_reason_and_the_active_one_keeps_serving
     let mut other_version = wasm("misbehaving");
     for (from, to) in [
         (
-            &b"outpost:edge/host@0.2.0"[..],
+            &b"outpost:edge/host@0.3.0"[..],
             &b"outpost:edge/host@0.9.0"[..],
         ),
-        (b"outpost:edge/types@0.2.0", b"outpost:edge/types@0.9.0"),
-        (b"outpost:edge/policy@0.2.0", b"outpost:edge/policy@0.9.0"),
+        (b"outpost:edge/types@0.3.0", b"outpost:edge/types@0.9.0"),
+        (b"outpost:edge/policy@0.3.0", b"outpost:edge/policy@0.9.0"),
     ] {
         let mut i = 0;
         while let Some(at) = other_version[i..]

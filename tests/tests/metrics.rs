@@ -80,7 +80,7 @@ async fn counters_after_known_traffic_match_what_the_clients_and_the_origin_saw(
     );
     assert!(m.value("outpost_client_connections_accepted_total", &[]) >= 1.0);
     assert!(m.value("outpost_process_resident_memory_bytes", &[]) > 1e6);
-    assert!(m.has("outpost_build_info", &[("wit_versions", "0.1,0.2")]));
+    assert!(m.has("outpost_build_info", &[("wit_versions", "0.1,0.2,0.3")]));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -243,3 +243,33 @@ async fn an_idle_origin_connection_is_reused_until_keepalive_idle_ms_then_replac
     assert_eq!(client.get(&node, "t.test", "/later").await.status, 200);
     assert_eq!(origin.connections(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_host_names_of_a_tenant_share_one_origin_connection() {
+    let origin = Origin::start("origin").await;
+    origin.reply_to_all(Reply::ok().only("cache-control", "no-store"));
+    let config = tenant(
+        "t",
+        &["a.test", "b.test"],
+        "builtin:default",
+        &[("origin", &origin.url())],
+    );
+    let node = Node::start(&config);
+    let client = Client::new();
+    for i in 0..6 {
+        let host = if i % 2 == 0 { "a.test" } else { "b.test" };
+        let r = client.get(&node, host, &format!("/api/{i}")).await;
+        assert_eq!(r.status, 200);
+    }
+    // Each request named its own Host, and both went over one connection.
+    let hosts: Vec<String> = origin
+        .seen()
+        .iter()
+        .map(|s| s.headers["host"].to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        hosts,
+        ["a.test", "b.test", "a.test", "b.test", "a.test", "b.test"]
+    );
+    assert_eq!(origin.connections(), 1);
+}

@@ -311,10 +311,14 @@ async fn the_concurrency_limit_turns_excess_requests_into_503() {
             .only("cache-control", "no-store")
             .delay(Duration::from_millis(1500)),
     );
+    // A policy with a response hook (its lookups end in `on_response`): a
+    // request holds its instance, and so the slot, through the origin's
+    // round trip. (One that declares none gives the slot back as soon as
+    // its request hook returns.)
     let mut config = tenant(
         "t",
         &["t.test"],
-        "builtin:default",
+        "example:misbehaving",
         &[("origin", &origin.url())],
     );
     config.push_str("[tenant.limits]\nmax_concurrent = 1\n");

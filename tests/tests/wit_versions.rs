@@ -1,7 +1,8 @@
 //! The WIT package is a public contract: a policy built against
-//! `outpost:edge@0.1.0` (before this node knew of 0.2) runs unchanged, and
-//! 0.2 policies get what 0.2 added — `backend-healthy`, their own hash key,
-//! the `tls` and `unavailable` fetch errors, and the member that answered.
+//! `outpost:edge@0.1.0` or `0.2.0` (before this node knew of 0.3) runs
+//! unchanged, and 0.2 policies get what 0.2 added — `backend-healthy`, their
+//! own hash key, the `tls` and `unavailable` fetch errors, and the member
+//! that answered. (The SDK's examples are built against 0.3 now.)
 
 use outpost_e2e::*;
 
@@ -173,4 +174,32 @@ async fn a_0_2_policy_hash_key_keeps_one_user_on_one_member() {
         }
         assert_eq!(served.len(), 1, "{user} was spread over {served:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_policy_built_against_wit_0_2_runs_unchanged_and_its_response_hook_sees_every_attempt() {
+    let origin = Origin::start("secondary").await;
+    origin.reply_to_all(Reply::ok().only("cache-control", "no-store"));
+    let config = two_backends(
+        "policy-v0-2",
+        &format!("url = {:?}", closed_port_url()),
+        &format!("url = {:?}", origin.url()),
+    );
+    let node = Node::start(&config);
+    let client = Client::new();
+    // 0.2 has no `response-hook` field: its hook runs after each attempt,
+    // moving on from the refused primary and storing the secondary's
+    // no-store answer for 60 s as it decides, memoized decision or not.
+    for path in ["/a", "/b", "/c"] {
+        let r = client.get(&node, "t.test", path).await;
+        assert_eq!(
+            (r.status.as_u16(), r.text()),
+            (200, format!("secondary {path}"))
+        );
+        assert_eq!(origin.seen().last().unwrap().headers["x-policy"], "v0.2");
+        client
+            .expect_cache_status(&node, "t.test", path, "hit")
+            .await;
+    }
+    assert_eq!(origin.total(), 3);
 }

@@ -80,8 +80,14 @@ impl Floor {
         if let Some(stored) = self.cache.get(target) {
             return respond(StatusCode::OK, stored.headers, stored.body);
         }
-        let uri = format!("{}{}", self.origin.to_string().trim_end_matches('/'), target);
-        let mut forwarded = Request::get(uri).body(Empty::new()).expect("a valid request");
+        let uri = format!(
+            "{}{}",
+            self.origin.to_string().trim_end_matches('/'),
+            target
+        );
+        let mut forwarded = Request::get(uri)
+            .body(Empty::new())
+            .expect("a valid request");
         if let Some(host) = req.headers().get(HOST) {
             forwarded.headers_mut().insert(HOST, host.clone());
         }

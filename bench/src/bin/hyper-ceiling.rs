@@ -1,7 +1,9 @@
 //! The ceiling for any hyper-based server on this machine: HTTP/1.1 with
 //! keep-alive, a fixed body from memory chosen by path, nothing else. Also
 //! the origin of the memory workload: `/size/N/anything` answers N bytes
-//! (at most 16 MiB), cacheable, so every path is a new object of that size.
+//! (at most 16 MiB), cacheable, so every path is a new object of that size;
+//! `/api/anything` answers 1 KiB with `Cache-Control: no-store` (the
+//! origin-bound counts of `bench/instructions`).
 //!
 //!     hyper-ceiling 127.0.0.1:18085
 
@@ -39,9 +41,16 @@ async fn main() -> std::io::Result<()> {
                     .find(|(path, _)| *path == req.uri().path())
                     .map(|(_, b)| b.clone())
                     .or_else(|| sized(req.uri().path()));
+                let api = req.uri().path().starts_with("/api/");
+                let found = found.or_else(|| api.then(|| bodies[0].1.clone()));
+                let cache_control = if api {
+                    "no-store"
+                } else {
+                    "public, max-age=3600"
+                };
                 let response = match found {
                     Some(b) => Response::builder()
-                        .header("cache-control", "public, max-age=3600")
+                        .header("cache-control", cache_control)
                         .body(Full::new(b)),
                     None => Response::builder()
                         .status(404)

@@ -48,6 +48,10 @@ fn device_class(user_agent: Option<&str>) -> &'static str {
 }
 
 impl Policy for CacheKey {
+    // No response hook: the host applies RFC 9111 to what the origin
+    // answers, and the instance is gone before the origin is asked.
+    const RESPONSE_HOOK: bool = false;
+
     fn on_request(req: &Request) -> Decision {
         let host = req.host().to_ascii_lowercase();
         let mut key = format!("{}|{}{}", device_class(req.header("user-agent").as_deref()), host, req.path());

@@ -6,6 +6,9 @@
 //! - `/fetch/NAME`: fetches `/` from backend NAME through the host;
 //! - `/fetch-many/N/NAME`: fetches `/` from NAME N times;
 //! - `/vars/KEY`: answers with config value KEY;
+//! - `/undeclared-hook`: a lookup to `origin` whose route declares no
+//!   response hook, while `on_response` stores every response for 60 s
+//!   whatever its headers say (the host's check must catch it);
 //! - `/count`: answers how many requests this instance has served (always 1
 //!   with a fresh instance per request; grows when the tenant reuses them);
 //! - anything else: a normal lookup to backend `origin`.
@@ -19,7 +22,9 @@ use alloc::string::ToString;
 use alloc::vec::Vec;
 use alloc::vec;
 
-use outpost_guest::{export_policy, host, Decision, Policy, Request, Response, Route};
+use outpost_guest::{
+    export_policy, host, Attempt, Decision, Outcome, Policy, Request, Response, ResponseDecision, Route,
+};
 
 struct Misbehaving;
 
@@ -68,7 +73,19 @@ impl Policy for Misbehaving {
             let value = host::config(key).unwrap_or_else(|| "<unset>".to_string());
             return Decision::respond(Response::text(200, value));
         }
+        if path == "/undeclared-hook" {
+            return Decision::lookup(req.path_with_query(), Route::to("origin").response_hook(false));
+        }
         Decision::lookup(req.path_with_query(), Route::to("origin"))
+    }
+
+    fn on_response(req: &Request, _attempt: &Attempt, outcome: &Outcome) -> ResponseDecision {
+        match outcome {
+            Outcome::Response(_) if req.path() == "/undeclared-hook" => {
+                ResponseDecision::Store { ttl: 60, tags: Vec::new() }
+            }
+            _ => ResponseDecision::Default,
+        }
     }
 }
 

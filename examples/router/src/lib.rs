@@ -20,6 +20,10 @@ const PREFIXES: &[(&str, &str)] = &[("/billing/", "billing"), ("/search/", "sear
 const SERVICES: &[&str] = &["billing", "search", "static", "web"];
 
 impl Policy for Router {
+    // No response hook: the host applies RFC 9111 to what the origin
+    // answers, and the instance is gone before the origin is asked.
+    const RESPONSE_HOOK: bool = false;
+
     fn on_request(req: &Request) -> Decision {
         let backend = match req.header("x-service-name") {
             Some(service) => {

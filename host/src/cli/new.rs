@@ -124,6 +124,11 @@ use outpost_guest::{export_policy, Decision, Policy, Request, Route};
 struct TypeName;
 
 impl Policy for TypeName {
+    // No `on_response`: the host applies RFC 9111 to what the origin
+    // answers without running the policy again. Set this to `true` (or
+    // remove it) when you add one.
+    const RESPONSE_HOOK: bool = false;
+
     fn on_request(req: &Request) -> Decision {
         // Reads share one cache entry per host and target, fetched from the
         // tenant's `origin` backend on a miss; writes go straight through.

@@ -4,38 +4,42 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Hop-by-hop fields (RFC 9110 section 7.6.1), plus the obsolete ones that
 /// clients still send. They describe one connection and are never forwarded.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// Names, not text: a removal by `&str` parses the name each time.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
-/// Removes the hop-by-hop fields, including those named by `Connection`.
+/// Removes the hop-by-hop fields, including those named by `Connection`
+/// (RFC 9110 section 7.6.1).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().to_ascii_lowercase().as_bytes()).ok())
-        .collect();
-    for name in &named {
-        headers.remove(name);
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().to_ascii_lowercase().as_bytes()).ok())
+            .collect();
+        for name in &named {
+            headers.remove(name);
+        }
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }
 
 /// Whether a field is always hop-by-hop.
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(&name.as_str())
+    HOP_BY_HOP.contains(name)
 }
 
 /// Fields addressed to this cache only (the Surrogate-Control convention,
@@ -44,20 +48,22 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
 /// tier needs it to cache as the origin asked, so it goes on unless the
 /// tenant strips it.
 pub fn strip_cache_targeted(headers: &mut HeaderMap) {
-    for name in CACHE_TARGETED {
+    for name in &CACHE_TARGETED {
         headers.remove(name);
     }
 }
 
 /// Fields for this cache only; purge tags are for its index, not clients.
-const CACHE_TARGETED: [&str; 3] = ["surrogate-control", "surrogate-key", "cache-tag"];
+const CACHE_TARGETED: [HeaderName; 3] = [
+    HeaderName::from_static("surrogate-control"),
+    HeaderName::from_static("surrogate-key"),
+    HeaderName::from_static("cache-tag"),
+];
 
 /// Whether any field for this cache only is present: a stored response
 /// without any is sent without looking for them on every hit.
 pub fn has_cache_targeted(headers: &HeaderMap) -> bool {
-    CACHE_TARGETED
-        .iter()
-        .any(|name| headers.contains_key(*name))
+    CACHE_TARGETED.iter().any(|name| headers.contains_key(name))
 }
 
 /// A copy of a head whose values own their bytes.

@@ -7,6 +7,7 @@
 mod client_body;
 mod connection;
 pub mod headers;
+mod hex;
 pub mod range;
 pub mod request_id;
 pub mod trace_context;

@@ -30,12 +30,8 @@ impl RequestId {
 
     /// 128 random bits as 32 hex digits.
     pub fn generate() -> RequestId {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut id = [0u8; 32];
-        for (pair, byte) in id.chunks_exact_mut(2).zip(rand::random::<[u8; 16]>()) {
-            pair[0] = DIGITS[usize::from(byte >> 4)];
-            pair[1] = DIGITS[usize::from(byte & 0xf)];
-        }
+        super::hex::encode_into(&rand::random::<[u8; 16]>(), &mut id);
         RequestId(HeaderValue::from_bytes(&id).expect("hex is a valid field value"))
     }
 

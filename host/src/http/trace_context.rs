@@ -3,8 +3,6 @@
 //! it keeps the trace id and flags, and tells origins its own span as the
 //! parent. A request without a valid `traceparent` starts a new trace here.
 
-use std::fmt::Write as _;
-
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -89,17 +87,16 @@ impl TraceContext {
 
     /// `traceparent` for a request the node sends on (version 00).
     pub fn traceparent(&self) -> HeaderValue {
-        let value = format!(
-            "00-{}-{}-{:02x}",
-            hex(&self.trace_id),
-            hex(&self.span_id),
-            self.flags
-        );
-        HeaderValue::from_str(&value).expect("hex is a valid field value")
+        // `00-` 32 digits `-` 16 digits `-` 2 digits.
+        let mut value = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        super::hex::encode_into(&self.trace_id, &mut value[3..35]);
+        super::hex::encode_into(&self.span_id, &mut value[36..52]);
+        super::hex::encode_into(&[self.flags], &mut value[53..55]);
+        HeaderValue::from_bytes(&value).expect("hex is a valid field value")
     }
 
     pub fn trace_id_hex(&self) -> String {
-        hex(&self.trace_id)
+        super::hex::encode(&self.trace_id)
     }
 }
 
@@ -173,15 +170,6 @@ fn from_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
         out[i] = (nibble(pair[0])? << 4) | nibble(pair[1])?;
     }
     Some(out)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .fold(String::with_capacity(2 * bytes.len()), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
 }
 
 #[cfg(test)]

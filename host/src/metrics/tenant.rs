@@ -64,6 +64,9 @@ pub enum Event {
     Limit,
     /// A memoized decision that differed from the guest's when checked.
     MemoMismatch,
+    /// A route that declared no response hook whose hook, when checked,
+    /// decided something other than the default.
+    ResponseHookMismatch,
     /// A canary ended by its auto-rollback rule.
     CanaryAbort,
     /// A backend that failed to answer, by error kind.
@@ -71,10 +74,11 @@ pub enum Event {
 }
 
 impl Event {
-    pub const ALL: [Event; 5] = [
+    pub const ALL: [Event; 6] = [
         Event::GuestFailure,
         Event::Limit,
         Event::MemoMismatch,
+        Event::ResponseHookMismatch,
         Event::CanaryAbort,
         Event::OriginError,
     ];
@@ -93,6 +97,10 @@ impl Event {
             Event::MemoMismatch => (
                 "outpost_decision_memo_mismatches",
                 "Memoized decisions that differed from the guest's when checked (the memo is then off for the version).",
+            ),
+            Event::ResponseHookMismatch => (
+                "outpost_response_hook_mismatches",
+                "Checked requests whose routes declared no response hook but whose hook decided something else (the hook then runs on every request of the version).",
             ),
             Event::CanaryAbort => (
                 "outpost_canary_aborts",

@@ -1,9 +1,14 @@
 //! The HTTP clients of one backend, one per member: a connector that dials
-//! the member whatever authority the request names (the request's URI
-//! carries the Host the origin is asked for, so HTTP/2's `:authority` is
-//! right), TLS for https members with the SNI of the member (or the
-//! backend's `server_name`), the protocol the backend speaks, and the
-//! member's pool of idle connections.
+//! the member whatever authority the request names, TLS for https members
+//! with the SNI of the member (or the backend's `server_name`), the
+//! protocol the backend speaks, and the member's pool of idle connections.
+//!
+//! The pool is keyed by the request URI's scheme and authority. A member
+//! that speaks HTTP/1 only gets its own authority there, so every Host a
+//! tenant serves shares one pool of connections to it; the Host field
+//! travels in the head. A member that may speak HTTP/2 gets the Host the
+//! origin is asked for, which HTTP/2 sends as `:authority` (RFC 9113
+//! section 8.3.1), so its connections are kept per Host.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -26,6 +31,41 @@ use crate::config::{BackendConfig, BackendUrl, FieldError, Protocol};
 use crate::http::ProxyBody;
 
 pub(super) type HttpClient = Client<HttpsConnector<Dial>, ProxyBody>;
+
+/// The client of one member, and how its requests are addressed.
+pub(super) struct MemberClient {
+    pub http: HttpClient,
+    /// Whether a connection may speak HTTP/2: prior knowledge (`h2c`), or
+    /// an https member whose ALPN may agree on it.
+    may_speak_h2: bool,
+}
+
+impl MemberClient {
+    /// The URI a request for `target` is sent to `member` with: the
+    /// member's scheme and path prefix; as authority the member's own for
+    /// an HTTP/1-only member (one pool of connections whatever the Host),
+    /// else the Host the origin is asked for, if there is one.
+    pub fn request_uri(
+        &self,
+        member: &BackendUrl,
+        target: &str,
+        host: Option<&http::HeaderValue>,
+    ) -> Uri {
+        let uri = member.uri_for(target);
+        if !self.may_speak_h2 {
+            return uri;
+        }
+        let Some(authority) = host
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.parse::<http::uri::Authority>().ok())
+        else {
+            return uri;
+        };
+        let mut parts = uri.into_parts();
+        parts.authority = Some(authority);
+        Uri::from_parts(parts).unwrap_or_else(|_| member.uri_for(target))
+    }
+}
 
 /// Idle connections kept per member.
 const POOL_MAX_IDLE: usize = 256;
@@ -66,7 +106,7 @@ pub(super) fn build(
     member: &BackendUrl,
     stats: Arc<MemberStats>,
     tls: &ClientConfig,
-) -> Result<HttpClient, FieldError> {
+) -> Result<MemberClient, FieldError> {
     let mut tcp = HttpConnector::new();
     tcp.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms)));
     tcp.set_nodelay(true);
@@ -101,26 +141,9 @@ pub(super) fn build(
         // RFC 9113 section 3.3: HTTP/2 with prior knowledge.
         client.http2_only(true);
     }
-    Ok(client.build(https))
-}
-
-/// The URI a request to `member` is sent with: the member's scheme and
-/// path prefix, and as authority the Host the origin is asked for (HTTP/2
-/// sends it as `:authority`, RFC 9113 section 8.3.1; the connection goes to
-/// the member whatever it says), or the member's own when there is none.
-pub(super) fn request_uri(
-    member: &BackendUrl,
-    target: &str,
-    host: Option<&http::HeaderValue>,
-) -> Uri {
-    let uri = member.uri_for(target);
-    let Some(authority) = host
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.parse::<http::uri::Authority>().ok())
-    else {
-        return uri;
-    };
-    let mut parts = uri.into_parts();
-    parts.authority = Some(authority);
-    Uri::from_parts(parts).unwrap_or_else(|_| member.uri_for(target))
+    Ok(MemberClient {
+        http: client.build(https),
+        may_speak_h2: config.protocol == Protocol::H2c
+            || (config.protocol == Protocol::Auto && member.is_https()),
+    })
 }

@@ -34,7 +34,7 @@ use crate::http::{error_chain, ProxyBody};
 use crate::metrics::Counter;
 use balance::Balancer;
 pub use body::{BodyStalled, MemberBody};
-use client::HttpClient;
+use client::MemberClient;
 pub(crate) use failure_log::within_log_budget;
 use member::{InFlight, Pool};
 pub use member::{MemberReport, MemberState};
@@ -98,7 +98,7 @@ pub struct Backend {
     /// set; otherwise each member's host.
     server_name: Option<String>,
     /// One per member, in the pool's order.
-    clients: Arc<[HttpClient]>,
+    clients: Arc<[MemberClient]>,
     /// This node's name, added to every request's `CDN-Loop` (RFC 8586).
     cdn_loop: HeaderValue,
     /// The probe tasks, stopped with the backend.
@@ -142,7 +142,7 @@ impl Backend {
             .members
             .iter()
             .map(|m| client::build(config, &m.url, m.stats.clone(), &tls))
-            .collect::<Result<Arc<[HttpClient]>, FieldError>>()?;
+            .collect::<Result<Arc<[MemberClient]>, FieldError>>()?;
         // Checked by `BackendConfig::validate`.
         let host_header = config
             .host_header
@@ -247,8 +247,11 @@ impl Backend {
             let member = &self.pool.members[i];
             let mut request = Request::new(body.take().unwrap_or_else(crate::http::empty));
             *request.method_mut() = parts.method.clone();
-            *request.uri_mut() =
-                client::request_uri(&member.url, &target, parts.headers.get(http::header::HOST));
+            *request.uri_mut() = self.clients[i].request_uri(
+                &member.url,
+                &target,
+                parts.headers.get(http::header::HOST),
+            );
             let last = attempt + 1 == attempts || !replayable;
             // Copied only while another attempt may need them.
             *request.headers_mut() = if last {
@@ -313,6 +316,7 @@ impl Backend {
         let started = std::time::Instant::now();
         let exchange = async {
             let result = self.clients[member]
+                .http
                 .request(Request::from_parts(parts, body))
                 .await;
             let stats = &self.pool.members[member].stats;
@@ -390,14 +394,29 @@ fn classify(error: &hyper_util::client::legacy::Error, server_name: &str) -> Ori
     if let Some(tls) = crate::tls::handshake_failure(error, server_name) {
         return OriginError::Tls(tls);
     }
+    if error.is_connect() && timed_out(error) {
+        return OriginError::Timeout;
+    }
     let text = error_chain(error);
     if error.is_connect() {
-        if text.contains("timed out") {
-            OriginError::Timeout
-        } else {
-            OriginError::Connect(text)
-        }
+        OriginError::Connect(text)
     } else {
         OriginError::Invalid(text)
     }
+}
+
+/// Whether an I/O timeout is the cause of `error` (the connector's connect
+/// timeout is an `io::Error` of kind `TimedOut` in the chain), by its kind,
+/// not its text.
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }

@@ -9,7 +9,7 @@ use http::{HeaderValue, Request};
 use rand::RngExt;
 use tokio::task::AbortHandle;
 
-use super::client::HttpClient;
+use super::client::MemberClient;
 use super::health::Transition;
 use super::member::Pool;
 use crate::config::ProbeConfig;
@@ -21,7 +21,7 @@ pub(super) struct Prober {
     pub backend: String,
     pub pool: Arc<Pool>,
     /// The members' clients, in the pool's order.
-    pub clients: Arc<[HttpClient]>,
+    pub clients: Arc<[MemberClient]>,
     pub probe: ProbeConfig,
     pub host_header: Option<HeaderValue>,
 }
@@ -68,16 +68,15 @@ impl Prober {
     async fn probe_once(&self, member: usize) -> Result<(), String> {
         let url = &self.pool.members[member].url;
         let mut request = Request::new(crate::http::empty());
-        *request.uri_mut() =
-            super::client::request_uri(url, &self.probe.path, self.host_header.as_ref());
+        let client = &self.clients[member];
+        *request.uri_mut() = client.request_uri(url, &self.probe.path, self.host_header.as_ref());
         if let Some(host) = &self.host_header {
             request
                 .headers_mut()
                 .insert(http::header::HOST, host.clone());
         }
         let timeout = Duration::from_millis(self.probe.timeout_ms);
-        let client = &self.clients[member];
-        match tokio::time::timeout(timeout, client.request(request)).await {
+        match tokio::time::timeout(timeout, client.http.request(request)).await {
             Err(_) => Err(format!("timed out after {timeout:?}")),
             Ok(Err(e)) => Err(error_chain(&e)),
             Ok(Ok(response)) if response.status().as_u16() == self.probe.expect_status => Ok(()),

@@ -39,6 +39,7 @@ pub(super) async fn run_policy(
             return (exchange.guest_failed(failure), summary);
         }
     };
+    exchange.plan_response_hook(&decision);
     let summary = if exchange.ctx.trace_requests {
         let memoized = if !exchange.has_instance() {
             " (memo)"

@@ -1,6 +1,7 @@
 //! One client request in flight after its tenant was found: its state,
 //! and the guest instance it runs in.
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,9 +14,11 @@ use super::respond;
 use super::Context;
 use crate::http::{BodyWatch, ProxyBody, RequestInfo};
 use crate::metrics::{Event, Histogram};
-use crate::runtime::memo::{DecisionMemo, Reads};
+use crate::runtime::memo::{DecisionMemo, Reads, CHECK_EVERY};
 use crate::runtime::on_cpu;
-use crate::runtime::{Decision, GuestContext, GuestFailure, GuestSession, PolicyModule};
+use crate::runtime::{
+    Decision, GuestContext, GuestFailure, GuestSession, PolicyModule, ResponseDecision,
+};
 use crate::tenant::Tenant;
 
 /// One client request in flight after its tenant was found.
@@ -36,6 +39,8 @@ pub(super) struct Exchange {
     /// The memo's decision for this request, checked against the guest's
     /// whenever the guest runs.
     pub(super) recalled: Option<Arc<Decision>>,
+    /// Whether the response hook runs after this request's attempts.
+    pub(super) response_hook: ResponseHook,
     /// What the access log learns on the way (the backend that answered).
     pub(super) trail: Arc<Trail>,
 }
@@ -46,13 +51,56 @@ struct Instance {
     _slot: OwnedSemaphorePermit,
 }
 
-impl Drop for Exchange {
-    /// The instance goes back to the tenant's idle pool when it reuses
-    /// instances; otherwise it is dropped (its pool slot returns).
-    fn drop(&mut self) {
-        if let Some(instance) = self.instance.take() {
-            self.tenant.put_idle(instance.session);
+/// Whether the response hook runs after a request's backend attempts (WIT
+/// `route.response-hook`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ResponseHook {
+    /// The route asks for it (every route of a policy before 0.3 does): it
+    /// runs in the request's instance after every attempt.
+    Runs,
+    /// The route declared none: the host applies the default decision
+    /// itself, and the instance went back when the request hook returned.
+    Skipped,
+    /// The route declared none and this request checks that claim: the
+    /// hook runs, and anything but the default decision is a mismatch.
+    Checked,
+}
+
+thread_local! {
+    /// Requests whose routes declared no response hook, served by this
+    /// thread: one in `CHECK_EVERY` checks the claim.
+    static DECLARED_NONE: Cell<u64> = const { Cell::new(0) };
+}
+
+impl ResponseHook {
+    /// What `decision`'s route asks for, for a request of `module`. A
+    /// version once caught deciding after a route that declared no hook
+    /// runs it after every attempt.
+    fn planned(decision: &Decision, module: &PolicyModule) -> ResponseHook {
+        let declared = match decision {
+            Decision::Lookup(lookup) => lookup.route.response_hook,
+            Decision::Pass(route) => route.response_hook,
+            // No backend is asked: nothing for a hook to see.
+            Decision::Respond(_) => return ResponseHook::Skipped,
+        };
+        if declared || !module.trusts_declared_response_hooks() {
+            return ResponseHook::Runs;
         }
+        let check = DECLARED_NONE.with(|n| {
+            n.set(n.get().wrapping_add(1));
+            n.get() % CHECK_EVERY == 0
+        });
+        if check {
+            ResponseHook::Checked
+        } else {
+            ResponseHook::Skipped
+        }
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        self.release_instance();
     }
 }
 
@@ -86,8 +134,50 @@ impl Exchange {
             body: Some(body),
             body_watch: Arc::default(),
             recalled,
+            response_hook: ResponseHook::Runs,
             trail,
         }
+    }
+
+    /// Settles whether the response hook runs for `decision`; if it does
+    /// not, the instance goes back now rather than after the origin's
+    /// round trip.
+    pub(super) fn plan_response_hook(&mut self, decision: &Decision) {
+        self.response_hook = ResponseHook::planned(decision, &self.module);
+        if self.response_hook == ResponseHook::Skipped {
+            self.release_instance();
+        }
+    }
+
+    /// The instance goes back to the tenant's idle pool when it reuses
+    /// instances; otherwise it is dropped (its pool slot returns).
+    fn release_instance(&mut self) {
+        if let Some(instance) = self.instance.take() {
+            self.tenant.put_idle(instance.session);
+        }
+    }
+
+    /// A checked request's response hook decided `decision` after a route
+    /// that declared none: anything but the default is a mismatch, counted
+    /// and logged, and the hook runs for every request of the version from
+    /// now on.
+    pub(super) fn check_response_hook(&self, decision: &ResponseDecision) {
+        if self.response_hook != ResponseHook::Checked
+            || *decision == ResponseDecision::Default
+            || !self.module.trusts_declared_response_hooks()
+        {
+            return;
+        }
+        self.module.distrust_declared_response_hooks();
+        tracing::warn!(
+            tenant = &*self.tenant.id,
+            version = &*self.module.version,
+            "the policy's route declared no response hook, but its on-response decided \
+             {decision:?}: the hook now runs after every attempt of this version"
+        );
+        self.tenant
+            .metrics
+            .event(Event::ResponseHookMismatch, "mismatch");
     }
 
     /// Whether a guest instance serves this request (no: the memo decided
@@ -100,21 +190,12 @@ impl Exchange {
     /// the request hook in it, feeding and checking the decision memo.
     pub(super) async fn start_instance(&mut self) -> Result<Decision, GuestFailure> {
         let tenant = &self.tenant;
-        if tenant.quarantine.holds(&self.module.version) {
-            return Err(GuestFailure::Quarantined);
-        }
-        // A tenant held to its share of guest CPU runs no more request
-        // hooks at once than its share of the workers (tenant::cpu_share).
-        let turn = tenant.cpu.enter().await.ok_or(GuestFailure::CpuShare)?;
-        let slot = tenant
-            .instances
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| GuestFailure::ConcurrencyLimit(tenant.limits.max_concurrent))?;
+        let admission = tenant.admit_guest(&self.module.version).await?;
+        let (turn, slot) = (admission.turn, admission.slot);
         let started = std::time::Instant::now();
         let mut cpu = Duration::ZERO;
-        let reused = tenant
-            .take_idle(&self.module.version)
+        let reused = admission
+            .idle
             .and_then(|mut s| s.reuse(self.info.clone()).ok().map(|()| s));
         let session = match reused {
             Some(s) => Ok(s),
@@ -275,5 +356,46 @@ impl Exchange {
             http::HeaderValue::from_static(failure.as_str()),
         );
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::{Lookup, Route};
+
+    fn lookup(response_hook: bool) -> Decision {
+        Decision::Lookup(Lookup {
+            key: "k".into(),
+            ttl: None,
+            route: Route {
+                backends: vec!["origin".into()],
+                request_headers: Vec::new(),
+                hash_key: None,
+                response_hook,
+            },
+        })
+    }
+
+    #[test]
+    fn a_route_without_a_response_hook_skips_it_but_one_in_check_every_checks_it() {
+        let module = crate::runtime::test_module("router");
+        let plans: Vec<ResponseHook> = (0..CHECK_EVERY * 2)
+            .map(|_| ResponseHook::planned(&lookup(false), &module))
+            .collect();
+        let checked = plans
+            .iter()
+            .filter(|p| **p == ResponseHook::Checked)
+            .count();
+        assert_eq!(checked, 2);
+        assert!(!plans.contains(&ResponseHook::Runs));
+        assert_eq!(
+            ResponseHook::planned(&lookup(true), &module),
+            ResponseHook::Runs
+        );
+        // Caught once: the hook runs on every request of the version.
+        module.distrust_declared_response_hooks();
+        assert!((0..CHECK_EVERY)
+            .all(|_| { ResponseHook::planned(&lookup(false), &module) == ResponseHook::Runs }));
     }
 }

@@ -8,7 +8,7 @@ use http::header::{HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::BodyExt;
 
-use super::exchange::Exchange;
+use super::exchange::{Exchange, ResponseHook};
 use super::respond;
 use crate::cache::fill::{stale_if_error, stale_status, Fetched, StoreMode};
 use crate::cache::{CacheStatus, Fwd, StoredResponse};
@@ -105,35 +105,29 @@ impl Exchange {
                     sent
                 }
             };
-            let attempt = Attempt {
-                backend: name.clone(),
-                index: index as u32,
-                remaining: (last - index) as u32,
-                stale_available: stale.is_some(),
-                member: outcome
-                    .as_mut()
-                    .ok()
-                    .and_then(|(_, _, member)| member.take()),
-                failed_members,
-            };
-            let for_guest = match &outcome {
-                Ok((info, _, _)) => OutcomeForGuest::Response(info.clone()),
-                Err(e) => OutcomeForGuest::Error(e.clone()),
-            };
-            let decision = match self.session().await {
-                Ok(session) => {
-                    let started = Instant::now();
-                    let mut cpu = std::time::Duration::ZERO;
-                    let decision =
-                        on_cpu::timed(session.on_response(attempt, for_guest), &mut cpu).await;
-                    self.hook_ran(&self.module.response_hook_time, started.elapsed(), cpu);
-                    decision
+            let decision = match self.response_hook {
+                ResponseHook::Skipped => ResponseDecision::Default,
+                ResponseHook::Runs | ResponseHook::Checked => {
+                    let attempt = Attempt {
+                        backend: name.clone(),
+                        index: index as u32,
+                        remaining: (last - index) as u32,
+                        stale_available: stale.is_some(),
+                        member: outcome
+                            .as_mut()
+                            .ok()
+                            .and_then(|(_, _, member)| member.take()),
+                        failed_members,
+                    };
+                    let for_guest = match &outcome {
+                        Ok((info, _, _)) => OutcomeForGuest::Response(info.clone()),
+                        Err(e) => OutcomeForGuest::Error(e.clone()),
+                    };
+                    match self.run_response_hook(attempt, for_guest).await {
+                        Ok(d) => d,
+                        Err(f) => return Err(NoResponse::GuestFailed(f)),
+                    }
                 }
-                Err(f) => Err(f),
-            };
-            let decision = match decision {
-                Ok(d) => d,
-                Err(f) => return Err(NoResponse::GuestFailed(f)),
             };
             // A request body can be sent once: no retry after it is gone.
             let can_retry = index < last
@@ -149,6 +143,24 @@ impl Exchange {
             }
         }
         unreachable!("the loop returns on its last backend")
+    }
+
+    /// The response hook's decision on one attempt, in the request's
+    /// instance (started now, with the request hook first, for a decision
+    /// that came from the memo).
+    async fn run_response_hook(
+        &mut self,
+        attempt: Attempt,
+        for_guest: OutcomeForGuest,
+    ) -> Result<ResponseDecision, GuestFailure> {
+        let session = self.session().await?;
+        let started = Instant::now();
+        let mut cpu = std::time::Duration::ZERO;
+        let decision = on_cpu::timed(session.on_response(attempt, for_guest), &mut cpu).await;
+        self.hook_ran(&self.module.response_hook_time, started.elapsed(), cpu);
+        let decision = decision?;
+        self.check_response_hook(&decision);
+        Ok(decision)
     }
 
     /// One attempt: build the request, send it, split the response head so
@@ -173,7 +185,11 @@ impl Exchange {
         let sent = backend.send(request, key, &mut failed).await;
         failed_members.extend(failed.into_iter().map(|(m, e)| (m, FetchError::from(e))));
         let response = sent.map_err(FetchError::from)?;
-        let member = response.body().member();
+        // Only the response hook is told which member answered.
+        let member = match self.response_hook {
+            ResponseHook::Skipped => None,
+            ResponseHook::Runs | ResponseHook::Checked => response.body().member(),
+        };
         let (parts, body) = response.into_parts();
         let info = Arc::new(ResponseInfo {
             status: parts.status.as_u16(),

@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use http::uri::PathAndQuery;
 
-use super::bindings::{v0_1, v0_2};
+use super::bindings::{v0_1, v0_2, v0_3};
 use super::policy::{
     Attempt, CachedObject, Decision, FetchError, HeaderEdit, Lookup, ResponseDecision, Route,
     StoreOptions, SyntheticResponse,
@@ -104,15 +104,61 @@ macro_rules! shared_conversions {
     };
 }
 
+/// The conversions of the types 0.2.0 changed and 0.3.0 left as they were.
+macro_rules! since_0_2_conversions {
+    ($v:ident) => {
+        impl From<Attempt> for $v::types::Attempt {
+            fn from(a: Attempt) -> Self {
+                $v::types::Attempt {
+                    backend: a.backend,
+                    index: a.index,
+                    remaining: a.remaining,
+                    stale_available: a.stale_available,
+                    member: a.member,
+                    failed_members: a
+                        .failed_members
+                        .into_iter()
+                        .map(|(member, error)| $v::types::MemberFailure {
+                            member,
+                            error: error.into(),
+                        })
+                        .collect(),
+                }
+            }
+        }
+
+        impl From<FetchError> for $v::types::FetchError {
+            fn from(e: FetchError) -> Self {
+                use $v::types::FetchError as E;
+                match e {
+                    FetchError::ConnectFailed(s) => E::ConnectFailed(s),
+                    FetchError::Tls(s) => E::Tls(s),
+                    FetchError::Unavailable(s) => E::Unavailable(s),
+                    FetchError::Timeout => E::Timeout,
+                    FetchError::InvalidResponse(s) => E::InvalidResponse(s),
+                    FetchError::UnknownBackend(s) => E::UnknownBackend(s),
+                    FetchError::LimitExceeded => E::LimitExceeded,
+                }
+            }
+        }
+    };
+}
+
 shared_conversions!(v0_1);
 shared_conversions!(v0_2);
+shared_conversions!(v0_3);
+since_0_2_conversions!(v0_2);
+since_0_2_conversions!(v0_3);
 
+// Before 0.3 a route could not say it needs no response hook: it always
+// runs, as it did.
 impl From<v0_1::types::Route> for Route {
     fn from(r: v0_1::types::Route) -> Self {
         Route {
             backends: r.backends,
             request_headers: r.request_headers.into_iter().map(Into::into).collect(),
             hash_key: None,
+            response_hook: true,
         }
     }
 }
@@ -123,6 +169,18 @@ impl From<v0_2::types::Route> for Route {
             backends: r.backends,
             request_headers: r.request_headers.into_iter().map(Into::into).collect(),
             hash_key: r.hash_key,
+            response_hook: true,
+        }
+    }
+}
+
+impl From<v0_3::types::Route> for Route {
+    fn from(r: v0_3::types::Route) -> Self {
+        Route {
+            backends: r.backends,
+            request_headers: r.request_headers.into_iter().map(Into::into).collect(),
+            hash_key: r.hash_key,
+            response_hook: r.response_hook,
         }
     }
 }
@@ -138,26 +196,6 @@ impl From<Attempt> for v0_1::types::Attempt {
     }
 }
 
-impl From<Attempt> for v0_2::types::Attempt {
-    fn from(a: Attempt) -> Self {
-        v0_2::types::Attempt {
-            backend: a.backend,
-            index: a.index,
-            remaining: a.remaining,
-            stale_available: a.stale_available,
-            member: a.member,
-            failed_members: a
-                .failed_members
-                .into_iter()
-                .map(|(member, error)| v0_2::types::MemberFailure {
-                    member,
-                    error: error.into(),
-                })
-                .collect(),
-        }
-    }
-}
-
 impl From<FetchError> for v0_1::types::FetchError {
     fn from(e: FetchError) -> Self {
         use v0_1::types::FetchError as E;
@@ -168,21 +206,6 @@ impl From<FetchError> for v0_1::types::FetchError {
             e @ (FetchError::Tls(_) | FetchError::Unavailable(_)) => {
                 E::ConnectFailed(e.to_string())
             }
-            FetchError::Timeout => E::Timeout,
-            FetchError::InvalidResponse(s) => E::InvalidResponse(s),
-            FetchError::UnknownBackend(s) => E::UnknownBackend(s),
-            FetchError::LimitExceeded => E::LimitExceeded,
-        }
-    }
-}
-
-impl From<FetchError> for v0_2::types::FetchError {
-    fn from(e: FetchError) -> Self {
-        use v0_2::types::FetchError as E;
-        match e {
-            FetchError::ConnectFailed(s) => E::ConnectFailed(s),
-            FetchError::Tls(s) => E::Tls(s),
-            FetchError::Unavailable(s) => E::Unavailable(s),
             FetchError::Timeout => E::Timeout,
             FetchError::InvalidResponse(s) => E::InvalidResponse(s),
             FetchError::UnknownBackend(s) => E::UnknownBackend(s),

@@ -6,7 +6,7 @@
 
 use wasmtime::component::Resource;
 
-use super::bindings::{v0_1, v0_2};
+use super::bindings::{v0_1, v0_2, v0_3};
 use super::heads::{all_headers, header_str, RequestHead, ResponseHead};
 use super::memo::Field;
 use super::policy::FetchError;
@@ -188,11 +188,21 @@ macro_rules! guest_imports {
 
 guest_imports!(v0_1, {});
 
+/// `backend-healthy`, which 0.2.0 added.
+macro_rules! backend_healthy {
+    () => {
+        fn backend_healthy(&mut self, backend: String) -> wasmtime::Result<bool> {
+            self.count_host_call()?;
+            // The answer changes with the members' health: not memoized.
+            self.taint();
+            Ok(self.ctx.env.backend_healthy(&backend))
+        }
+    };
+}
+
 guest_imports!(v0_2, {
-    fn backend_healthy(&mut self, backend: String) -> wasmtime::Result<bool> {
-        self.count_host_call()?;
-        // The answer changes with the members' health: not memoized.
-        self.taint();
-        Ok(self.ctx.env.backend_healthy(&backend))
-    }
+    backend_healthy!();
+});
+guest_imports!(v0_3, {
+    backend_healthy!();
 });

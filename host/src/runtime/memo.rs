@@ -28,13 +28,20 @@
 //! and one bound for the node is what an operator can plan with (moka's
 //! TinyLFU keeps a small tenant's frequent decisions when a large one
 //! brings many rare ones).
+//!
+//! A decision enters the table only when its key comes a second time (a
+//! doorkeeper, as in TinyLFU): a stream of unique URLs, every one a miss,
+//! would otherwise pay a table insert per request for entries never read.
+//! Until then it waits in a small direct-mapped array of first sightings,
+//! which a key that comes back finds (and moves into the table), so the
+//! second request is already decided without the guest.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 
 use super::policy::Decision;
 use crate::http::RequestInfo;
@@ -47,6 +54,10 @@ pub const CHECK_EVERY: u64 = 256;
 const MAX_SHAPES: usize = 16;
 /// Decisions kept for the whole node (least valuable go first).
 const MAX_ENTRIES: u64 = 8 * 1024;
+/// Slots of the first sightings: each holds the last decision whose key
+/// hashed to it, so a key that comes back within a few thousand others is
+/// still found.
+const FIRST_SIGHTING_SLOTS: usize = 4 * 1024;
 
 /// One input of the request hook.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,6 +122,14 @@ impl Recall {
 pub struct MemoTable {
     entries: moka::sync::Cache<Box<[u8]>, Arc<Decision>>,
     next_id: Arc<AtomicU64>,
+    /// Decisions whose key was seen once, by hash of the key.
+    first_sightings: Arc<[ArcSwapOption<Sighting>]>,
+}
+
+/// A decision made once, waiting for its key to come again.
+struct Sighting {
+    key: Box<[u8]>,
+    decision: Arc<Decision>,
 }
 
 impl MemoTable {
@@ -118,7 +137,44 @@ impl MemoTable {
         MemoTable {
             entries: moka::sync::Cache::new(MAX_ENTRIES),
             next_id: Arc::new(AtomicU64::new(0)),
+            first_sightings: (0..FIRST_SIGHTING_SLOTS)
+                .map(|_| ArcSwapOption::empty())
+                .collect(),
         }
+    }
+
+    /// The first-sighting slot of `key`.
+    fn slot(&self, key: &[u8]) -> &ArcSwapOption<Sighting> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::hash::DefaultHasher::new();
+        key.hash(&mut hasher);
+        &self.first_sightings[hasher.finish() as usize % FIRST_SIGHTING_SLOTS]
+    }
+
+    /// The decision stored under `key`: in the table, or seen once, in
+    /// which case this second sighting moves it into the table.
+    fn get(&self, key: &[u8]) -> Option<Arc<Decision>> {
+        if let Some(decision) = self.entries.get(key) {
+            return Some(decision);
+        }
+        let slot = self.slot(key);
+        let sighting = slot.load();
+        let seen = sighting.as_ref().filter(|s| *s.key == *key)?;
+        let decision = seen.decision.clone();
+        self.entries.insert(key.into(), decision.clone());
+        // Unless another key took the slot meanwhile.
+        slot.compare_and_swap(&sighting, None);
+        Some(decision)
+    }
+
+    /// Keeps a decision made for `key` by a fresh instance: it waits among
+    /// the first sightings until the key comes again.
+    fn put(&self, key: Vec<u8>, decision: &Decision) {
+        let slot = self.slot(&key);
+        slot.store(Some(Arc::new(Sighting {
+            key: key.into_boxed_slice(),
+            decision: Arc::new(decision.clone()),
+        })));
     }
 }
 
@@ -176,7 +232,7 @@ impl DecisionMemo {
             key.clear();
             key.extend_from_slice(&self.id.to_le_bytes());
             encode(&mut key, index, shape, request, vars);
-            if let Some(decision) = self.table.entries.get(key.as_slice()) {
+            if let Some(decision) = self.table.get(&key) {
                 let check = RECALLED.with(|n| {
                     n.set(n.get().wrapping_add(1));
                     n.get() % CHECK_EVERY == 0
@@ -209,9 +265,7 @@ impl DecisionMemo {
         let mut key = Vec::with_capacity(128);
         key.extend_from_slice(&self.id.to_le_bytes());
         encode(&mut key, index, &shape, request, vars);
-        self.table
-            .entries
-            .insert(key.into_boxed_slice(), Arc::new(decision.clone()));
+        self.table.put(key, decision);
     }
 
     /// The index of a read sequence, added if new and there is room.
@@ -330,8 +384,32 @@ mod tests {
                 backends: vec!["origin".into()],
                 request_headers: vec![],
                 hash_key: None,
+                response_hook: true,
             },
         })
+    }
+
+    #[test]
+    fn a_decision_enters_the_table_only_when_its_inputs_come_back() {
+        let table = MemoTable::new();
+        let memo = DecisionMemo::new(&table);
+        let vars = BTreeMap::new();
+        let once = request("/once", None);
+        memo.remember(reads(&[Field::Path]), &once, &vars, &lookup("once"));
+        table.entries.run_pending_tasks();
+        assert_eq!(
+            table.entries.entry_count(),
+            0,
+            "seen once: not in the table"
+        );
+        // The second request with those inputs finds it, and moves it in.
+        assert_eq!(
+            **memo.recall(&once, &vars).unwrap().decision(),
+            lookup("once")
+        );
+        table.entries.run_pending_tasks();
+        assert_eq!(table.entries.entry_count(), 1);
+        assert!(memo.recall(&once, &vars).is_some());
     }
 
     fn reads(fields: &[Field]) -> Reads {

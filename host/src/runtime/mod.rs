@@ -23,6 +23,7 @@ mod ticker;
 
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,6 +69,24 @@ pub struct PolicyModule {
     pub request_hook_time: Histogram,
     /// Time in the response hook.
     pub response_hook_time: Histogram,
+    /// Set when a check found the response hook deciding something other
+    /// than the default after a route that declared none: from then on it
+    /// runs after every attempt of this version, as a 0.2 policy's does.
+    response_hook_distrusted: AtomicBool,
+}
+
+impl PolicyModule {
+    /// Whether routes of this version that declare no response hook may be
+    /// taken at their word (no check contradicted one yet).
+    pub fn trusts_declared_response_hooks(&self) -> bool {
+        !self.response_hook_distrusted.load(Ordering::Relaxed)
+    }
+
+    /// A check contradicted a route's declaration: the response hook runs
+    /// after every attempt of this version from now on.
+    pub fn distrust_declared_response_hooks(&self) {
+        self.response_hook_distrusted.store(true, Ordering::Relaxed);
+    }
 }
 
 impl Runtime {
@@ -99,6 +118,11 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow::anyhow!("{e}"))?;
         // Every supported version of the package, side by side: a
         // component links against the one it was built for.
+        bindings::v0_3::EdgePolicy::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
         bindings::v0_2::EdgePolicy::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
             &mut linker,
             |s| s,
@@ -152,6 +176,9 @@ impl Runtime {
             WitVersion::V0_2 => {
                 Pre::V0_2(bindings::v0_2::EdgePolicyPre::new(pre).map_err(missing)?)
             }
+            WitVersion::V0_3 => {
+                Pre::V0_3(bindings::v0_3::EdgePolicyPre::new(pre).map_err(missing)?)
+            }
         };
         Ok(Arc::new(PolicyModule {
             pre,
@@ -159,6 +186,7 @@ impl Runtime {
             memo: deterministic.then(|| memo::DecisionMemo::new(&self.memo_table)),
             request_hook_time: Histogram::default(),
             response_hook_time: Histogram::default(),
+            response_hook_distrusted: AtomicBool::new(false),
         }))
     }
 
@@ -227,8 +255,8 @@ pub enum LoadError {
     #[error("not a valid component: {0}")]
     Invalid(String),
     #[error(
-        "wrong WIT version: the component uses `{0}`, this node implements outpost:edge@0.2.x \
-         and 0.1.x; rebuild the policy against a 0.2 version of the outpost-guest SDK"
+        "wrong WIT version: the component uses `{0}`, this node implements outpost:edge@0.3.x, \
+         0.2.x and 0.1.x; rebuild the policy against a 0.3 version of the outpost-guest SDK"
     )]
     WrongWitVersion(String),
     #[error("does not fit the outpost:edge/edge-policy world: {0}")]
@@ -242,19 +270,21 @@ pub enum LoadError {
 enum WitVersion {
     V0_1,
     V0_2,
+    V0_3,
 }
 
 /// The `outpost:edge` minor versions this node runs (build info).
-pub const SUPPORTED_WIT: &str = "0.1,0.2";
+pub const SUPPORTED_WIT: &str = "0.1,0.2,0.3";
 
 /// A component linked and ready to instantiate, for the version it uses.
 pub(crate) enum Pre {
     V0_1(bindings::v0_1::EdgePolicyPre<state::GuestState>),
     V0_2(bindings::v0_2::EdgePolicyPre<state::GuestState>),
+    V0_3(bindings::v0_3::EdgePolicyPre<state::GuestState>),
 }
 
-/// Which supported version of `outpost:edge` the component uses (any 0.1.x
-/// or 0.2.x; the linker matches patch versions itself); others get a
+/// Which supported version of `outpost:edge` the component uses (any 0.1.x,
+/// 0.2.x or 0.3.x; the linker matches patch versions itself); others get a
 /// message saying so instead of a linker error.
 fn wit_version(engine: &Engine, component: &Component) -> Result<WitVersion, LoadError> {
     let ty = component.component_type();
@@ -264,7 +294,9 @@ fn wit_version(engine: &Engine, component: &Component) -> Result<WitVersion, Loa
         .chain(ty.exports(engine).map(|(n, _)| n.to_string()));
     let mut version = None;
     for name in names.filter(|n| n.starts_with("outpost:edge/")) {
-        let this = if name.contains("@0.2.") {
+        let this = if name.contains("@0.3.") {
+            WitVersion::V0_3
+        } else if name.contains("@0.2.") {
             WitVersion::V0_2
         } else if name.contains("@0.1.") {
             WitVersion::V0_1
@@ -277,7 +309,7 @@ fn wit_version(engine: &Engine, component: &Component) -> Result<WitVersion, Loa
         version = Some(this);
     }
     // A component that uses no `outpost:edge` name fails on its exports.
-    Ok(version.unwrap_or(WitVersion::V0_2))
+    Ok(version.unwrap_or(WitVersion::V0_3))
 }
 
 /// Core modules start with version 1 in the preamble; components use a

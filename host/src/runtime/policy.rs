@@ -24,7 +24,7 @@ pub enum HeaderEdit {
 }
 
 /// Where and how the host forwards a request.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     /// Names of the tenant's backends, tried in order.
     pub backends: Vec<String>,
@@ -32,6 +32,9 @@ pub struct Route {
     pub request_headers: Vec<HeaderEdit>,
     /// What a `hash` pool hashes instead of the cache key (0.2 policies).
     pub hash_key: Option<String>,
+    /// Whether the response hook runs after this route's attempts (always
+    /// for policies before 0.3, which could not say).
+    pub response_hook: bool,
 }
 
 /// A cache lookup followed, on a miss, by a fetch from the route.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use wasmtime::component::Resource;
 use wasmtime::Store;
 
-use super::bindings::{v0_1, v0_2};
+use super::bindings::{v0_1, v0_2, v0_3};
 use super::env::{GuestContext, Pacer};
 use super::heads::{RequestHead, ResponseHead};
 use super::policy::{Attempt, Decision, FetchError, ResponseDecision};
@@ -127,6 +127,7 @@ impl GuestSession {
         let instantiated = match &module.pre {
             Pre::V0_1(pre) => pre.instantiate_async(&mut store).await.map(Policy::V0_1),
             Pre::V0_2(pre) => pre.instantiate_async(&mut store).await.map(Policy::V0_2),
+            Pre::V0_3(pre) => pre.instantiate_async(&mut store).await.map(Policy::V0_3),
         };
         drop(running);
         let policy = match instantiated {
@@ -210,6 +211,11 @@ impl GuestSession {
                 .call_on_request(&mut self.store, head)
                 .await
                 .map(Decision::from),
+            Policy::V0_3(p) => p
+                .outpost_edge_policy()
+                .call_on_request(&mut self.store, head)
+                .await
+                .map(Decision::from),
         };
         self.failed |= result.is_err();
         result.map_err(|e| classify(&self.store, e, false))
@@ -256,6 +262,16 @@ impl GuestSession {
                     .await
                     .map(ResponseDecision::from)
             }
+            Policy::V0_3(p) => {
+                let outcome = match outcome {
+                    Ok(head) => v0_3::types::Outcome::Response(head),
+                    Err(e) => v0_3::types::Outcome::Error(e.into()),
+                };
+                p.outpost_edge_policy()
+                    .call_on_response(&mut self.store, head, &attempt.into(), &outcome)
+                    .await
+                    .map(ResponseDecision::from)
+            }
         };
         self.failed |= result.is_err();
         result.map_err(|e| classify(&self.store, e, false))
@@ -266,6 +282,7 @@ impl GuestSession {
 enum Policy {
     V0_1(v0_1::EdgePolicy),
     V0_2(v0_2::EdgePolicy),
+    V0_3(v0_3::EdgePolicy),
 }
 
 /// Turns a wasmtime error into the failure a policy author should see.

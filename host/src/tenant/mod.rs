@@ -77,10 +77,47 @@ pub struct Tenant {
     pub quarantine: quarantine::Quarantine,
 }
 
+/// What running a guest hook for one request holds: a turn of the tenant's
+/// CPU share (while the request hook runs), an instance slot (while the
+/// instance lives) and, for a tenant that reuses instances, an idle one.
+pub struct GuestAdmission {
+    pub turn: cpu_share::Turn,
+    pub slot: tokio::sync::OwnedSemaphorePermit,
+    pub idle: Option<GuestSession>,
+}
+
 impl Tenant {
+    /// Whether a request of `version` may run the tenant's guest now, and
+    /// what it holds while it does: refused while the version is
+    /// quarantined, while the tenant is held to its share of guest CPU and
+    /// no turn frees up, or when it already runs `max_concurrent`
+    /// instances.
+    pub async fn admit_guest(
+        &self,
+        version: &str,
+    ) -> Result<GuestAdmission, crate::runtime::GuestFailure> {
+        use crate::runtime::GuestFailure;
+        if self.quarantine.holds(version) {
+            return Err(GuestFailure::Quarantined);
+        }
+        // A tenant held to its share of guest CPU runs no more request
+        // hooks at once than its share of the workers (cpu_share).
+        let turn = self.cpu.enter().await.ok_or(GuestFailure::CpuShare)?;
+        let slot = self
+            .instances
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| GuestFailure::ConcurrencyLimit(self.limits.max_concurrent))?;
+        Ok(GuestAdmission {
+            turn,
+            slot,
+            idle: self.take_idle(version),
+        })
+    }
+
     /// An idle instance of `version`, if the tenant reuses instances and one
     /// is free (instances of other versions are dropped on the way).
-    pub fn take_idle(&self, version: &str) -> Option<GuestSession> {
+    fn take_idle(&self, version: &str) -> Option<GuestSession> {
         if !self.config.reuse_instances {
             return None;
         }
