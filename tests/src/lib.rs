@@ -511,6 +511,97 @@ impl Drop for Breaker {
     }
 }
 
+/// An origin whose connections each carry one exchange: it answers the
+/// first request on a connection (200, `no-store`, kept alive) and, when a
+/// second one comes on it, reads it whole and closes without answering, as
+/// a server does that timed the connection out just as it was reused.
+pub struct OneExchangePerConnection {
+    pub addr: SocketAddr,
+    /// `"METHOD target"` and the connection (numbered from 0) of every
+    /// request read, in order.
+    seen: Arc<Mutex<Vec<(String, usize)>>>,
+    accept: JoinHandle<()>,
+}
+
+impl OneExchangePerConnection {
+    pub async fn start() -> OneExchangePerConnection {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let recorded = seen.clone();
+        let accept = tokio::spawn(async move {
+            let mut connection = 0;
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(one_exchange(stream, connection, recorded.clone()));
+                connection += 1;
+            }
+        });
+        OneExchangePerConnection { addr, seen, accept }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn seen(&self) -> Vec<(String, usize)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for OneExchangePerConnection {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+/// Reads requests (head and `Content-Length` body) on `stream`: answers
+/// the first, closes after reading the second.
+async fn one_exchange(
+    mut stream: tokio::net::TcpStream,
+    connection: usize,
+    seen: Arc<Mutex<Vec<(String, usize)>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = Vec::new();
+    for exchange in 0..2 {
+        let end = loop {
+            if let Some(at) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buffer[..end]).to_string();
+        let length: usize = head
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(n, _)| n.trim().eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.trim().parse().ok())
+            .unwrap_or(0);
+        while buffer.len() < end + length {
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buffer.drain(..end + length);
+        let line = head.lines().next().unwrap_or_default();
+        let line = line.rsplit_once(' ').map_or(line, |(l, _)| l).to_string();
+        seen.lock().unwrap().push((line, connection));
+        if exchange == 0 {
+            let answer =
+                "HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncache-control: no-store\r\n\r\nok";
+            if stream.write_all(answer.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
 static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
 
 /// A scratch directory for one test.

@@ -273,3 +273,35 @@ async fn two_host_names_of_a_tenant_share_one_origin_connection() {
     );
     assert_eq!(origin.connections(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stale_pooled_connection_is_retried_once_for_a_get_and_never_for_a_sent_post() {
+    let origin = OneExchangePerConnection::start().await;
+    let node = Node::start(&pool_config(&[(origin.url(), 1)]));
+    let client = Client::new();
+    assert_eq!(client.get(&node, "t.test", "/first").await.status, 200);
+    // The pooled connection closes as the GET is sent on it: sent again on
+    // a new one, and the client never knows.
+    let r = client.get(&node, "t.test", "/second").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "ok");
+    let get = |target: &str, connection| (format!("GET {target}"), connection);
+    assert_eq!(
+        origin.seen(),
+        [get("/first", 0), get("/second", 0), get("/second", 1)]
+    );
+    // The same with a body that went out: not sent twice.
+    let r = client
+        .send(
+            &node,
+            Method::POST,
+            "t.test",
+            "/order",
+            &[],
+            bytes::Bytes::from(vec![b'x'; 1000]),
+        )
+        .await;
+    assert_eq!(r.status, 502);
+    let seen = origin.seen();
+    assert_eq!(seen[3..], [("POST /order".to_string(), 1)]);
+}

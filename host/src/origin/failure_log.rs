@@ -29,6 +29,7 @@ fn reason(error: &OriginError) -> &'static str {
         OriginError::Timeout => "timeout",
         OriginError::Tls(_) => "tls",
         OriginError::Invalid(_) => "invalid",
+        OriginError::RequestBody(_) => "request_body",
         OriginError::TooLarge(_) => "too_large",
         OriginError::Unavailable(_) => "unavailable",
     }

@@ -12,9 +12,11 @@ mod body;
 mod client;
 mod counted;
 mod failure_log;
+mod h1;
 mod health;
 mod member;
 mod probe;
+mod relay;
 mod retry;
 mod ring;
 mod upload;
@@ -36,6 +38,7 @@ use balance::Balancer;
 pub use body::{BodyStalled, MemberBody};
 use client::MemberClient;
 pub(crate) use failure_log::within_log_budget;
+use h1::Lease;
 use member::{InFlight, Pool};
 pub use member::{MemberReport, MemberState};
 use retry::RetryBudget;
@@ -62,6 +65,10 @@ pub enum OriginError {
     /// The backend answered something that is not valid HTTP, or broke off.
     #[error("invalid response: {0}")]
     Invalid(String),
+    /// The request body failed while it was sent: the client's upload
+    /// broke off or stalled. Not the member's doing.
+    #[error("the request body failed: {0}")]
+    RequestBody(String),
     /// A complete body was asked for and this one is larger.
     #[error("body larger than the {0} bytes allowed")]
     TooLarge(usize),
@@ -76,6 +83,11 @@ impl OriginError {
     /// may go to another one.
     fn nothing_sent(&self) -> bool {
         matches!(self, OriginError::Connect(_) | OriginError::Tls(_))
+    }
+
+    /// Whether it tells of the member's health.
+    fn member_at_fault(&self) -> bool {
+        !matches!(self, OriginError::RequestBody(_))
     }
 }
 
@@ -94,9 +106,6 @@ pub struct Backend {
     pub host_header: Option<HeaderValue>,
     first_byte: Duration,
     between_bytes: Duration,
-    /// The name an https backend's certificate is checked against, when
-    /// set; otherwise each member's host.
-    server_name: Option<String>,
     /// One per member, in the pool's order.
     clients: Arc<[MemberClient]>,
     /// This node's name, added to every request's `CDN-Loop` (RFC 8586).
@@ -170,7 +179,6 @@ impl Backend {
             host_header,
             first_byte: Duration::from_millis(config.first_byte_timeout_ms),
             between_bytes: Duration::from_millis(config.between_bytes_timeout_ms),
-            server_name: config.tls.as_ref().and_then(|t| t.server_name.clone()),
             clients,
             // Checked by `Config::validate`.
             cdn_loop: HeaderValue::from_str(node_id)
@@ -261,13 +269,12 @@ impl Backend {
             };
             let in_flight = order.start(&self.pool, i);
             let error = match self.send_to(i, request).await {
-                Ok(response) => return Ok(self.answered(response, in_flight)),
+                Ok((response, lease)) => return Ok(self.answered(response, lease, in_flight)),
                 Err(e) => e,
             };
-            // A broken exchange while the client's body streamed may be the
-            // client's doing (an upload that stopped): only the member's
-            // own failures count against its health (and are logged).
-            if replayable || !matches!(error, OriginError::Invalid(_)) {
+            // Only the member's own failures count against its health (and
+            // are logged), not an upload that stopped.
+            if error.member_at_fault() {
                 self.pool.report(i, false);
                 let url = member.url.to_string();
                 failure_log::member_failed(&self.tenant, &self.name, &url, &error);
@@ -289,7 +296,12 @@ impl Backend {
 
     /// A response head from a member: a gateway error counts against its
     /// health at once, anything else when its body ends well.
-    fn answered(&self, response: Response<Incoming>, in_flight: InFlight) -> Response<MemberBody> {
+    fn answered(
+        &self,
+        response: Response<Incoming>,
+        lease: Option<Lease>,
+        in_flight: InFlight,
+    ) -> Response<MemberBody> {
         let status = response.status();
         let failed = matches!(
             status,
@@ -300,7 +312,7 @@ impl Backend {
             self.pool.report(in_flight.member, !failed);
         }
         let reports = !(failed || ended);
-        response.map(|body| MemberBody::new(body, in_flight, self.between_bytes, reports))
+        response.map(|body| MemberBody::new(body, lease, in_flight, self.between_bytes, reports))
     }
 
     /// One attempt. The first-byte timeout runs from the end of the request
@@ -310,14 +322,13 @@ impl Backend {
         &self,
         member: usize,
         request: Request<ProxyBody>,
-    ) -> Result<Response<Incoming>, OriginError> {
+    ) -> Result<(Response<Incoming>, Option<Lease>), OriginError> {
         let (parts, body) = request.into_parts();
         let (body, upload) = upload::watch(body);
         let started = std::time::Instant::now();
         let exchange = async {
             let result = self.clients[member]
-                .http
-                .request(Request::from_parts(parts, body))
+                .send(Request::from_parts(parts, body))
                 .await;
             let stats = &self.pool.members[member].stats;
             stats.first_byte.observe(started.elapsed());
@@ -327,29 +338,13 @@ impl Backend {
         if let Some(upload) = upload {
             tokio::select! {
                 // An origin may answer before it read everything.
-                result = &mut exchange => return self.outcome(member, result),
+                result = &mut exchange => return result,
                 sent = upload.sent(self.first_byte) => sent.map_err(|()| OriginError::Timeout)?,
             }
         }
-        match tokio::time::timeout(self.first_byte, exchange).await {
-            Err(_) => Err(OriginError::Timeout),
-            Ok(result) => self.outcome(member, result),
-        }
-    }
-
-    fn outcome(
-        &self,
-        member: usize,
-        result: Result<Response<Incoming>, hyper_util::client::legacy::Error>,
-    ) -> Result<Response<Incoming>, OriginError> {
-        match result {
-            Ok(response) => Ok(response),
-            Err(e) => {
-                let url = &self.pool.members[member].url;
-                let name = self.server_name.as_deref().unwrap_or(url.host());
-                Err(classify(&e, name))
-            }
-        }
+        tokio::time::timeout(self.first_byte, exchange)
+            .await
+            .unwrap_or(Err(OriginError::Timeout))
     }
 
     /// One complete exchange (a guest's `fetch`): the request's URI is the
@@ -387,36 +382,4 @@ impl Backend {
         }
         Ok(Response::from_parts(parts, Bytes::from(collected)))
     }
-}
-
-/// Sorts a client error into what went wrong.
-fn classify(error: &hyper_util::client::legacy::Error, server_name: &str) -> OriginError {
-    if let Some(tls) = crate::tls::handshake_failure(error, server_name) {
-        return OriginError::Tls(tls);
-    }
-    if error.is_connect() && timed_out(error) {
-        return OriginError::Timeout;
-    }
-    let text = error_chain(error);
-    if error.is_connect() {
-        OriginError::Connect(text)
-    } else {
-        OriginError::Invalid(text)
-    }
-}
-
-/// Whether an I/O timeout is the cause of `error` (the connector's connect
-/// timeout is an `io::Error` of kind `TimedOut` in the chain), by its kind,
-/// not its text.
-fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause = Some(error);
-    while let Some(e) = cause {
-        if e.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-        {
-            return true;
-        }
-        cause = e.source();
-    }
-    false
 }

@@ -13,7 +13,6 @@ use super::client::MemberClient;
 use super::health::Transition;
 use super::member::Pool;
 use crate::config::ProbeConfig;
-use crate::http::error_chain;
 
 /// What a probe task needs; it runs until its handle is aborted (when the
 /// backend is dropped).
@@ -76,11 +75,13 @@ impl Prober {
                 .insert(http::header::HOST, host.clone());
         }
         let timeout = Duration::from_millis(self.probe.timeout_ms);
-        match tokio::time::timeout(timeout, client.http.request(request)).await {
+        match tokio::time::timeout(timeout, client.send(request)).await {
             Err(_) => Err(format!("timed out after {timeout:?}")),
-            Ok(Err(e)) => Err(error_chain(&e)),
-            Ok(Ok(response)) if response.status().as_u16() == self.probe.expect_status => Ok(()),
-            Ok(Ok(response)) => Err(format!(
+            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Ok((response, _))) if response.status().as_u16() == self.probe.expect_status => {
+                Ok(())
+            }
+            Ok(Ok((response, _))) => Err(format!(
                 "got status {}, expected {}",
                 response.status().as_u16(),
                 self.probe.expect_status

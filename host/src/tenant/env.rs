@@ -70,9 +70,9 @@ impl From<OriginError> for FetchError {
             OriginError::Tls(detail) => FetchError::Tls(detail),
             OriginError::Unavailable(detail) => FetchError::Unavailable(detail),
             OriginError::Timeout => FetchError::Timeout,
-            e @ (OriginError::Invalid(_) | OriginError::TooLarge(_)) => {
-                FetchError::InvalidResponse(e.to_string())
-            }
+            e @ (OriginError::Invalid(_)
+            | OriginError::RequestBody(_)
+            | OriginError::TooLarge(_)) => FetchError::InvalidResponse(e.to_string()),
         }
     }
 }
