@@ -111,14 +111,16 @@ impl Fill<'_> {
     /// Turns a backend response into what the client gets, storing what
     /// may be stored; the fill's waiters (`lead`) learn the outcome once.
     pub async fn complete(self, fetched: Fetched, lead: Option<FillGuard>) -> Filled {
-        let filled = self.decide(fetched).await;
+        let filled = self.decide(fetched, lead.is_some()).await;
         if let Some(lead) = lead {
             lead.finish(filled.outcome());
         }
         filled
     }
 
-    async fn decide(self, fetched: Fetched) -> Filled {
+    /// `leading`: this request led the fill (it did not pass because of a
+    /// hit-for-miss mark, nor stop waiting for another's fill).
+    async fn decide(self, fetched: Fetched, leading: bool) -> Filled {
         let now = Instant::now();
         if fetched.status == StatusCode::NOT_MODIFIED && fetched.revalidating {
             if let Some(stale) = self.stale.clone() {
@@ -137,7 +139,13 @@ impl Fill<'_> {
         match self.storable(&fetched) {
             Ok(freshness) => self.store_new(fetched, freshness).await,
             Err(reason) => {
-                self.store.mark_uncacheable(self.key);
+                // Marked by the fill that found out, as Varnish's
+                // hit-for-miss object comes from that miss alone: the
+                // passes it lets through do not renew it (a moka insert
+                // each), so one request leads again once it expires.
+                if leading {
+                    self.store.mark_uncacheable(self.key);
+                }
                 let status = self
                     .forwarded(Some(fetched.status))
                     .detail(Detail::NotStored(reason));

@@ -210,7 +210,6 @@ impl Assessment<'_> {
         }
         let headers = self.response_headers;
         let (cc, targeted) = effective_directives(headers);
-        let initial_age = self.initial_age();
         if let Override::Force(ttl) = self.policy {
             return Ok(
                 Freshness::new(Duration::from_secs(ttl.into()), Duration::ZERO)
@@ -244,6 +243,8 @@ impl Assessment<'_> {
         if lifetime.is_zero() && !has_validator {
             return Err(NotStored::Unusable);
         }
+        // Dates parsed only for what is stored.
+        let initial_age = self.initial_age();
         Ok(Freshness {
             always_revalidate: cc.no_cache,
             never_stale: cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some(),

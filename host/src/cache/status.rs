@@ -1,7 +1,7 @@
 //! The `Cache-Status` response field (RFC 9211) this node writes, built from
 //! what happened rather than from text: one type, one rendering.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 
 use http::{HeaderName, HeaderValue};
 
@@ -149,37 +149,47 @@ impl CacheStatus {
     pub fn to_header(&self) -> HeaderValue {
         // Room for the longest common value, so the text is not regrown.
         let mut text = String::with_capacity(64);
-        let _ = write!(text, "{self}");
-        HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static(CACHE_NAME))
+        self.render(&mut text);
+        HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static(CACHE_NAME))
+    }
+
+    /// RFC 9211 section 2: the cache name, then its parameters. Written
+    /// without the formatter: this is on every response.
+    fn render(&self, out: &mut String) {
+        out.push_str(CACHE_NAME);
+        if self.hit {
+            out.push_str("; hit");
+        }
+        if let Some(fwd) = self.fwd {
+            out.push_str("; fwd=");
+            out.push_str(fwd.as_str());
+        }
+        if let Some(status) = self.fwd_status {
+            out.push_str("; fwd-status=");
+            out.push_str(itoa::Buffer::new().format(status));
+        }
+        if self.stored {
+            out.push_str("; stored");
+        }
+        if self.collapsed {
+            out.push_str("; collapsed");
+        }
+        if let Some(ttl) = self.ttl {
+            out.push_str("; ttl=");
+            out.push_str(itoa::Buffer::new().format(ttl));
+        }
+        if let Some(detail) = self.detail {
+            out.push_str("; detail=");
+            out.push_str(detail.as_str());
+        }
     }
 }
 
-/// RFC 9211 section 2: the cache name, then its parameters.
 impl fmt::Display for CacheStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(CACHE_NAME)?;
-        if self.hit {
-            f.write_str("; hit")?;
-        }
-        if let Some(fwd) = self.fwd {
-            write!(f, "; fwd={}", fwd.as_str())?;
-        }
-        if let Some(status) = self.fwd_status {
-            write!(f, "; fwd-status={status}")?;
-        }
-        if self.stored {
-            f.write_str("; stored")?;
-        }
-        if self.collapsed {
-            f.write_str("; collapsed")?;
-        }
-        if let Some(ttl) = self.ttl {
-            write!(f, "; ttl={ttl}")?;
-        }
-        if let Some(detail) = self.detail {
-            write!(f, "; detail={}", detail.as_str())?;
-        }
-        Ok(())
+        let mut text = String::with_capacity(64);
+        self.render(&mut text);
+        f.write_str(&text)
     }
 }
 

@@ -18,23 +18,30 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 ];
 
 /// Removes the hop-by-hop fields, including those named by `Connection`
-/// (RFC 9110 section 7.6.1).
+/// (RFC 9110 section 7.6.1). One look at each name first: most heads have
+/// none, and a removal hashes its name.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|n| HeaderName::from_bytes(n.trim().to_ascii_lowercase().as_bytes()).ok())
-            .collect();
-        for name in &named {
-            headers.remove(name);
-        }
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
+    for name in &connection_options(headers) {
+        headers.remove(name);
     }
     for name in &HOP_BY_HOP {
         headers.remove(name);
     }
+}
+
+/// The fields `Connection` names (its connection options, RFC 9110
+/// section 7.6.1): none when it is absent.
+pub fn connection_options(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().to_ascii_lowercase().as_bytes()).ok())
+        .collect()
 }
 
 /// Whether a field is always hop-by-hop.

@@ -10,7 +10,7 @@ use http::{Method, Request};
 use super::exchange::Exchange;
 use super::respond;
 use super::route::{Forward, Validators};
-use crate::http::headers::{strip_hop_by_hop, via_value};
+use crate::http::headers::{connection_options, is_hop_by_hop, via_value};
 use crate::http::{empty, request_id, trace_context, watched, BodyLimits, ProxyBody};
 use crate::origin::Backend;
 use crate::runtime::{HeaderEdit, Route};
@@ -26,8 +26,8 @@ impl Exchange {
         forward: &Forward,
     ) -> (Request<ProxyBody>, bool) {
         let info = &self.info;
-        let mut headers = info.headers.clone();
-        strip_hop_by_hop(&mut headers);
+        let fill = matches!(forward, Forward::Lookup { .. });
+        let (mut headers, proxies) = forwarded_fields(&info.headers, fill);
         let (method, revalidating) = match forward {
             Forward::Lookup {
                 validators, range, ..
@@ -42,7 +42,7 @@ impl Exchange {
             headers.insert(header::HOST, host);
         }
         headers.append(header::VIA, via_value(http::Version::HTTP_11));
-        if let Some(v) = forwarded_for(headers.get(X_FORWARDED_FOR), info.client_ip) {
+        if let Some(v) = forwarded_for(proxies.as_ref(), info.client_ip) {
             headers.insert(X_FORWARDED_FOR, v);
         }
         headers.insert(
@@ -56,10 +56,9 @@ impl Exchange {
         // client's tracestate goes on unchanged, or none when the node
         // started the trace.
         headers.insert(trace_context::TRACEPARENT, info.trace.traceparent());
-        match &info.trace.state {
-            Some(state) => headers.insert(trace_context::TRACESTATE, state.clone()),
-            None => headers.remove(trace_context::TRACESTATE),
-        };
+        if let Some(state) = &info.trace.state {
+            headers.insert(trace_context::TRACESTATE, state.clone());
+        }
         apply_edits(&mut headers, &route.request_headers);
         let body = match forward {
             Forward::Pass => match self.body.take() {
@@ -88,6 +87,49 @@ impl Exchange {
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// The client's fields the node writes anew on every forwarded request.
+const WRITTEN_HERE: [HeaderName; 5] = [
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    request_id::HEADER,
+    trace_context::TRACEPARENT,
+    trace_context::TRACESTATE,
+];
+
+/// The client's conditionals and range: a fill asks with the stored copy's
+/// validators or its own range, or for the whole response (RFC 9111
+/// section 4.3.1).
+const CLIENT_CONDITIONS: [HeaderName; 4] = [
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_RANGE,
+    header::RANGE,
+];
+
+/// The client's fields that go on to a backend, copied in one pass with
+/// room for what is added: not the hop-by-hop ones (RFC 9110 section
+/// 7.6.1, with those its `Connection` names), not those written here, and
+/// for a cache fill (`fill`) not its conditionals and range. Also the
+/// `X-Forwarded-For` earlier proxies wrote, if it is not hop-by-hop here.
+fn forwarded_fields(client: &HeaderMap, fill: bool) -> (HeaderMap, Option<HeaderValue>) {
+    let named = connection_options(client);
+    let mut headers = HeaderMap::with_capacity(client.len() + WRITTEN_HERE.len() + 2);
+    for (name, value) in client {
+        let dropped = is_hop_by_hop(name)
+            || WRITTEN_HERE.contains(name)
+            || (fill && CLIENT_CONDITIONS.contains(name))
+            || named.contains(name);
+        if !dropped {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    let proxies = client
+        .get(X_FORWARDED_FOR)
+        .filter(|_| !named.contains(&X_FORWARDED_FOR))
+        .cloned();
+    (headers, proxies)
+}
 
 /// `X-Forwarded-For` with the client's address appended to what earlier
 /// proxies wrote. An IPv4 address is written by hand: the formatter costs
@@ -126,14 +168,6 @@ fn for_lookup(
     validators: &Option<Validators>,
     range: Option<(u64, u64)>,
 ) -> bool {
-    for name in [
-        header::IF_NONE_MATCH,
-        header::IF_MODIFIED_SINCE,
-        header::IF_RANGE,
-        header::RANGE,
-    ] {
-        headers.remove(name);
-    }
     if let Some((first, last)) = range {
         headers.insert(
             header::RANGE,
@@ -192,5 +226,36 @@ mod tests {
         let previous = HeaderValue::from_static("203.0.113.7");
         let chained = forwarded_for(Some(&previous), "::1".parse().unwrap()).unwrap();
         assert_eq!(chained, "203.0.113.7, ::1");
+    }
+
+    #[test]
+    fn hop_by_hop_fields_and_those_the_node_writes_are_not_forwarded() {
+        let mut client = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("te", "trailers"),
+            (
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            ),
+            ("x-forwarded-for", "203.0.113.7"),
+            ("if-none-match", "\"a\""),
+            ("accept", "text/html"),
+            ("via", "1.1 upstream"),
+        ] {
+            client.append(name, HeaderValue::from_static(value));
+        }
+        let (pass, proxies) = forwarded_fields(&client, false);
+        let names: Vec<&str> = pass.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["if-none-match", "accept", "via"]);
+        assert_eq!(proxies.unwrap(), "203.0.113.7");
+        let (fill, _) = forwarded_fields(&client, true);
+        let names: Vec<&str> = fill.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["accept", "via"]);
+        // A previous hop's X-Forwarded-For named by Connection ends here.
+        client.insert("connection", HeaderValue::from_static("x-forwarded-for"));
+        assert!(forwarded_fields(&client, false).1.is_none());
     }
 }
