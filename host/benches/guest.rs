@@ -15,7 +15,7 @@ use outpost::runtime::{GuestContext, GuestSession, Runtime};
 use outpost::tenant::{Ledger, Tenant};
 
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: outpost::alloc::Mimalloc = outpost::alloc::Mimalloc;
 
 fn request() -> Arc<RequestInfo> {
     let mut headers = http::HeaderMap::new();

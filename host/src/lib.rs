@@ -3,7 +3,7 @@
 //! The modules are layers; data flows down, never back up (see the README's
 //! "Architecture"):
 //!
-//! - leaves: [`config`] (typed schema and loader), [`http`] (request head,
+//! - leaves: [`alloc`] (the allocator), [`config`] (typed schema and loader), [`http`] (request head,
 //!   body type, header rules), [`metrics`], [`guests`] (built-in policies);
 //! - engines: [`runtime`] (wasmtime, bindings, limits, memo), [`origin`]
 //!   (backends and their errors), [`cache`] (storage and RFC 9111 rules),
@@ -19,6 +19,7 @@
 
 pub(crate) mod access_log;
 pub(crate) mod admin;
+pub mod alloc;
 pub(crate) mod cache;
 pub mod cli;
 pub mod config;

@@ -1,7 +1,8 @@
 /// The same allocator as the `outpost` binary (host/src/main.rs).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: outpost::alloc::Mimalloc = outpost::alloc::Mimalloc;
 
 fn main() -> std::process::ExitCode {
+    outpost::alloc::return_freed_memory_promptly();
     outpost::cli::main()
 }
