@@ -511,95 +511,145 @@ impl Drop for Breaker {
     }
 }
 
-/// An origin whose connections each carry one exchange: it answers the
-/// first request on a connection (200, `no-store`, kept alive) and, when a
-/// second one comes on it, reads it whole and closes without answering, as
-/// a server does that timed the connection out just as it was reused.
-pub struct OneExchangePerConnection {
+/// How a [`RawOrigin`] keeps its connections.
+#[derive(Clone, Copy, Debug)]
+pub enum Keeping {
+    /// Answers the first request on a connection and, when a second one
+    /// comes on it, reads it whole and closes without answering, as a
+    /// server does that timed the connection out just as it was reused.
+    OneExchange,
+    /// Answers every request, and closes a connection that waited this
+    /// long for the next one after answering (a keep-alive timeout).
+    IdleFor(Duration),
+}
+
+/// An origin on a bare socket, so that how its connections end is the
+/// test's: it answers 200 `ok` (`no-store`, kept alive) and records each
+/// request line with the connection (numbered from 0) it came on.
+pub struct RawOrigin {
     pub addr: SocketAddr,
-    /// `"METHOD target"` and the connection (numbered from 0) of every
-    /// request read, in order.
     seen: Arc<Mutex<Vec<(String, usize)>>>,
+    closed: Arc<AtomicUsize>,
     accept: JoinHandle<()>,
 }
 
-impl OneExchangePerConnection {
-    pub async fn start() -> OneExchangePerConnection {
+impl RawOrigin {
+    pub async fn start(keeping: Keeping) -> RawOrigin {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let recorded = seen.clone();
+        let closed = Arc::new(AtomicUsize::new(0));
+        let (recorded, counted) = (seen.clone(), closed.clone());
         let accept = tokio::spawn(async move {
             let mut connection = 0;
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(one_exchange(stream, connection, recorded.clone()));
+                let (seen, closed) = (recorded.clone(), counted.clone());
+                tokio::spawn(async move {
+                    serve_raw(stream, connection, keeping, &seen).await;
+                    closed.fetch_add(1, Ordering::SeqCst);
+                });
                 connection += 1;
             }
         });
-        OneExchangePerConnection { addr, seen, accept }
+        RawOrigin {
+            addr,
+            seen,
+            closed,
+            accept,
+        }
     }
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
+    /// `"METHOD target"` and the connection of every request read, in order.
     pub fn seen(&self) -> Vec<(String, usize)> {
         self.seen.lock().unwrap().clone()
     }
+
+    /// Waits until it has closed `n` connections (at most `limit`).
+    pub async fn wait_closed(&self, n: usize, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.closed.load(Ordering::SeqCst) < n {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
 }
 
-impl Drop for OneExchangePerConnection {
+impl Drop for RawOrigin {
     fn drop(&mut self) {
         self.accept.abort();
     }
 }
 
-/// Reads requests (head and `Content-Length` body) on `stream`: answers
-/// the first, closes after reading the second.
-async fn one_exchange(
+async fn serve_raw(
     mut stream: tokio::net::TcpStream,
     connection: usize,
-    seen: Arc<Mutex<Vec<(String, usize)>>>,
+    keeping: Keeping,
+    seen: &Mutex<Vec<(String, usize)>>,
 ) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let mut buffer = Vec::new();
-    for exchange in 0..2 {
-        let end = loop {
-            if let Some(at) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-                break at + 4;
+    for exchange in 0.. {
+        let read = read_request(&mut stream, &mut buffer);
+        // The wait for a connection's first request is not idleness.
+        let line = match keeping {
+            Keeping::IdleFor(idle) if exchange > 0 => {
+                tokio::time::timeout(idle, read).await.ok().flatten()
             }
-            let mut chunk = [0u8; 4096];
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-            }
+            _ => read.await,
         };
-        let head = String::from_utf8_lossy(&buffer[..end]).to_string();
-        let length: usize = head
-            .lines()
-            .filter_map(|l| l.split_once(':'))
-            .find(|(n, _)| n.trim().eq_ignore_ascii_case("content-length"))
-            .and_then(|(_, v)| v.trim().parse().ok())
-            .unwrap_or(0);
-        while buffer.len() < end + length {
-            let mut chunk = [0u8; 4096];
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-            }
-        }
-        buffer.drain(..end + length);
-        let line = head.lines().next().unwrap_or_default();
-        let line = line.rsplit_once(' ').map_or(line, |(l, _)| l).to_string();
+        let Some(line) = line else { return };
         seen.lock().unwrap().push((line, connection));
-        if exchange == 0 {
-            let answer =
-                "HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncache-control: no-store\r\n\r\nok";
-            if stream.write_all(answer.as_bytes()).await.is_err() {
-                return;
-            }
+        if matches!(keeping, Keeping::OneExchange) && exchange == 1 {
+            return;
+        }
+        let answer = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncache-control: no-store\r\n\r\nok";
+        if stream.write_all(answer.as_bytes()).await.is_err() {
+            return;
         }
     }
+}
+
+/// Reads one request (head and `Content-Length` body) from `stream`, what
+/// came after it left in `buffer`: its method and target, or `None` when
+/// the connection ended first.
+async fn read_request(stream: &mut tokio::net::TcpStream, buffer: &mut Vec<u8>) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut more = async |buffer: &mut Vec<u8>| {
+        let mut chunk = [0u8; 4096];
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => None,
+            Ok(n) => {
+                buffer.extend_from_slice(&chunk[..n]);
+                Some(())
+            }
+        }
+    };
+    let end = loop {
+        if let Some(at) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        more(buffer).await?;
+    };
+    let head = String::from_utf8_lossy(&buffer[..end]).to_string();
+    let length: usize = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(n, _)| n.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .unwrap_or(0);
+    while buffer.len() < end + length {
+        more(buffer).await?;
+    }
+    buffer.drain(..end + length);
+    let line = head.lines().next().unwrap_or_default();
+    Some(line.rsplit_once(' ').map_or(line, |(l, _)| l).to_string())
 }
 
 static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);

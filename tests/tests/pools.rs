@@ -276,7 +276,7 @@ async fn two_host_names_of_a_tenant_share_one_origin_connection() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stale_pooled_connection_is_retried_once_for_a_get_and_never_for_a_sent_post() {
-    let origin = OneExchangePerConnection::start().await;
+    let origin = RawOrigin::start(Keeping::OneExchange).await;
     let node = Node::start(&pool_config(&[(origin.url(), 1)]));
     let client = Client::new();
     assert_eq!(client.get(&node, "t.test", "/first").await.status, 200);
@@ -291,17 +291,34 @@ async fn a_stale_pooled_connection_is_retried_once_for_a_get_and_never_for_a_sen
         [get("/first", 0), get("/second", 0), get("/second", 1)]
     );
     // The same with a body that went out: not sent twice.
-    let r = client
-        .send(
-            &node,
-            Method::POST,
-            "t.test",
-            "/order",
-            &[],
-            bytes::Bytes::from(vec![b'x'; 1000]),
-        )
-        .await;
-    assert_eq!(r.status, 502);
+    assert_eq!(post_order(&client, &node).await.status, 502);
     let seen = origin.seen();
     assert_eq!(seen[3..], [("POST /order".to_string(), 1)]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_the_origin_closed_while_idle_is_not_reused() {
+    let origin = RawOrigin::start(Keeping::IdleFor(Duration::from_millis(100))).await;
+    let node = Node::start(&pool_config(&[(origin.url(), 1)]));
+    let client = Client::new();
+    assert_eq!(client.get(&node, "t.test", "/first").await.status, 200);
+    assert!(origin.wait_closed(1, Duration::from_secs(10)).await);
+    // A POST is never sent twice: had it gone on the closed connection, the
+    // client would get a 502.
+    assert_eq!(post_order(&client, &node).await.status, 200);
+    assert_eq!(
+        origin.seen(),
+        [
+            ("GET /first".to_string(), 0),
+            ("POST /order".to_string(), 1)
+        ]
+    );
+}
+
+/// A POST of a 1,000-byte order to tenant `t`.
+async fn post_order(client: &Client, node: &Node) -> Resp {
+    let body = bytes::Bytes::from(vec![b'x'; 1000]);
+    client
+        .send(node, Method::POST, "t.test", "/order", &[], body)
+        .await
 }
