@@ -78,8 +78,10 @@ pub struct Fill<'a> {
 
 /// What the client gets.
 pub enum Filled {
-    /// A response now in the store (new, or refreshed by a 304).
-    Stored(Arc<StoredResponse>, CacheStatus),
+    /// A response now in the store (new, or refreshed by a 304), with the
+    /// head it was stored from when it is the backend's answer (sent as it
+    /// came rather than rebuilt from the stored copy).
+    Stored(Arc<StoredResponse>, CacheStatus, Option<HeaderMap>),
     /// A stored-shaped response that is not in the store: a 304 refresh
     /// the rules or the policy would not keep, or the stale copy served
     /// instead of an error.
@@ -99,7 +101,7 @@ impl Filled {
     /// What requests waiting for this fill learn.
     fn outcome(&self) -> FillOutcome {
         match self {
-            Filled::Stored(stored, _) => FillOutcome::Stored(stored.clone()),
+            Filled::Stored(stored, ..) => FillOutcome::Stored(stored.clone()),
             // Waiters retry: their own fetch may do better.
             Filled::Failed(_) => FillOutcome::Abandoned,
             Filled::Served(..) | Filled::Streamed { .. } => FillOutcome::NotStored,
@@ -198,7 +200,7 @@ impl Fill<'_> {
             .stored(refreshed.ttl(Instant::now()));
         if keep {
             self.store.insert(self.key, refreshed.clone());
-            Filled::Stored(refreshed, status)
+            Filled::Stored(refreshed, status, None)
         } else {
             Filled::Served(refreshed, status)
         }
@@ -241,13 +243,13 @@ impl Fill<'_> {
                     stored: stored.clone(),
                 };
                 tokio::spawn(fill_body(body, shared, target));
-                self.stored(stored)
+                self.stored(stored, headers)
             }
             _ => match collect(body, self.max_object_bytes).await {
                 Collected::Complete(bytes) => {
                     let stored = Arc::new(head(StoredBody::complete(bytes)));
                     self.store.insert(self.key, stored.clone());
-                    self.stored(stored)
+                    self.stored(stored, headers)
                 }
                 Collected::TooLarge(body) => streamed(status, headers, body, too_large),
                 Collected::Failed(error) => {
@@ -262,11 +264,11 @@ impl Fill<'_> {
         }
     }
 
-    fn stored(&self, stored: Arc<StoredResponse>) -> Filled {
+    fn stored(&self, stored: Arc<StoredResponse>, head: HeaderMap) -> Filled {
         let status = self
             .forwarded(Some(stored.status))
             .stored(stored.ttl(Instant::now()));
-        Filled::Stored(stored, status)
+        Filled::Stored(stored, status, Some(head))
     }
 
     fn forwarded(&self, status: Option<StatusCode>) -> CacheStatus {

@@ -145,7 +145,10 @@ impl Exchange {
             fwd,
         };
         match fill.complete(fetched, lead).await {
-            Filled::Stored(stored, status) | Filled::Served(stored, status) => {
+            Filled::Stored(stored, status, Some(head)) => {
+                respond::fetched(&self.info, &stored, head, status)
+            }
+            Filled::Stored(stored, status, None) | Filled::Served(stored, status) => {
                 respond::stored(&self.info, &stored, status)
             }
             Filled::Streamed {

@@ -101,6 +101,28 @@ pub fn stored(
     stored: &StoredResponse,
     status: CacheStatus,
 ) -> Response<ProxyBody> {
+    answer(info, stored, None, status)
+}
+
+/// A response a fill just stored, its head the backend's as fetched (the
+/// fields the stored copy holds, without copying them back out of it).
+pub fn fetched(
+    info: &RequestInfo,
+    stored: &StoredResponse,
+    head: HeaderMap,
+    status: CacheStatus,
+) -> Response<ProxyBody> {
+    answer(info, stored, Some(head), status)
+}
+
+/// A stored response as this request gets it; `head`: its fields, if
+/// they are at hand, else copied from the store.
+fn answer(
+    info: &RequestInfo,
+    stored: &StoredResponse,
+    head: Option<HeaderMap>,
+    status: CacheStatus,
+) -> Response<ProxyBody> {
     let now = Instant::now();
     let cacheable_method = info.method == Method::GET || info.method == Method::HEAD;
     let mut headers;
@@ -109,7 +131,7 @@ pub fn stored(
         (StatusCode::NOT_MODIFIED, empty())
     } else {
         // Not a clone: see `StoredHead::to_map`.
-        headers = stored.headers.to_map();
+        headers = head.unwrap_or_else(|| stored.headers.to_map());
         if info.method == Method::GET && stored.body.is_complete() {
             let len = stored.body.len();
             match range::evaluate(&info.headers, stored, len) {
