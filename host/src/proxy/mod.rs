@@ -34,7 +34,7 @@ mod to_owner;
 
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use http::{Request, Response};
 use hyper::body::Incoming;
 
@@ -207,30 +207,59 @@ fn from_pop_member(
 /// Counts a request against the tenant's canary, and aborts the canary if
 /// its rule says so.
 fn record_canary(tenant: &Tenant, arm: Arm, failed: bool) {
-    let Some(canary) = &*tenant.canary.load() else {
+    let loaded = tenant.canary.load();
+    let Some(canary) = &*loaded else {
         return;
     };
     canary.record(arm, failed);
     let Some(reason) = canary.abort_reason() else {
         return;
     };
-    let current = tenant.canary.load();
-    if current
-        .as_ref()
-        .is_some_and(|c| std::ptr::eq(&**c, &**canary))
-    {
-        tenant.canary.store(None);
-        tracing::warn!(
-            tenant = &*tenant.id,
-            version = &*canary.module.version,
-            "canary aborted: {reason}"
-        );
-        tenant.metrics.event(Event::CanaryAbort, "auto_rollback");
-        tenant
-            .canary_aborted
-            .store(Some(Arc::new(crate::tenant::CanaryAborted {
-                version: canary.module.version.clone(),
-                reason,
-            })));
+    // Only the request that takes it out tells, and never a canary
+    // deployed since this one was loaded.
+    if !take_if_current(&tenant.canary, &loaded) {
+        return;
+    }
+    tracing::warn!(
+        tenant = &*tenant.id,
+        version = &*canary.module.version,
+        "canary aborted: {reason}"
+    );
+    tenant.metrics.event(Event::CanaryAbort, "auto_rollback");
+    tenant
+        .canary_aborted
+        .store(Some(Arc::new(crate::tenant::CanaryAborted {
+            version: canary.module.version.clone(),
+            reason,
+        })));
+}
+
+/// Empties `slot` if it still holds `seen`, in one compare-and-swap;
+/// whether this call did.
+fn take_if_current<T>(slot: &ArcSwapOption<T>, seen: &Option<Arc<T>>) -> bool {
+    let Some(seen) = seen else {
+        return false;
+    };
+    let previous = slot.compare_and_swap(seen, None);
+    previous.as_ref().is_some_and(|p| Arc::ptr_eq(p, seen))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_aborted_canary_is_taken_out_once_and_a_newer_one_stays() {
+        let slot = ArcSwapOption::from_pointee("old");
+        let seen = slot.load_full();
+        // Another canary deployed between the load and the abort.
+        slot.store(Some(Arc::new("new")));
+        assert!(!take_if_current(&slot, &seen));
+        assert_eq!(slot.load().as_deref(), Some(&"new"));
+
+        let seen = slot.load_full();
+        assert!(take_if_current(&slot, &seen));
+        assert!(slot.load().is_none());
+        assert!(!take_if_current(&slot, &seen), "taken out twice");
     }
 }
