@@ -69,6 +69,23 @@ async fn a_member_that_refuses_connections_is_skipped_for_the_next() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_post_whose_member_refuses_the_connection_goes_whole_to_the_next() {
+    let live = Origin::start("live").await;
+    let node = Node::start(&pool_config(&[(closed_port_url(), 1), (live.url(), 1)]));
+    let client = Client::new();
+    // Round-robin: every other POST meets the closed member first.
+    for _ in 0..4 {
+        let r = post_order(&client, &node).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let seen = live.seen();
+    assert_eq!(seen.len(), 4);
+    assert!(seen
+        .iter()
+        .all(|s| s.method == Method::POST && s.body_len == 1000));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_pool_config_that_cannot_work_is_refused_at_load() {
     let dir = scratch_dir();
     let both = pool_config(&[("http://127.0.0.1:9".into(), 1)])

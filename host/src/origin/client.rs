@@ -37,6 +37,13 @@ use crate::http::{error_chain, ProxyBody};
 
 type HttpClient = Client<HttpsConnector<Dial>, ProxyBody>;
 
+/// An attempt that got no response head: why, and the request itself if
+/// it went out on no connection (its body untouched), for another member.
+pub(super) struct Unanswered {
+    pub error: OriginError,
+    pub unsent: Option<Box<Request<ProxyBody>>>,
+}
+
 /// The client of one member, and how its requests are addressed.
 pub(super) struct MemberClient {
     /// HTTP/2, and HTTP/1 when `h1` is not there.
@@ -83,20 +90,29 @@ impl MemberClient {
     pub async fn send(
         &self,
         request: Request<ProxyBody>,
-    ) -> Result<(Response<Incoming>, Option<Lease>), OriginError> {
+    ) -> Result<(Response<Incoming>, Option<Lease>), Unanswered> {
+        let failed = |error| Unanswered {
+            error,
+            unsent: None,
+        };
         let request = match &self.h1 {
             Some(h1) if !h1.speaks_h2() => match h1.send(request).await {
                 Ok(answer) => return Ok(answer),
                 Err(Failure::SpeaksH2(request)) => *request,
-                Err(Failure::Dial(e)) => return Err(self.dial_failed(&*e)),
-                Err(Failure::Http(e)) => return Err(exchange_failed(&e)),
+                Err(Failure::Dial(e, request)) => {
+                    return Err(Unanswered {
+                        error: self.dial_failed(&*e),
+                        unsent: Some(request),
+                    })
+                }
+                Err(Failure::Http(e)) => return Err(failed(exchange_failed(&e))),
             },
             _ => request,
         };
         match self.http.request(request).await {
             Ok(response) => Ok((response, None)),
-            Err(e) if e.is_connect() => Err(self.dial_failed(&e)),
-            Err(e) => Err(exchange_failed(&e)),
+            Err(e) if e.is_connect() => Err(failed(self.dial_failed(&e))),
+            Err(e) => Err(failed(exchange_failed(&e))),
         }
     }
 

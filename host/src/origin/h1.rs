@@ -92,8 +92,9 @@ struct Idle {
 
 /// Why an exchange gave no response head.
 pub(super) enum Failure {
-    /// The connection could not be made (TCP or TLS).
-    Dial(BoxError),
+    /// The connection could not be made (TCP or TLS): the request back,
+    /// never sent.
+    Dial(BoxError, Box<Request<ProxyBody>>),
     /// The exchange broke: hyper says how.
     Http(hyper::Error),
     /// The member's ALPN chose HTTP/2: the request back, untouched, for the
@@ -161,7 +162,7 @@ impl H1Pool {
         let conn = match self.dial().await {
             Ok(conn) => conn,
             Err(Dialed::H2) => return Err(Failure::SpeaksH2(Box::new(request))),
-            Err(Dialed::Failed(e)) => return Err(e),
+            Err(Dialed::Failed(e)) => return Err(Failure::Dial(e, Box::new(request))),
         };
         to_origin_form(&mut request);
         self.exchange(conn, request)
@@ -209,7 +210,7 @@ impl H1Pool {
     /// A new connection (TCP, TLS), unless the member answers HTTP/2.
     async fn dial(&self) -> Result<Conn, Dialed> {
         let mut dial = self.dial.clone();
-        let failed = |e| Dialed::Failed(Failure::Dial(e));
+        let failed = Dialed::Failed;
         poll_fn(|cx| dial.poll_ready(cx)).await.map_err(failed)?;
         let io = dial.call(self.member.clone()).await.map_err(failed)?;
         if io.connected().is_negotiated_h2() {
@@ -219,7 +220,7 @@ impl H1Pool {
         let (send, driver) = http1::Builder::new()
             .handshake(io)
             .await
-            .map_err(|e| Dialed::Failed(Failure::Http(e)))?;
+            .map_err(|e| Dialed::Failed(Box::new(e)))?;
         Ok(Conn {
             send,
             driver: Box::pin(driver),
@@ -295,7 +296,7 @@ impl H1Pool {
 }
 
 enum Dialed {
-    Failed(Failure),
+    Failed(BoxError),
     H2,
 }
 

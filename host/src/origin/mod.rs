@@ -36,7 +36,7 @@ use crate::http::{error_chain, ProxyBody};
 use crate::metrics::Counter;
 use balance::Balancer;
 pub use body::{BodyStalled, MemberBody};
-use client::MemberClient;
+use client::{MemberClient, Unanswered};
 pub(crate) use failure_log::within_log_budget;
 use h1::Lease;
 use member::{InFlight, Pool};
@@ -249,28 +249,43 @@ impl Backend {
             .to_string();
         let replayable = http_body::Body::is_end_stream(&body);
         let mut body = Some(body);
+        // A request a member's connection failed before it went out: its
+        // body untouched, it can go to the next member whatever it is.
+        let mut unsent: Option<Box<Request<ProxyBody>>> = None;
         let attempts = order.members.len().min(1 + self.retries as usize);
         for attempt in 0..attempts {
             let i = order.members[attempt];
             let member = &self.pool.members[i];
-            let mut request = Request::new(body.take().unwrap_or_else(crate::http::empty));
-            *request.method_mut() = parts.method.clone();
+            let more = attempt + 1 < attempts;
+            let mut request = match unsent.take() {
+                Some(request) => *request,
+                None => {
+                    let mut request = Request::new(body.take().unwrap_or_else(crate::http::empty));
+                    *request.method_mut() = parts.method.clone();
+                    // Copied only while another attempt may need them.
+                    *request.headers_mut() = if more && replayable {
+                        parts.headers.clone()
+                    } else {
+                        std::mem::take(&mut parts.headers)
+                    };
+                    request
+                }
+            };
             *request.uri_mut() = self.clients[i].request_uri(
                 &member.url,
                 &target,
-                parts.headers.get(http::header::HOST),
+                request.headers().get(http::header::HOST),
             );
-            let last = attempt + 1 == attempts || !replayable;
-            // Copied only while another attempt may need them.
-            *request.headers_mut() = if last {
-                std::mem::take(&mut parts.headers)
-            } else {
-                parts.headers.clone()
-            };
             let in_flight = order.start(&self.pool, i);
             let error = match self.send_to(i, request).await {
                 Ok((response, lease)) => return Ok(self.answered(response, lease, in_flight)),
-                Err(e) => e,
+                Err(Unanswered {
+                    error,
+                    unsent: back,
+                }) => {
+                    unsent = back;
+                    error
+                }
             };
             // Only the member's own failures count against its health (and
             // are logged), not an upload that stopped.
@@ -279,11 +294,13 @@ impl Backend {
                 let url = member.url.to_string();
                 failure_log::member_failed(&self.tenant, &self.name, &url, &error);
             }
-            let retry = !last
-                && (error.nothing_sent()
-                    || (matches!(error, OriginError::Invalid(_))
-                        && parts.method.is_idempotent()
-                        && self.budget.try_retry()));
+            let retry = more
+                && (unsent.is_some()
+                    || (replayable
+                        && (error.nothing_sent()
+                            || (matches!(error, OriginError::Invalid(_))
+                                && parts.method.is_idempotent()
+                                && self.budget.try_retry()))));
             if !retry {
                 return Err(error);
             }
@@ -322,7 +339,7 @@ impl Backend {
         &self,
         member: usize,
         request: Request<ProxyBody>,
-    ) -> Result<(Response<Incoming>, Option<Lease>), OriginError> {
+    ) -> Result<(Response<Incoming>, Option<Lease>), Unanswered> {
         let (parts, body) = request.into_parts();
         let (body, upload) = upload::watch(body);
         let started = std::time::Instant::now();
@@ -335,16 +352,20 @@ impl Backend {
             result
         };
         tokio::pin!(exchange);
+        let timed_out = || Unanswered {
+            error: OriginError::Timeout,
+            unsent: None,
+        };
         if let Some(upload) = upload {
             tokio::select! {
                 // An origin may answer before it read everything.
                 result = &mut exchange => return result,
-                sent = upload.sent(self.first_byte) => sent.map_err(|()| OriginError::Timeout)?,
+                sent = upload.sent(self.first_byte) => sent.map_err(|()| timed_out())?,
             }
         }
         tokio::time::timeout(self.first_byte, exchange)
             .await
-            .unwrap_or(Err(OriginError::Timeout))
+            .unwrap_or_else(|_| Err(timed_out()))
     }
 
     /// One complete exchange (a guest's `fetch`): the request's URI is the

@@ -77,7 +77,7 @@ impl Prober {
         let timeout = Duration::from_millis(self.probe.timeout_ms);
         match tokio::time::timeout(timeout, client.send(request)).await {
             Err(_) => Err(format!("timed out after {timeout:?}")),
-            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Err(e)) => Err(e.error.to_string()),
             Ok(Ok((response, _))) if response.status().as_u16() == self.probe.expect_status => {
                 Ok(())
             }
