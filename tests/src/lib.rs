@@ -30,6 +30,33 @@ pub mod metrics;
 pub mod relay;
 pub mod tls;
 
+/// A node whose tenant `f` (`f.test`, with the admin API) runs the
+/// origin-fallback example over two backends: `primary` answers `/item`
+/// with a 503, `secondary` with "from the secondary", `no-store`.
+pub async fn failing_over() -> (Origin, Origin, Node) {
+    let primary = Origin::start("primary").await;
+    let secondary = Origin::start("secondary").await;
+    primary.reply("/item", Reply::status(503));
+    secondary.reply(
+        "/item",
+        Reply::ok()
+            .only("cache-control", "no-store")
+            .body("from the secondary"),
+    );
+    let config = format!(
+        "{}{}",
+        admin_section(),
+        tenant(
+            "f",
+            &["f.test"],
+            "example:origin-fallback",
+            &[("primary", &primary.url()), ("secondary", &secondary.url())]
+        )
+    );
+    let node = Node::start(&config);
+    (primary, secondary, node)
+}
+
 /// The path of an example policy component, as a TOML string literal.
 pub fn example(name: &str) -> String {
     format!(

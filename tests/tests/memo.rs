@@ -2,7 +2,7 @@
 //! decision the policy would make for them.
 
 use outpost_e2e::metrics::Scrape;
-use outpost_e2e::{admin_section, tenant, tenant_with, Client, Node, Origin, Reply};
+use outpost_e2e::{admin_section, failing_over, tenant, tenant_with, Client, Node, Origin, Reply};
 
 /// `outpost_decision_memo_hits_total` from the admin API.
 async fn memo_hits(client: &Client, node: &Node) -> u64 {
@@ -96,26 +96,7 @@ async fn a_policy_that_calls_out_runs_on_every_request() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_memoized_request_that_misses_still_gets_the_response_hook() {
-    let primary = Origin::start("primary").await;
-    let secondary = Origin::start("secondary").await;
-    primary.reply("/item", Reply::status(503));
-    secondary.reply(
-        "/item",
-        Reply::ok()
-            .only("cache-control", "no-store")
-            .body("from the secondary"),
-    );
-    let config = format!(
-        "{}{}",
-        admin_section(),
-        tenant(
-            "f",
-            &["f.test"],
-            "example:origin-fallback",
-            &[("primary", &primary.url()), ("secondary", &secondary.url())]
-        )
-    );
-    let node = Node::start(&config);
+    let (primary, secondary, node) = failing_over().await;
     let client = Client::new();
     // Nothing is stored, so every request goes to the backends and the
     // response hook must turn the primary's 503 into a try on the secondary

@@ -63,26 +63,7 @@ async fn a_memoized_pass_runs_no_guest_when_the_policy_needs_no_response_hook() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_policy_with_a_response_hook_still_sees_every_attempt() {
-    let primary = Origin::start("primary").await;
-    let secondary = Origin::start("secondary").await;
-    primary.reply("/item", Reply::status(503));
-    secondary.reply(
-        "/item",
-        Reply::ok()
-            .only("cache-control", "no-store")
-            .body("from the secondary"),
-    );
-    let config = format!(
-        "{}{}",
-        admin_section(),
-        tenant(
-            "f",
-            &["f.test"],
-            "example:origin-fallback",
-            &[("primary", &primary.url()), ("secondary", &secondary.url())]
-        )
-    );
-    let node = Node::start(&config);
+    let (primary, secondary, node) = failing_over().await;
     let client = Client::new();
     for _ in 0..10 {
         let r = client.get(&node, "f.test", "/item").await;
