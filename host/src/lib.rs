@@ -4,7 +4,8 @@
 //! "Architecture"):
 //!
 //! - leaves: [`alloc`] (the allocator), [`config`] (typed schema and loader), [`http`] (request head,
-//!   body type, header rules), [`metrics`], [`guests`] (built-in policies);
+//!   body type, header rules), [`metrics`], [`guests`] (built-in policies), [`lane`] (which
+//!   serving thread this is);
 //! - engines: [`runtime`] (wasmtime, bindings, limits, memo), [`origin`]
 //!   (backends and their errors), [`cache`] (storage and RFC 9111 rules),
 //!   [`tls`] (rustls settings, certificates from files, handshakes),
@@ -28,6 +29,7 @@ pub(crate) mod demo_origin;
 pub(crate) mod fleet;
 pub mod guests;
 pub mod http;
+pub(crate) mod lane;
 pub(crate) mod metrics;
 pub(crate) mod origin;
 pub(crate) mod pop;

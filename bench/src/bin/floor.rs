@@ -7,7 +7,11 @@
 //! miss and pass workloads against it, as it reports hits against the hyper
 //! ceiling.
 //!
-//!     floor 127.0.0.1:18097 http://127.0.0.1:18081
+//! With `--per-core` it runs one single-threaded runtime per core, each
+//! with its own listener (SO_REUSEPORT) and client pool, as Outpost's
+//! lanes and nginx's workers do; without, one work-stealing runtime.
+//!
+//!     floor 127.0.0.1:18097 http://127.0.0.1:18081 [--per-core]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -38,26 +42,61 @@ struct Floor {
     cache: moka::sync::Cache<String, Stored>,
 }
 
-#[tokio::main]
-async fn main() -> std::io::Result<()> {
+fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: floor LISTEN_ADDR ORIGIN_URL";
+    let usage = "usage: floor LISTEN_ADDR ORIGIN_URL [--per-core]";
     let addr: SocketAddr = args.next().expect(usage).parse().expect(usage);
     let origin: Uri = args.next().expect(usage).parse().expect(usage);
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    let client = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(256)
-        .build(connector);
-    let floor = Arc::new(Floor {
-        origin,
-        client,
-        cache: moka::sync::Cache::builder()
-            .weigher(|k: &String, v: &Stored| (k.len() + v.body.len()) as u32)
-            .max_capacity(1 << 30)
-            .build(),
-    });
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let per_core = match args.next().as_deref() {
+        None => false,
+        Some("--per-core") => true,
+        Some(_) => panic!("{usage}"),
+    };
+    let cache = moka::sync::Cache::builder()
+        .weigher(|k: &String, v: &Stored| (k.len() + v.body.len()) as u32)
+        .max_capacity(1 << 30)
+        .build();
+    if !per_core {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        return runtime.block_on(serve(addr, Floor::new(origin, cache)));
+    }
+    // One single-threaded runtime per core, each accepting on its own
+    // SO_REUSEPORT socket with its own client pool: nginx's shape.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads: Vec<_> = (0..cores)
+        .map(|_| {
+            let floor = Floor::new(origin.clone(), cache.clone());
+            std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+                    .block_on(serve(addr, floor))
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().expect("a serving thread panicked")?;
+    }
+    Ok(())
+}
+
+/// Accepts and serves connections on `addr` (shared with the other
+/// threads' listeners by SO_REUSEPORT).
+async fn serve(addr: SocketAddr, floor: Floor) -> std::io::Result<()> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    let listener = tokio::net::TcpListener::from_std(socket.into())?;
+    let floor = Arc::new(floor);
     loop {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
@@ -75,6 +114,19 @@ async fn main() -> std::io::Result<()> {
 }
 
 impl Floor {
+    fn new(origin: Uri, cache: moka::sync::Cache<String, Stored>) -> Floor {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        Floor {
+            origin,
+            client,
+            cache,
+        }
+    }
+
     async fn serve(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
         if let Some(stored) = self.cache.get(target) {

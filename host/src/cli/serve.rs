@@ -74,11 +74,13 @@ pub async fn run(
             path,
         ));
     }
-    // Fair shares of guest CPU between tenants (tenant::cpu_share).
-    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    // The threads requests are served on, one per core.
+    let lanes = Arc::new(crate::server::Lanes::per_core()?);
+    // Fair shares of guest CPU between tenants (tenant::cpu_share): guests
+    // run on the lanes.
     tokio::spawn(crate::tenant::cpu_share::balance(
         control.context().tenants.clone(),
-        workers,
+        lanes.count(),
     ));
     let ctx = control.context().clone();
     let handler = move |request, connection| crate::proxy::handle(ctx.clone(), request, connection);
@@ -99,6 +101,7 @@ pub async fn run(
         println!("outpost listening on https://{addr}");
         tls_listener = Some(tokio::spawn(crate::server::serve(
             listener,
+            lanes.clone(),
             Some(terminator),
             handler.clone(),
             config.server.clone(),
@@ -130,6 +133,7 @@ pub async fn run(
     let metrics = control.context().metrics.clone();
     crate::server::serve(
         listener,
+        lanes.clone(),
         None,
         handler,
         config.server.clone(),

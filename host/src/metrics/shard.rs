@@ -23,10 +23,15 @@ fn shard_count() -> usize {
 }
 
 thread_local! {
-    /// This thread's shard, handed out round-robin as threads first count.
-    static SHARD: usize = {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        NEXT.fetch_add(1, Ordering::Relaxed) % shard_count()
+    /// This thread's shard, handed out round-robin as threads first count
+    /// (a serving lane takes its own index instead: two lanes never share
+    /// one).
+    static SHARD: usize = match crate::lane::current() {
+        Some(lane) => lane % shard_count(),
+        None => {
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            NEXT.fetch_add(1, Ordering::Relaxed) % shard_count()
+        }
     };
 }
 

@@ -10,6 +10,12 @@
 //! connection goes back to the idle list once its response ended and it can
 //! take the next request; a response dropped before its end closes it.
 //!
+//! Idle connections are listed per serving lane (`crate::lane`), each
+//! going back to the list of the lane that made it: its socket is
+//! registered with that lane's reactor, so a lane that reuses its own
+//! connections is woken by its own epoll, not by the other thread's. A
+//! lane with none idle takes another lane's before it dials.
+//!
 //! No task watches an idle connection: one the member closed is found when
 //! it is next taken (it is polled first, so an end of stream that arrived
 //! is seen) or by the sweep that also closes the expired ones. A request
@@ -41,7 +47,8 @@ use crate::http::{BoxError, ProxyBody};
 
 type Io = MaybeHttpsStream<Counted<Tcp>>;
 
-/// Idle connections kept per member; past it the oldest is closed.
+/// Idle connections kept per member and lane; past it the oldest is
+/// closed.
 const MAX_IDLE: usize = 256;
 
 /// One open connection: the half that sends requests and the half that
@@ -53,6 +60,8 @@ struct Conn {
     /// The driver returned: the connection is closed.
     ended: bool,
     relay: Relay,
+    /// The idle list of the lane whose reactor has the socket.
+    home: usize,
 }
 
 impl Conn {
@@ -107,8 +116,8 @@ pub(super) struct H1Pool {
     dial: HttpsConnector<Dial>,
     /// The member's URL (scheme and authority) to dial.
     member: Uri,
-    /// Most recently used last.
-    idle: Mutex<VecDeque<Idle>>,
+    /// Per lane, most recently used last.
+    idle: Box<[Mutex<VecDeque<Idle>>]>,
     idle_timeout: Duration,
     /// An https member chose HTTP/2 when offered both: its requests go to
     /// the pooled client from then on.
@@ -123,7 +132,9 @@ impl H1Pool {
         H1Pool {
             dial,
             member,
-            idle: Mutex::new(VecDeque::new()),
+            idle: (0..crate::lane::count())
+                .map(|_| Mutex::new(VecDeque::new()))
+                .collect(),
             idle_timeout,
             speaks_h2: AtomicBool::new(false),
             sweeping: AtomicBool::new(false),
@@ -226,20 +237,35 @@ impl H1Pool {
             driver: Box::pin(driver),
             ended: false,
             relay: Relay::new(),
+            home: self.home(),
         })
     }
 
-    fn idle(&self) -> MutexGuard<'_, VecDeque<Idle>> {
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The idle list of the calling thread's lane.
+    fn home(&self) -> usize {
+        crate::lane::current().unwrap_or(0) % self.idle.len()
     }
 
-    /// The most recently used idle connection that is still open, if any.
+    fn idle(&self, lane: usize) -> MutexGuard<'_, VecDeque<Idle>> {
+        self.idle[lane]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The most recently used idle connection that is still open, the
+    /// calling lane's own first, if any.
     fn take(&self, cx: &mut Context<'_>) -> Option<Conn> {
+        let home = self.home();
+        let lanes = self.idle.len();
+        (0..lanes).find_map(|i| self.take_from((home + i) % lanes, cx))
+    }
+
+    fn take_from(&self, lane: usize, cx: &mut Context<'_>) -> Option<Conn> {
         loop {
-            let idle = self.idle().pop_back()?;
+            let idle = self.idle(lane).pop_back()?;
             if idle.since.elapsed() >= self.idle_timeout {
                 // The rest are older still.
-                let expired = std::mem::take(&mut *self.idle());
+                let expired = std::mem::take(&mut *self.idle(lane));
                 drop(expired);
                 return None;
             }
@@ -257,7 +283,7 @@ impl H1Pool {
         }
         let since = Instant::now();
         let evicted = {
-            let mut idle = self.idle();
+            let mut idle = self.idle(conn.home);
             let evicted = (idle.len() >= MAX_IDLE).then(|| idle.pop_front());
             idle.push_back(Idle { conn, since });
             evicted
@@ -272,8 +298,8 @@ impl H1Pool {
     fn sweep(&self) {
         let mut cx = Context::from_waker(Waker::noop());
         let mut closed = Vec::new();
-        {
-            let mut idle = self.idle();
+        for lane in 0..self.idle.len() {
+            let mut idle = self.idle(lane);
             while idle
                 .front()
                 .is_some_and(|i| i.since.elapsed() >= self.idle_timeout)

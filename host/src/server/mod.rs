@@ -6,9 +6,11 @@
 mod activity;
 mod connection;
 mod inherit;
+mod lanes;
 mod rewind;
 
 pub use inherit::Inherited;
+pub use lanes::Lanes;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -117,9 +119,10 @@ fn builders(config: &ServerConfig) -> Builders {
 /// a TLS handshake (within the header timeout) and speaks the protocol ALPN
 /// chose; without, HTTP/1.1 and h2c are told apart by their first bytes.
 /// Past `max_connections` open connections, accepting waits (the backlog
-/// holds the rest).
+/// holds the rest). Each connection is served on one of `lanes`.
 pub async fn serve<H, F>(
     listener: TcpListener,
+    lanes: Arc<Lanes>,
     tls: Option<Terminator>,
     handler: H,
     config: ServerConfig,
@@ -171,7 +174,7 @@ pub async fn serve<H, F>(
         // Each stage is boxed: a task is as large as its largest state, and
         // an idle HTTP/1.1 connection should not keep room for an HTTP/2
         // connection or a TLS handshake.
-        tokio::spawn(async move {
+        let served = lanes.spawn(stream, move |stream| async move {
             let _slot = slot;
             let Builders { h2, .. } = &*builders;
             let node = &metrics.node;
@@ -209,6 +212,9 @@ pub async fn serve<H, F>(
                 Box::pin(serve_http1(&builders, accepted.stream, serving)).await;
             }
         });
+        if let Err(e) = served {
+            tracing::warn!(%peer, "could not hand a connection to a lane: {e}");
+        }
     }
     drop(listener);
     let _ = stopping.send(true);
