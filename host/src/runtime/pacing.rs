@@ -42,6 +42,15 @@ pub(crate) fn on_tick(
         return Ok(UpdateDeadline::YieldCustom(0, Box::pin(wait)));
     }
     // Yield to the executor every tick: a long-running guest never holds a
-    // worker thread that other tenants' requests need.
-    Ok(UpdateDeadline::Yield(1))
+    // worker thread that other tenants' requests need. Through tokio's
+    // `yield_now`, which wakes the task only after the runtime has looked
+    // for I/O: a serving lane runs one thread, and a guest that is woken at
+    // once would be polled again before the lane reads its sockets (tokio
+    // polls them every 61 tasks when there is always one to run), so the
+    // requests of other connections on that lane would wait for dozens of
+    // ticks.
+    Ok(UpdateDeadline::YieldCustom(
+        1,
+        Box::pin(tokio::task::yield_now()),
+    ))
 }
