@@ -494,7 +494,23 @@ pub struct Breaker {
 
 impl Breaker {
     pub async fn start() -> Breaker {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Breaker::on(TcpListener::bind("127.0.0.1:0").await.unwrap())
+    }
+
+    /// On `addr`, once whatever listened there has let go of it.
+    pub async fn start_at(addr: SocketAddr) -> Breaker {
+        loop {
+            match TcpListener::bind(addr).await {
+                Ok(listener) => return Breaker::on(listener),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                    tokio::task::yield_now().await
+                }
+                Err(e) => panic!("bind {addr}: {e}"),
+            }
+        }
+    }
+
+    fn on(listener: TcpListener) -> Breaker {
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(AtomicUsize::new(0));
         let counted = requests.clone();

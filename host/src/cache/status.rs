@@ -48,6 +48,10 @@ pub enum Detail {
     /// Served stale because the backends failed (RFC 5861 section 4) or
     /// the policy chose to.
     StaleServed,
+    /// Served stale because no backend could be reached (RFC 9111 section
+    /// 4.2.4); why, as the origin error metrics name it (`connect`, `tls`,
+    /// `timeout`, ...). Written `stale-unreachable-{why}`.
+    StaleUnreachable(&'static str),
     /// A range answered from slices fetched now.
     Slice,
     /// A range answered from slices in the cache.
@@ -64,6 +68,7 @@ impl Detail {
             Detail::NotStored(reason) => reason.as_str(),
             Detail::StaleWhileRevalidate => "stale-while-revalidate",
             Detail::StaleServed => "stale-served",
+            Detail::StaleUnreachable(_) => "stale-unreachable",
             Detail::Slice => "slice",
             Detail::SliceHit => "slice-hit",
             Detail::OriginError => "origin-error",
@@ -135,7 +140,14 @@ impl CacheStatus {
     /// another request's fill `collapsed`.
     pub fn outcome(&self) -> Outcome {
         match (self.fwd, self.detail) {
-            (_, Some(Detail::StaleWhileRevalidate | Detail::StaleServed)) => Outcome::Stale,
+            (
+                _,
+                Some(
+                    Detail::StaleWhileRevalidate
+                    | Detail::StaleServed
+                    | Detail::StaleUnreachable(_),
+                ),
+            ) => Outcome::Stale,
             (_, Some(Detail::Generated)) => Outcome::Synthetic,
             _ if self.collapsed => Outcome::Collapsed,
             _ if self.hit => Outcome::Hit,
@@ -181,6 +193,10 @@ impl CacheStatus {
         if let Some(detail) = self.detail {
             out.push_str("; detail=");
             out.push_str(detail.as_str());
+            if let Detail::StaleUnreachable(why) = detail {
+                out.push('-');
+                out.push_str(why);
+            }
         }
     }
 }

@@ -123,6 +123,16 @@ impl StoredResponse {
         self.may_serve_stale() && self.staleness(now) < self.freshness.stale_if_error()
     }
 
+    /// May be served when no backend can be reached, within `window` past
+    /// its freshness: a cache disconnected from the origin may serve stale
+    /// (RFC 9111 section 4.2.4), except against `must-revalidate`,
+    /// `proxy-revalidate` and `s-maxage` (sections 5.2.2.2, 5.2.2.8,
+    /// 5.2.2.10) and `no-cache` (section 5.2.2.4), which ask for a
+    /// validation before any reuse.
+    pub fn within_stale_if_unreachable(&self, now: Instant, window: Duration) -> bool {
+        self.may_serve_stale() && !self.freshness.always_revalidate && self.staleness(now) < window
+    }
+
     /// Whether a request selects this response (RFC 9111 section 4.1).
     pub fn matches_vary(&self, request: &HeaderMap) -> bool {
         self.vary

@@ -145,6 +145,13 @@ pub struct CacheConfig {
     /// How long a response is kept after it turns stale, in seconds, so it
     /// can be served when origins fail.
     pub stale_retention_s: u64,
+    /// How long past its freshness a stored response may be served when no
+    /// backend of the route can be reached (RFC 9111 section 4.2.4), in
+    /// seconds; 0 turns it off. A copy is kept that long only within
+    /// `stale_retention_s`. Never for a response whose
+    /// `must-revalidate`, `proxy-revalidate`, `no-cache` or `s-maxage`
+    /// forbids serving it stale.
+    pub stale_if_unreachable_s: u64,
     /// How long a request waits for another request's fetch of the same key
     /// before going to the origin itself, in milliseconds.
     pub coalesce_wait_ms: u64,
@@ -162,6 +169,7 @@ impl Default for CacheConfig {
             max_size_mb: 256,
             max_object_mb: 64,
             stale_retention_s: 3600,
+            stale_if_unreachable_s: 3600,
             coalesce_wait_ms: 15_000,
             hit_for_miss_s: 10,
             slice_kb: 1024,

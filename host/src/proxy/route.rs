@@ -11,7 +11,7 @@ use http_body_util::BodyExt;
 use super::exchange::{Exchange, ResponseHook};
 use super::respond;
 use crate::cache::fill::{stale_if_error, stale_status, Fetched, StoreMode};
-use crate::cache::{CacheStatus, Fwd, StoredResponse};
+use crate::cache::{CacheStatus, Detail, Fwd, StoredResponse};
 use crate::http::{BodyFailure, ProxyBody, ResponseInfo};
 use crate::metrics::Event;
 use crate::origin::Backend;
@@ -280,7 +280,9 @@ impl Exchange {
     }
 
     /// A backend failure: the stale copy if `stale-if-error` allows (RFC
-    /// 5861 section 4), else a 502 or 504.
+    /// 5861 section 4), or if no backend could be reached and the copy may
+    /// be served stale (RFC 9111 section 4.2.4, within
+    /// `cache.stale_if_unreachable_s`), else a 502 or 504.
     fn origin_failed_or_stale(
         &self,
         error: &FetchError,
@@ -289,10 +291,19 @@ impl Exchange {
         fwd: Fwd,
     ) -> Response<ProxyBody> {
         let now = Instant::now();
-        match stale_if_error(stale, now) {
+        if let Some(s) = stale_if_error(stale, now) {
+            self.count_origin_error(error);
+            return respond::stored(&self.info, s, stale_status(s, now, None));
+        }
+        let window = self.tenant.stale_if_unreachable;
+        let unreachable =
+            stale.filter(|s| error.is_unreachable() && s.within_stale_if_unreachable(now, window));
+        match unreachable {
             Some(s) => {
                 self.count_origin_error(error);
-                respond::stored(&self.info, s, stale_status(s, now, None))
+                let status =
+                    stale_status(s, now, None).detail(Detail::StaleUnreachable(error.as_str()));
+                respond::stored(&self.info, s, status)
             }
             None => self.origin_failed(error, backend, fwd),
         }

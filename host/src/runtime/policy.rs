@@ -95,6 +95,20 @@ pub enum FetchError {
 }
 
 impl FetchError {
+    /// Whether no backend could be reached, or none gave a response head
+    /// (refused, TLS failed, timed out, or broke off before the head): the
+    /// cache is disconnected from the origin (RFC 9111 section 4.2.4).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            FetchError::ConnectFailed(_)
+                | FetchError::Tls(_)
+                | FetchError::Unavailable(_)
+                | FetchError::Timeout
+                | FetchError::InvalidResponse(_)
+        )
+    }
+
     /// A short stable name for metrics and logs.
     pub fn as_str(&self) -> &'static str {
         match self {

@@ -58,6 +58,9 @@ pub struct Tenant {
     pub instances: Arc<tokio::sync::Semaphore>,
     /// The tenant's cached objects, bounded by its quota.
     pub store: TenantStore,
+    /// How stale a stored response may be served when its backends cannot
+    /// be reached (`cache.stale_if_unreachable_s`).
+    pub stale_if_unreachable: std::time::Duration,
     /// A candidate version taking a share of the requests, if any.
     pub canary: ArcSwapOption<Canary>,
     /// The last canary its auto-rollback rule aborted, until a fleet node
@@ -187,6 +190,9 @@ impl Tenant {
                 config.cache_quota_bytes(tc),
                 std::time::Duration::from_secs(config.cache.stale_retention_s),
                 std::time::Duration::from_secs(config.cache.hit_for_miss_s),
+            ),
+            stale_if_unreachable: std::time::Duration::from_secs(
+                config.cache.stale_if_unreachable_s,
             ),
             canary: ArcSwapOption::empty(),
             canary_aborted: ArcSwapOption::empty(),
