@@ -5,7 +5,7 @@
 //! reason it was not stored (RFC 9111 section 3).
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
@@ -292,11 +292,32 @@ fn streamed(
 
 /// The stale copy that `stale-if-error` lets the cache serve now instead
 /// of an error (RFC 5861 section 4).
-pub fn stale_if_error(
+fn stale_if_error(
     stale: Option<&Arc<StoredResponse>>,
     now: Instant,
 ) -> Option<&Arc<StoredResponse>> {
     stale.filter(|s| s.within_stale_if_error(now))
+}
+
+/// The stale copy a route that got no response may serve instead of an
+/// error, with its `Cache-Status`: within `stale-if-error` (RFC 5861
+/// section 4); or, when no backend could be reached (`unreachable`: why,
+/// as the origin error metrics name it), within `window` past its
+/// freshness, as a cache disconnected from the origin may (RFC 9111
+/// section 4.2.4, see [`StoredResponse::within_stale_if_unreachable`]).
+pub fn stale_on_failure<'a>(
+    stale: Option<&'a Arc<StoredResponse>>,
+    now: Instant,
+    unreachable: Option<&'static str>,
+    window: Duration,
+) -> Option<(&'a Arc<StoredResponse>, CacheStatus)> {
+    let stale = stale?;
+    if stale.within_stale_if_error(now) {
+        return Some((stale, stale_status(stale, now, None)));
+    }
+    let why = unreachable.filter(|_| stale.within_stale_if_unreachable(now, window))?;
+    let status = stale_status(stale, now, None).detail(Detail::StaleUnreachable(why));
+    Some((stale, status))
 }
 
 /// `Cache-Status` of a stale copy served instead of a backend's answer.

@@ -10,8 +10,8 @@ use http_body_util::BodyExt;
 
 use super::exchange::{Exchange, ResponseHook};
 use super::respond;
-use crate::cache::fill::{stale_if_error, stale_status, Fetched, StoreMode};
-use crate::cache::{CacheStatus, Detail, Fwd, StoredResponse};
+use crate::cache::fill::{stale_on_failure, stale_status, Fetched, StoreMode};
+use crate::cache::{CacheStatus, Fwd, StoredResponse};
 use crate::http::{BodyFailure, ProxyBody, ResponseInfo};
 use crate::metrics::Event;
 use crate::origin::Backend;
@@ -290,19 +290,11 @@ impl Exchange {
         stale: Option<&Arc<StoredResponse>>,
         fwd: Fwd,
     ) -> Response<ProxyBody> {
-        let now = Instant::now();
-        if let Some(s) = stale_if_error(stale, now) {
-            self.count_origin_error(error);
-            return respond::stored(&self.info, s, stale_status(s, now, None));
-        }
+        let unreachable = error.is_unreachable().then(|| error.as_str());
         let window = self.tenant.stale_if_unreachable;
-        let unreachable =
-            stale.filter(|s| error.is_unreachable() && s.within_stale_if_unreachable(now, window));
-        match unreachable {
-            Some(s) => {
+        match stale_on_failure(stale, Instant::now(), unreachable, window) {
+            Some((s, status)) => {
                 self.count_origin_error(error);
-                let status =
-                    stale_status(s, now, None).detail(Detail::StaleUnreachable(error.as_str()));
                 respond::stored(&self.info, s, status)
             }
             None => self.origin_failed(error, backend, fwd),

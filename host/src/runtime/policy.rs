@@ -95,9 +95,10 @@ pub enum FetchError {
 }
 
 impl FetchError {
-    /// Whether no backend could be reached, or none gave a response head
-    /// (refused, TLS failed, timed out, or broke off before the head): the
-    /// cache is disconnected from the origin (RFC 9111 section 4.2.4).
+    /// Whether no backend gave a response head: refused, TLS failed, no
+    /// healthy member, timed out, or broke off (or answered no valid HTTP)
+    /// before the head. The cache is then as disconnected from the origin
+    /// as RFC 9111 section 4.2.4 means.
     pub fn is_unreachable(&self) -> bool {
         matches!(
             self,
