@@ -42,7 +42,6 @@ use tower_service::Service;
 
 use super::client::{Dial, Tcp};
 use super::counted::Counted;
-use super::relay::Relay;
 use crate::http::{BoxError, ProxyBody};
 
 type Io = MaybeHttpsStream<Counted<Tcp>>;
@@ -59,7 +58,6 @@ struct Conn {
     driver: Pin<Box<http1::Connection<Io, ProxyBody>>>,
     /// The driver returned: the connection is closed.
     ended: bool,
-    relay: Relay,
     /// The idle list of the lane whose reactor has the socket.
     home: usize,
 }
@@ -71,20 +69,12 @@ impl Conn {
     fn drive<R>(
         &mut self,
         cx: &mut Context<'_>,
-        mut then: impl FnMut(&mut Context<'_>) -> Poll<R>,
+        then: impl FnOnce(&mut Context<'_>) -> Poll<R>,
     ) -> Poll<R> {
-        let Conn {
-            driver,
-            ended,
-            relay,
-            ..
-        } = self;
-        relay.poll(cx, |cx| {
-            if !*ended && driver.as_mut().poll(cx).is_ready() {
-                *ended = true;
-            }
-            then(cx)
-        })
+        if !self.ended && self.driver.as_mut().poll(cx).is_ready() {
+            self.ended = true;
+        }
+        then(cx)
     }
 
     /// Whether it can carry the next request now.
@@ -236,7 +226,6 @@ impl H1Pool {
             send,
             driver: Box::pin(driver),
             ended: false,
-            relay: Relay::new(),
             home: self.home(),
         })
     }
@@ -351,7 +340,7 @@ impl Lease {
     pub fn drive<R>(
         &mut self,
         cx: &mut Context<'_>,
-        body: impl FnMut(&mut Context<'_>) -> Poll<R>,
+        body: impl FnOnce(&mut Context<'_>) -> Poll<R>,
     ) -> Poll<R> {
         self.conn.drive(cx, body)
     }

@@ -16,7 +16,6 @@ mod h1;
 mod health;
 mod member;
 mod probe;
-mod relay;
 mod retry;
 mod ring;
 mod upload;
