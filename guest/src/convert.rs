@@ -1,9 +1,12 @@
 //! Conversions between the SDK's types and the WIT bindings.
 
+use alloc::vec::Vec;
+
 use crate::bindings::outpost::edge::types as wit;
 use crate::types::{HeaderEdit, ResponseSource};
 use crate::{
     Attempt, Decision, FetchError, OriginResponse, Outcome, Response, ResponseDecision, Route,
+    Signature,
 };
 
 impl From<Response> for wit::SyntheticResponse {
@@ -16,24 +19,40 @@ impl From<Response> for wit::SyntheticResponse {
     }
 }
 
+fn edits(edits: Vec<HeaderEdit>) -> Vec<wit::HeaderEdit> {
+    edits
+        .into_iter()
+        .map(|e| match e {
+            HeaderEdit::Set(n, v) => wit::HeaderEdit::Set((n, v)),
+            HeaderEdit::Append(n, v) => wit::HeaderEdit::Append((n, v)),
+            HeaderEdit::Remove(n) => wit::HeaderEdit::Remove(n),
+        })
+        .collect()
+}
+
 impl Route {
     /// The route as the host is told it; `response_hook` is the policy's
     /// default for routes that do not say.
     fn into_wit(self, response_hook: bool) -> wit::Route {
-        let request_headers = self
-            .edits
-            .into_iter()
-            .map(|e| match e {
-                HeaderEdit::Set(n, v) => wit::HeaderEdit::Set((n, v)),
-                HeaderEdit::Append(n, v) => wit::HeaderEdit::Append((n, v)),
-                HeaderEdit::Remove(n) => wit::HeaderEdit::Remove(n),
-            })
-            .collect();
         wit::Route {
             backends: self.backends,
-            request_headers,
+            request_headers: edits(self.edits),
             hash_key: self.hash_key,
             response_hook: self.response_hook.unwrap_or(response_hook),
+            forward_target: self.target,
+            response_headers: edits(self.response_edits),
+        }
+    }
+}
+
+impl From<wit::SignatureVerdict> for Signature {
+    fn from(v: wit::SignatureVerdict) -> Self {
+        match v {
+            wit::SignatureVerdict::NotChecked => Signature::NotChecked,
+            wit::SignatureVerdict::Valid => Signature::Valid,
+            wit::SignatureVerdict::Missing => Signature::Missing,
+            wit::SignatureVerdict::Invalid => Signature::Invalid,
+            wit::SignatureVerdict::Expired => Signature::Expired,
         }
     }
 }
@@ -100,9 +119,11 @@ impl From<ResponseDecision> for wit::ResponseDecision {
     fn from(d: ResponseDecision) -> Self {
         match d {
             ResponseDecision::Default => wit::ResponseDecision::Default,
-            ResponseDecision::Store { ttl, tags } => {
-                wit::ResponseDecision::Store(wit::StoreOptions { ttl, tags })
-            }
+            ResponseDecision::Store(o) => wit::ResponseDecision::Store(wit::StoreOptions {
+                ttl: o.ttl,
+                tags: o.tags,
+                headers: edits(o.edits),
+            }),
             ResponseDecision::NoStore => wit::ResponseDecision::NoStore,
             ResponseDecision::TryNext => wit::ResponseDecision::TryNext,
             ResponseDecision::ServeStale => wit::ResponseDecision::ServeStale,

@@ -1,6 +1,17 @@
 //! Capabilities the node offers a policy: logging, tenant config values,
-//! the tenant's cache, its backends' health, and fetches to the tenant's
-//! declared backends.
+//! the tenant's cache, its backends' health, fetches to the tenant's
+//! declared backends, rate limits, counters, signed links and HMACs under
+//! the tenant's secrets.
+//!
+//! The node reuses a request hook's decision for later requests that read
+//! the same request fields and config values, without running the policy
+//! again. A decision that calls [`log`](info), [`cache_lookup`],
+//! [`cache_purge`], [`backend_healthy`], [`fetch`], [`rate_check`],
+//! [`counter_add`], [`counter_get`], [`sign_url`] or [`hmac_sha256`] is
+//! never reused: each of them may answer differently next time (a rate
+//! limit, a counter) or has an effect. So the policy runs on every request
+//! that takes such a path, cache hits included; keep these calls on the
+//! paths that need them.
 //!
 //! In a policy these call the node. In a unit test on the host target they
 //! answer from the test environment of [`crate::testing`].
@@ -67,7 +78,11 @@ pub struct CachedObject {
 /// cached in a unit test.)
 pub fn cache_lookup(key: &str) -> Option<CachedObject> {
     #[cfg(target_arch = "wasm32")]
-    return wit::cache_lookup(key).map(|c| CachedObject { status: c.status, age: c.age, fresh: c.fresh });
+    return wit::cache_lookup(key).map(|c| CachedObject {
+        status: c.status,
+        age: c.age,
+        fresh: c.fresh,
+    });
     #[cfg(not(target_arch = "wasm32"))]
     {
         let _ = key;
@@ -165,9 +180,96 @@ pub fn fetch(backend: &str, request: impl Into<FetchRequest>) -> Result<FetchRes
             body: request.body,
         };
         wit::fetch(backend, &request)
-            .map(|r| FetchResponse { status: r.status, headers: r.headers, body: r.body })
+            .map(|r| FetchResponse {
+                status: r.status,
+                headers: r.headers,
+                body: r.body,
+            })
             .map_err(FetchError::from)
     }
     #[cfg(not(target_arch = "wasm32"))]
     crate::testing::native_fetch(backend, request)
+}
+
+/// Why a call on a named limiter, counter, secret or signing key failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallError {
+    /// The tenant's config declares nothing of this name.
+    Undeclared(String),
+    /// The node that keeps the counter's key could not be reached; nothing
+    /// was counted.
+    Unavailable(String),
+}
+
+/// A rate limiter's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateVerdict {
+    /// Within the limit; the cost was counted.
+    Allow,
+    /// Over the limit: seconds (at least 1) until the key is let through
+    /// again, for a `Retry-After` field.
+    Deny { retry_after: u32 },
+}
+
+#[cfg(target_arch = "wasm32")]
+impl From<wit::CallError> for CallError {
+    fn from(e: wit::CallError) -> Self {
+        match e {
+            wit::CallError::Undeclared(name) => CallError::Undeclared(name),
+            wit::CallError::Unavailable(why) => CallError::Unavailable(why),
+        }
+    }
+}
+
+/// Counts `cost` against `key` on the tenant's limiter `limiter`
+/// (`[tenant.limiters.NAME]`, with nginx `limit_req ... nodelay`
+/// semantics): `Allow`, or `Deny` with the seconds to wait. Node-local.
+pub fn rate_check(limiter: &str, key: &str, cost: u32) -> Result<RateVerdict, CallError> {
+    #[cfg(target_arch = "wasm32")]
+    return match wit::rate_check(limiter, key, cost) {
+        Ok(wit::RateVerdict::Allow) => Ok(RateVerdict::Allow),
+        Ok(wit::RateVerdict::Deny(retry_after)) => Ok(RateVerdict::Deny { retry_after }),
+        Err(e) => Err(e.into()),
+    };
+    #[cfg(not(target_arch = "wasm32"))]
+    crate::testing::native_rate_check(limiter, key, cost)
+}
+
+/// Adds `delta` to `key` of the tenant's counter `counter`
+/// (`[tenant.counters.NAME]`) and returns the new total, exact across the
+/// POP.
+pub fn counter_add(counter: &str, key: &str, delta: u64) -> Result<u64, CallError> {
+    #[cfg(target_arch = "wasm32")]
+    return wit::counter_add(counter, key, delta).map_err(CallError::from);
+    #[cfg(not(target_arch = "wasm32"))]
+    crate::testing::native_counter_add(counter, key, delta)
+}
+
+/// The current total of `key` of the tenant's counter `counter` (0 if never
+/// counted).
+pub fn counter_get(counter: &str, key: &str) -> Result<u64, CallError> {
+    #[cfg(target_arch = "wasm32")]
+    return wit::counter_get(counter, key).map_err(CallError::from);
+    #[cfg(not(target_arch = "wasm32"))]
+    crate::testing::native_counter_add(counter, key, 0)
+}
+
+/// A link to `path` (with an optional query) signed with the tenant's
+/// current key, valid for `expires_in` seconds: what the node's signed-URL
+/// check accepts. `Undeclared("signed_urls")` if the tenant signs none.
+pub fn sign_url(path: &str, expires_in: u32) -> Result<String, CallError> {
+    #[cfg(target_arch = "wasm32")]
+    return wit::sign_url(path, expires_in).map_err(CallError::from);
+    #[cfg(not(target_arch = "wasm32"))]
+    crate::testing::native_sign_url(path, expires_in)
+}
+
+/// HMAC-SHA256 of `message` under the tenant's secret `secret`; the policy
+/// never sees the secret. (In a unit test: a stand-in digest, see
+/// [`crate::testing::set_secret`].)
+pub fn hmac_sha256(secret: &str, message: &[u8]) -> Result<Vec<u8>, CallError> {
+    #[cfg(target_arch = "wasm32")]
+    return wit::hmac_sha256(secret, message).map_err(CallError::from);
+    #[cfg(not(target_arch = "wasm32"))]
+    crate::testing::native_hmac(secret, message)
 }

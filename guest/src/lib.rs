@@ -124,7 +124,7 @@ mod types;
 
 pub use types::{
     Attempt, Decision, FetchError, OriginResponse, Outcome, Request, Response, ResponseDecision,
-    Route,
+    Route, Signature, StoreOptions,
 };
 
 /// The raw bindings generated from `wit/edge.wit`. Policies use the types

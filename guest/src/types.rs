@@ -126,6 +126,34 @@ impl<'a> Request<'a> {
             RequestSource::Parts(p) => p.client_addr.clone(),
         }
     }
+
+    /// What the node's signed-URL check found (`[tenant.signed_urls]`),
+    /// checked before the policy runs. With the tenant's default
+    /// `on_invalid = "deny"`, only [`Signature::Valid`] and
+    /// [`Signature::NotChecked`] reach a policy: the node answers the
+    /// others with 403 or 410 itself.
+    pub fn signature(&self) -> Signature {
+        match self.head {
+            RequestSource::Host(h) => h.signature().into(),
+            RequestSource::Parts(p) => p.signature,
+        }
+    }
+}
+
+/// The verdict of the node's signed-URL check on a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Signature {
+    /// The tenant checks no signature on this path.
+    #[default]
+    NotChecked,
+    /// Signed with one of the tenant's keys and within its validity.
+    Valid,
+    /// The path needs a token and there is none (the node's answer: 403).
+    Missing,
+    /// Malformed, wrongly signed, or not valid yet (403).
+    Invalid,
+    /// Correctly signed but past its expiry (410).
+    Expired,
 }
 
 /// Strips a `:port` suffix from an authority, leaving IPv6 literals intact.
@@ -174,7 +202,8 @@ impl Response {
     }
 }
 
-/// An edit of the forwarded request's header fields.
+/// An edit of a header section (of the forwarded request, of the client's
+/// response, or of what is stored).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum HeaderEdit {
     Set(String, String),
@@ -190,6 +219,8 @@ pub struct Route {
     pub(crate) hash_key: Option<String>,
     /// `None`: the policy's [`Policy::RESPONSE_HOOK`](crate::Policy::RESPONSE_HOOK).
     pub(crate) response_hook: Option<bool>,
+    pub(crate) target: Option<String>,
+    pub(crate) response_edits: Vec<HeaderEdit>,
 }
 
 impl Route {
@@ -244,6 +275,78 @@ impl Route {
     /// Removes a header from the forwarded request.
     pub fn remove_header(mut self, name: impl Into<String>) -> Self {
         self.edits.push(HeaderEdit::Remove(name.into()));
+        self
+    }
+
+    /// Sends the backend this path and query (starting with `/`) instead
+    /// of the client's: `Route::to("billing").rewrite("/invoices?id=3")`.
+    /// The `Host` sent still follows the backend's config, and the cache
+    /// key is still the one the [`Decision`] names: key on
+    /// [`Request::path_with_query`] for the client's URL, or on
+    /// [`Route::forwarded_target`] for this one.
+    pub fn rewrite(mut self, path_with_query: impl Into<String>) -> Self {
+        self.target = Some(path_with_query.into());
+        self
+    }
+
+    /// Sends the client's path without `prefix` (and its query as is), as
+    /// nginx's `proxy_pass http://b/;` does in a `location /prefix/`:
+    /// `/billing/invoices?id=3` with prefix `/billing` goes to the backend
+    /// as `/invoices?id=3`. A path that does not start with `prefix` is
+    /// sent as it is; one that is only the prefix is sent as `/`.
+    pub fn strip_prefix(self, req: &Request, prefix: &str) -> Self {
+        let path = req.path();
+        let Some(rest) = path.strip_prefix(prefix.trim_end_matches('/')) else {
+            return self;
+        };
+        if !(rest.is_empty() || rest.starts_with('/')) {
+            // `/billingx` is not under `/billing`.
+            return self;
+        }
+        let rest = if rest.is_empty() { "/" } else { rest };
+        let target = match req.query() {
+            Some(q) => format!("{rest}?{q}"),
+            None => rest.to_string(),
+        };
+        self.rewrite(target)
+    }
+
+    /// The path and query the backend is sent: the rewritten one, or the
+    /// client's.
+    pub fn forwarded_target(&self, req: &Request) -> String {
+        self.target.clone().unwrap_or_else(|| req.path_with_query())
+    }
+
+    /// Replaces a header of the response the client receives, whatever its
+    /// source (hit, miss, stale, revalidated, the node's own error). What
+    /// is stored is not changed, and a cache hit runs no policy code to
+    /// apply it. Framing and connection fields (`content-length`,
+    /// `transfer-encoding`, `connection`, ...) cannot be edited.
+    pub fn set_response_header(
+        mut self,
+        name: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Self {
+        self.response_edits
+            .push(HeaderEdit::Set(name.into(), value.into()));
+        self
+    }
+
+    /// Adds a header value to the response the client receives.
+    pub fn append_response_header(
+        mut self,
+        name: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Self {
+        self.response_edits
+            .push(HeaderEdit::Append(name.into(), value.into()));
+        self
+    }
+
+    /// Removes a header from the response the client receives (e.g.
+    /// `server`).
+    pub fn remove_response_header(mut self, name: impl Into<String>) -> Self {
+        self.response_edits.push(HeaderEdit::Remove(name.into()));
         self
     }
 }
@@ -383,13 +486,69 @@ impl Outcome {
     }
 }
 
+/// How a response is stored: [`StoreOptions::new`] keeps the RFC 9111
+/// rules (stored only if its headers allow, for the lifetime they give),
+/// [`StoreOptions::ttl`] overrides them.
+///
+/// ```
+/// use outpost_guest::{ResponseDecision, StoreOptions};
+///
+/// // Tag it for purging and keep cookies out of the cache, but let the
+/// // origin's Cache-Control decide.
+/// let d = ResponseDecision::Store(StoreOptions::new().tag("product-7").remove_header("set-cookie"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StoreOptions {
+    pub(crate) ttl: Option<u32>,
+    pub(crate) tags: Vec<String>,
+    pub(crate) edits: Vec<HeaderEdit>,
+}
+
+impl StoreOptions {
+    /// Stored as RFC 9111 allows, for the lifetime the headers give.
+    pub fn new() -> Self {
+        StoreOptions::default()
+    }
+
+    /// Stored for `seconds` whatever the headers say.
+    pub fn ttl(mut self, seconds: u32) -> Self {
+        self.ttl = Some(seconds);
+        self
+    }
+
+    /// Adds a purge tag (surrogate key), besides the response's own.
+    pub fn tag(mut self, tag: impl Into<String>) -> Self {
+        self.tags.push(tag.into());
+        self
+    }
+
+    /// Replaces a header of what is stored (and sent to this client).
+    pub fn set_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.edits.push(HeaderEdit::Set(name.into(), value.into()));
+        self
+    }
+
+    /// Adds a header value to what is stored.
+    pub fn append_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.edits
+            .push(HeaderEdit::Append(name.into(), value.into()));
+        self
+    }
+
+    /// Removes a header before storing (e.g. `set-cookie`).
+    pub fn remove_header(mut self, name: impl Into<String>) -> Self {
+        self.edits.push(HeaderEdit::Remove(name.into()));
+        self
+    }
+}
+
 /// What the host does with a backend attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ResponseDecision {
     /// RFC 9111 defaults.
     Default,
-    /// Store for `ttl` seconds with these purge tags, whatever the headers say.
-    Store { ttl: u32, tags: Vec<String> },
+    /// Store as these options say.
+    Store(StoreOptions),
     /// Send to the client, do not store.
     NoStore,
     /// Try the route's next backend.

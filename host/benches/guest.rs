@@ -35,6 +35,7 @@ fn request() -> Arc<RequestInfo> {
         request_id: RequestId::generate(),
         trace: TraceContext::start(),
         from_pop_member: false,
+        signature: Default::default(),
     })
 }
 

@@ -82,7 +82,7 @@ impl Policy for Misbehaving {
     fn on_response(req: &Request, _attempt: &Attempt, outcome: &Outcome) -> ResponseDecision {
         match outcome {
             Outcome::Response(_) if req.path() == "/undeclared-hook" => {
-                ResponseDecision::Store { ttl: 60, tags: Vec::new() }
+                ResponseDecision::Store(outpost_guest::StoreOptions::new().ttl(60))
             }
             _ => ResponseDecision::Default,
         }

@@ -26,8 +26,9 @@ use crate::http::{error_chain, ProxyBody};
 /// How the policy wants a backend response stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreMode {
-    /// By its headers (RFC 9111), with the lookup's TTL if it set one.
-    Rfc { ttl: Option<u32> },
+    /// By its headers (RFC 9111), with the lookup's TTL if it set one, and
+    /// these purge tags besides its own.
+    Rfc { ttl: Option<u32>, tags: Vec<String> },
     /// For this TTL with these tags, whatever the headers say.
     Force { ttl: u32, tags: Vec<String> },
     /// Not at all.
@@ -38,7 +39,7 @@ impl StoreMode {
     fn policy(&self) -> Override {
         match self {
             StoreMode::Force { ttl, .. } => Override::Force(*ttl),
-            StoreMode::Rfc { ttl: Some(ttl) } => Override::Ttl(*ttl),
+            StoreMode::Rfc { ttl: Some(ttl), .. } => Override::Ttl(*ttl),
             _ => Override::None,
         }
     }
@@ -222,8 +223,8 @@ impl Fill<'_> {
         strip_hop_by_hop(&mut headers);
         let vary = vary_values(&headers, self.request_headers);
         let mut tags = match &self.mode {
-            StoreMode::Force { tags, .. } => tags.clone(),
-            _ => Vec::new(),
+            StoreMode::Force { tags, .. } | StoreMode::Rfc { tags, .. } => tags.clone(),
+            StoreMode::NoStore => Vec::new(),
         };
         tags.extend(surrogate_keys(&headers));
         let head = |body| StoredResponse::new(status, &headers, body, freshness, vary, tags);

@@ -85,6 +85,37 @@ pub struct RequestInfo {
     /// Forwarded by another node of the POP to this one, the key's owner:
     /// served here, never forwarded again.
     pub from_pop_member: bool,
+    /// What the tenant's signed-URL check found (made before the policy
+    /// runs; the token's parameters are already gone from `uri`).
+    pub signature: SignatureVerdict,
+}
+
+/// The verdict of a tenant's signed-URL check on a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SignatureVerdict {
+    /// The tenant checks no signature on this path.
+    #[default]
+    NotChecked,
+    Valid,
+    /// A checked path without a token: 403.
+    Missing,
+    /// A malformed, wrongly signed or not-yet-valid token: 403.
+    Invalid,
+    /// A correctly signed token past its expiry: 410.
+    Expired,
+}
+
+impl SignatureVerdict {
+    /// A short stable name for metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignatureVerdict::NotChecked => "not_checked",
+            SignatureVerdict::Valid => "valid",
+            SignatureVerdict::Missing => "missing",
+            SignatureVerdict::Invalid => "invalid",
+            SignatureVerdict::Expired => "expired",
+        }
+    }
 }
 
 impl RequestInfo {
@@ -101,6 +132,7 @@ impl RequestInfo {
             request_id: RequestId::generate(),
             trace: TraceContext::start(),
             from_pop_member: false,
+            signature: SignatureVerdict::NotChecked,
         }
     }
 
@@ -127,6 +159,7 @@ impl RequestInfo {
             request_id: self.request_id.clone(),
             trace: self.trace.clone(),
             from_pop_member: self.from_pop_member,
+            signature: self.signature,
         }
     }
 }

@@ -302,6 +302,7 @@ mod tests {
                     request_id: crate::http::RequestId::generate(),
                     trace: crate::http::TraceContext::start(),
                     from_pop_member: false,
+            signature: Default::default(),
                 };
                 let copy = info.owned_copy();
                 prop_assert_eq!(copy.path_and_query(), info.path_and_query());

@@ -8,8 +8,8 @@ use hyper::body::Incoming;
 
 use super::exchange::{memo_of, Exchange};
 use super::finish::Trail;
-use super::respond;
 use super::Context;
+use super::{edits, respond};
 use crate::http::{ProxyBody, RequestInfo};
 use crate::runtime::memo::Recall;
 use crate::runtime::{Decision, GuestFailure, PolicyModule};
@@ -73,12 +73,23 @@ impl Exchange {
         }
     }
 
-    /// Carries out a decision.
-    async fn dispatch(self, decision: Decision) -> Response<ProxyBody> {
+    /// Carries out a decision. The route's response edits apply to
+    /// whatever the client gets (a request another POP member forwarded
+    /// here is edited by that member, which runs the same policy).
+    async fn dispatch(self, mut decision: Decision) -> Response<ProxyBody> {
+        if let Err(error) = edits::check(&decision) {
+            return self.policy_error(&error);
+        }
         // RFC 9211 `key`, for tenants that turned debugging on.
         let debug_key = match &decision {
             Decision::Lookup(l) if self.tenant.config.debug_cache_key => Some(l.key.clone()),
             _ => None,
+        };
+        let response_edits = match &mut decision {
+            _ if self.info.from_pop_member => Vec::new(),
+            Decision::Lookup(l) => std::mem::take(&mut l.route.response_headers),
+            Decision::Pass(r) => std::mem::take(&mut r.response_headers),
+            Decision::Respond(_) => Vec::new(),
         };
         let mut response = match decision {
             Decision::Respond(synthetic) => respond::synthetic(synthetic),
@@ -93,6 +104,13 @@ impl Exchange {
         if let Some(key) = debug_key {
             respond::add_cache_status_key(response.headers_mut(), key);
         }
+        edits::apply(response.headers_mut(), &response_edits);
         response
+    }
+
+    /// A decision the node cannot carry out: a 500 for this request, a log
+    /// line and a metric, as for a guest that trapped.
+    fn policy_error(&self, error: &str) -> Response<ProxyBody> {
+        self.guest_failed(GuestFailure::Trap(format!("invalid decision: {error}")))
     }
 }

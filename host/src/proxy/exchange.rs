@@ -369,10 +369,8 @@ mod tests {
             key: "k".into(),
             ttl: None,
             route: Route {
-                backends: vec!["origin".into()],
-                request_headers: Vec::new(),
-                hash_key: None,
                 response_hook,
+                ..Route::to(vec!["origin".into()])
             },
         })
     }

@@ -13,7 +13,7 @@ use super::route::{Forward, Validators};
 use crate::http::headers::{connection_options, is_hop_by_hop, via_value};
 use crate::http::{empty, request_id, trace_context, watched, BodyLimits, ProxyBody};
 use crate::origin::Backend;
-use crate::runtime::{HeaderEdit, Route};
+use crate::runtime::Route;
 
 impl Exchange {
     /// The request sent to a backend: the client's, minus hop-by-hop fields,
@@ -59,7 +59,7 @@ impl Exchange {
         if let Some(state) = &info.trace.state {
             headers.insert(trace_context::TRACESTATE, state.clone());
         }
-        apply_edits(&mut headers, &route.request_headers);
+        super::edits::apply(&mut headers, &route.request_headers);
         let body = match forward {
             Forward::Pass => match self.body.take() {
                 Some(body) => {
@@ -76,8 +76,12 @@ impl Exchange {
         let mut request = Request::new(body);
         *request.method_mut() = method;
         // The member it goes to is the backend's choice (`Backend::send`).
-        *request.uri_mut() = info
-            .path_and_query()
+        // The policy's target was checked when it decided (`edits::check`).
+        let target = route
+            .forward_target
+            .as_deref()
+            .unwrap_or(info.path_and_query());
+        *request.uri_mut() = target
             .parse()
             .unwrap_or_else(|_| http::Uri::from_static("/"));
         *request.headers_mut() = headers;
@@ -189,30 +193,6 @@ fn for_lookup(
 }
 
 /// Applies a policy's header edits; invalid names or values are skipped.
-fn apply_edits(headers: &mut HeaderMap, edits: &[HeaderEdit]) {
-    for edit in edits {
-        let (name, value) = match edit {
-            HeaderEdit::Set(n, v) | HeaderEdit::Append(n, v) => (n, Some(v)),
-            HeaderEdit::Remove(n) => (n, None),
-        };
-        let Ok(name) = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) else {
-            continue;
-        };
-        match (edit, value.map(|v| HeaderValue::from_str(v))) {
-            (HeaderEdit::Set(..), Some(Ok(v))) => {
-                headers.insert(name, v);
-            }
-            (HeaderEdit::Append(..), Some(Ok(v))) => {
-                headers.append(name, v);
-            }
-            (HeaderEdit::Remove(_), _) => {
-                headers.remove(name);
-            }
-            _ => tracing::debug!("policy header edit for {name} has an invalid value; skipped"),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

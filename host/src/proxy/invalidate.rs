@@ -32,6 +32,7 @@ pub async fn key_for(
         request_id: request.request_id.clone(),
         trace: request.trace.clone(),
         from_pop_member: request.from_pop_member,
+        signature: request.signature,
     });
     let module = tenant.policy.load_full();
     match decide_offline(runtime, tenant, &module, info).await.ok()? {

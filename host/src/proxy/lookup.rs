@@ -124,7 +124,7 @@ impl Exchange {
                 return self.without_response(reason, stale.as_ref(), fwd);
             }
         };
-        if let StoreMode::Rfc { ttl } = &mut mode {
+        if let StoreMode::Rfc { ttl, .. } = &mut mode {
             *ttl = decision.ttl;
         }
         let max_object_bytes = self

@@ -21,6 +21,7 @@
 mod admit;
 mod conditional;
 mod decide;
+mod edits;
 mod exchange;
 mod finish;
 mod forward_request;
@@ -133,6 +134,7 @@ async fn handle_tenant(
         request_id,
         trace,
         from_pop_member: from_peer.is_some(),
+        signature: crate::http::SignatureVerdict::NotChecked,
     });
     tenant.recent.record(&info);
     let (module, arm) = tenant.module_for(&info);

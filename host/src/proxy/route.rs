@@ -365,12 +365,22 @@ fn settle(
                 .map(|i| i.headers)
                 .unwrap_or_else(|shared| shared.headers.clone());
             let mode = match decision {
-                ResponseDecision::Store(o) => StoreMode::Force {
-                    ttl: o.ttl,
-                    tags: o.tags,
-                },
+                ResponseDecision::Store(o) => {
+                    // What is stored is what this client gets too.
+                    super::edits::apply(&mut fetched.headers, &o.headers);
+                    match o.ttl {
+                        Some(ttl) => StoreMode::Force { ttl, tags: o.tags },
+                        None => StoreMode::Rfc {
+                            ttl: None,
+                            tags: o.tags,
+                        },
+                    }
+                }
                 ResponseDecision::NoStore => StoreMode::NoStore,
-                _ => StoreMode::Rfc { ttl: None },
+                _ => StoreMode::Rfc {
+                    ttl: None,
+                    tags: Vec::new(),
+                },
             };
             Ok(Answer {
                 fetched,

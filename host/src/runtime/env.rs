@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
-use super::policy::{CachedObject, FetchError};
+use super::policy::{CachedObject, CallError, FetchError, RateVerdict};
 use crate::config::LimitsConfig;
 
 /// The capabilities behind the `outpost:edge/host` imports, scoped to one
@@ -35,6 +35,30 @@ pub trait GuestEnv: Send + Sync {
         backend: &str,
         request: http::Request<Bytes>,
     ) -> BoxFuture<'static, Result<http::Response<Bytes>, FetchError>>;
+    /// `rate-check`: counts `cost` against `key` on a declared limiter.
+    /// With `dry_run` (smoke calls, previews) nothing is counted and a
+    /// declared limiter allows.
+    fn rate_check(
+        &self,
+        limiter: &str,
+        key: &str,
+        cost: u32,
+        dry_run: bool,
+    ) -> Result<RateVerdict, CallError>;
+    /// `counter-add` (`delta` > 0) and `counter-get` (`delta` = 0) on a
+    /// declared counter, at the node that keeps the key. With `dry_run`
+    /// nothing leaves the node or is counted: the answer is `delta`.
+    fn counter_add(
+        &self,
+        counter: &str,
+        key: &str,
+        delta: u64,
+        dry_run: bool,
+    ) -> BoxFuture<'static, Result<u64, CallError>>;
+    /// `sign-url`: `path` signed with the tenant's current signing key.
+    fn sign_url(&self, path: &str, expires_in: u32) -> Result<String, CallError>;
+    /// `hmac-sha256` under a declared secret.
+    fn hmac_sha256(&self, secret: &str, message: &[u8]) -> Result<[u8; 32], CallError>;
 }
 
 /// What one instance's host calls may reach.

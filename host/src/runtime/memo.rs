@@ -85,6 +85,8 @@ pub enum Field {
     ClientAddr,
     /// `config-get(key)`.
     Config(Box<str>),
+    /// `signature()`: the signed-URL verdict.
+    Signature,
 }
 
 /// What one run of the request hook read, and whether it did anything that
@@ -398,6 +400,7 @@ fn encode(
                 std::net::IpAddr::V6(ip) => value(key, Some(&ip.octets())),
             },
             Field::Config(name) => value(key, vars.get(&**name).map(String::as_bytes)),
+            Field::Signature => value(key, Some(request.signature.as_str().as_bytes())),
         }
     }
 }
@@ -433,6 +436,7 @@ mod tests {
             request_id: crate::http::RequestId::generate(),
             trace: crate::http::TraceContext::start(),
             from_pop_member: false,
+            signature: Default::default(),
         }
     }
 
@@ -440,12 +444,7 @@ mod tests {
         Decision::Lookup(Lookup {
             key: key.into(),
             ttl: None,
-            route: Route {
-                backends: vec!["origin".into()],
-                request_headers: vec![],
-                hash_key: None,
-                response_hook: true,
-            },
+            route: Route::to(vec!["origin".into()]),
         })
     }
 

@@ -8,11 +8,9 @@
 //! bounded by epoch interruption driven by a 1 ms ticker thread that sleeps
 //! while no guest runs.
 
-mod bindings;
-mod convert;
+mod capabilities;
 mod env;
 mod heads;
-mod host_impl;
 pub mod memo;
 pub mod on_cpu;
 mod pacing;
@@ -20,6 +18,7 @@ mod policy;
 mod session;
 mod state;
 mod ticker;
+mod versions;
 
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
@@ -33,10 +32,11 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 
 pub use env::{GuestContext, GuestEnv, Pacer};
 pub use policy::{
-    Attempt, CachedObject, Decision, FetchError, HeaderEdit, Lookup, ResponseDecision, Route,
-    StoreOptions, SyntheticResponse,
+    Attempt, CachedObject, CallError, Decision, FetchError, HeaderEdit, Lookup, RateVerdict,
+    ResponseDecision, Route, StoreOptions, SyntheticResponse,
 };
 pub use session::{GuestFailure, GuestSession, OutcomeForGuest};
+pub use versions::SUPPORTED_WIT;
 
 use crate::config::RuntimeConfig;
 use crate::metrics::Histogram;
@@ -58,7 +58,8 @@ pub struct Runtime {
 
 /// A compiled policy component, ready to instantiate.
 pub struct PolicyModule {
-    pre: Pre,
+    /// Linked against the imports of the version it was built for.
+    linked: Box<dyn versions::Linked>,
     /// `sha256:<hex>` of the component bytes: the module's version.
     pub version: Arc<str>,
     /// Decisions of this version by the inputs they depend on; `None` when
@@ -118,21 +119,9 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow::anyhow!("{e}"))?;
         // Every supported version of the package, side by side: a
         // component links against the one it was built for.
-        bindings::v0_3::EdgePolicy::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
-            &mut linker,
-            |s| s,
-        )
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-        bindings::v0_2::EdgePolicy::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
-            &mut linker,
-            |s| s,
-        )
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-        bindings::v0_1::EdgePolicy::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
-            &mut linker,
-            |s| s,
-        )
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        for version in versions::VERSIONS {
+            (version.add_to_linker)(&mut linker).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
 
         let activity = Arc::new(ticker::Activity::default());
         ticker::spawn(engine.weak(), activity.clone())?;
@@ -168,20 +157,9 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::DoesNotFitWorld(format!("{e:#}")))?;
-        let missing = |e: wasmtime::Error| LoadError::MissingExports(format!("{e:#}"));
-        let pre = match wit {
-            WitVersion::V0_1 => {
-                Pre::V0_1(bindings::v0_1::EdgePolicyPre::new(pre).map_err(missing)?)
-            }
-            WitVersion::V0_2 => {
-                Pre::V0_2(bindings::v0_2::EdgePolicyPre::new(pre).map_err(missing)?)
-            }
-            WitVersion::V0_3 => {
-                Pre::V0_3(bindings::v0_3::EdgePolicyPre::new(pre).map_err(missing)?)
-            }
-        };
+        let linked = (wit.link)(pre).map_err(|e| LoadError::MissingExports(format!("{e:#}")))?;
         Ok(Arc::new(PolicyModule {
-            pre,
+            linked,
             version,
             memo: deterministic.then(|| memo::DecisionMemo::new(&self.memo_table)),
             request_hook_time: Histogram::default(),
@@ -265,51 +243,31 @@ pub enum LoadError {
     MissingExports(String),
 }
 
-/// The versions of `outpost:edge` a component may be built against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum WitVersion {
-    V0_1,
-    V0_2,
-    V0_3,
-}
-
-/// The `outpost:edge` minor versions this node runs (build info).
-pub const SUPPORTED_WIT: &str = "0.1,0.2,0.3";
-
-/// A component linked and ready to instantiate, for the version it uses.
-pub(crate) enum Pre {
-    V0_1(bindings::v0_1::EdgePolicyPre<state::GuestState>),
-    V0_2(bindings::v0_2::EdgePolicyPre<state::GuestState>),
-    V0_3(bindings::v0_3::EdgePolicyPre<state::GuestState>),
-}
-
-/// Which supported version of `outpost:edge` the component uses (any 0.1.x,
-/// 0.2.x or 0.3.x; the linker matches patch versions itself); others get a
-/// message saying so instead of a linker error.
-fn wit_version(engine: &Engine, component: &Component) -> Result<WitVersion, LoadError> {
+/// Which supported version of `outpost:edge` the component uses (any patch
+/// of a supported minor; the linker matches patch versions itself); others
+/// get a message saying so instead of a linker error.
+fn wit_version(
+    engine: &Engine,
+    component: &Component,
+) -> Result<&'static versions::Version, LoadError> {
     let ty = component.component_type();
     let names = ty
         .imports(engine)
         .map(|(n, _)| n.to_string())
         .chain(ty.exports(engine).map(|(n, _)| n.to_string()));
-    let mut version = None;
+    let mut found: Option<&'static versions::Version> = None;
     for name in names.filter(|n| n.starts_with("outpost:edge/")) {
-        let this = if name.contains("@0.3.") {
-            WitVersion::V0_3
-        } else if name.contains("@0.2.") {
-            WitVersion::V0_2
-        } else if name.contains("@0.1.") {
-            WitVersion::V0_1
-        } else {
-            return Err(LoadError::WrongWitVersion(name));
-        };
-        if version.is_some_and(|v| v != this) {
+        let this = versions::VERSIONS
+            .iter()
+            .find(|v| name.contains(v.marker))
+            .ok_or_else(|| LoadError::WrongWitVersion(name.clone()))?;
+        if found.is_some_and(|v| !std::ptr::eq(v, this)) {
             return Err(LoadError::WrongWitVersion(name));
         }
-        version = Some(this);
+        found = Some(this);
     }
     // A component that uses no `outpost:edge` name fails on its exports.
-    Ok(version.unwrap_or(WitVersion::V0_3))
+    Ok(found.unwrap_or(versions::CURRENT))
 }
 
 /// Core modules start with version 1 in the preamble; components use a

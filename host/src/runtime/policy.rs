@@ -35,6 +35,26 @@ pub struct Route {
     /// Whether the response hook runs after this route's attempts (always
     /// for policies before 0.3, which could not say).
     pub response_hook: bool,
+    /// The path and query sent instead of the client's (0.3).
+    pub forward_target: Option<String>,
+    /// Edits of the response the client receives, whatever its source
+    /// (0.3).
+    pub response_headers: Vec<HeaderEdit>,
+}
+
+impl Route {
+    /// A route to `backends` with nothing else set: what a policy before
+    /// 0.3 could not say is at its default.
+    pub fn to(backends: Vec<String>) -> Route {
+        Route {
+            backends,
+            request_headers: Vec::new(),
+            hash_key: None,
+            response_hook: true,
+            forward_target: None,
+            response_headers: Vec::new(),
+        }
+    }
 }
 
 /// A cache lookup followed, on a miss, by a fetch from the route.
@@ -137,11 +157,16 @@ pub struct Attempt {
     pub failed_members: Vec<(String, FetchError)>,
 }
 
-/// How the host stores a response, overriding its headers.
+/// How the host stores a response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreOptions {
-    pub ttl: u32,
+    /// A lifetime that overrides the headers; `None`: stored only as RFC
+    /// 9111 allows.
+    pub ttl: Option<u32>,
+    /// Purge tags added to the response's own.
     pub tags: Vec<String>,
+    /// Edits of the response before it is stored.
+    pub headers: Vec<HeaderEdit>,
 }
 
 /// What the host does with a backend attempt's outcome.
@@ -161,4 +186,25 @@ pub struct CachedObject {
     pub status: u16,
     pub age: u32,
     pub fresh: bool,
+}
+
+/// A rate limiter's answer (`rate-check`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateVerdict {
+    /// Within the limit; the cost was counted.
+    Allow,
+    /// Over it; seconds until the key is let through again (at least 1).
+    Deny { retry_after_s: u32 },
+}
+
+/// Why a call on a named limiter, counter, secret or signing key failed:
+/// an answer the policy handles, never a trap.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// The tenant declares nothing of this name.
+    #[error("{0:?} is not declared by the tenant")]
+    Undeclared(String),
+    /// The node keeping the key could not be reached; nothing was counted.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
 }

@@ -7,12 +7,10 @@ use std::time::Duration;
 use wasmtime::component::Resource;
 use wasmtime::Store;
 
-use super::bindings::{v0_1, v0_2, v0_3};
 use super::env::{GuestContext, Pacer};
 use super::heads::{RequestHead, ResponseHead};
 use super::policy::{Attempt, Decision, FetchError, ResponseDecision};
 use super::state::{GuestState, LimitHit};
-use super::Pre;
 use super::{PolicyModule, Runtime};
 use crate::http::{RequestInfo, ResponseInfo};
 
@@ -90,7 +88,7 @@ pub enum OutcomeForGuest {
 /// A live instance bound to one request.
 pub struct GuestSession {
     store: Store<GuestState>,
-    policy: Policy,
+    hooks: Box<dyn super::versions::Hooks>,
     head: Resource<RequestHead>,
     /// The module version this instance runs.
     pub version: Arc<str>,
@@ -124,19 +122,15 @@ impl GuestSession {
             .push(RequestHead(request))
             .map_err(|e| GuestFailure::Unavailable(e.to_string()))?;
         let running = runtime.activity().enter();
-        let instantiated = match &module.pre {
-            Pre::V0_1(pre) => pre.instantiate_async(&mut store).await.map(Policy::V0_1),
-            Pre::V0_2(pre) => pre.instantiate_async(&mut store).await.map(Policy::V0_2),
-            Pre::V0_3(pre) => pre.instantiate_async(&mut store).await.map(Policy::V0_3),
-        };
+        let instantiated = module.linked.instantiate(&mut store).await;
         drop(running);
-        let policy = match instantiated {
-            Ok(policy) => policy,
+        let hooks = match instantiated {
+            Ok(hooks) => hooks,
             Err(e) => return Err(classify(&store, e, true)),
         };
         Ok(GuestSession {
             store,
-            policy,
+            hooks,
             head,
             version: module.version.clone(),
             uses: 1,
@@ -200,23 +194,7 @@ impl GuestSession {
         self.begin_hook();
         let head = Resource::new_borrow(self.head.rep());
         let _running = self.activity.enter();
-        let result = match &self.policy {
-            Policy::V0_1(p) => p
-                .outpost_edge_policy()
-                .call_on_request(&mut self.store, head)
-                .await
-                .map(Decision::from),
-            Policy::V0_2(p) => p
-                .outpost_edge_policy()
-                .call_on_request(&mut self.store, head)
-                .await
-                .map(Decision::from),
-            Policy::V0_3(p) => p
-                .outpost_edge_policy()
-                .call_on_request(&mut self.store, head)
-                .await
-                .map(Decision::from),
-        };
+        let result = self.hooks.on_request(&mut self.store, head).await;
         self.failed |= result.is_err();
         result.map_err(|e| classify(&self.store, e, false))
     }
@@ -241,48 +219,13 @@ impl GuestSession {
         };
         let head = Resource::new_borrow(self.head.rep());
         let _running = self.activity.enter();
-        let result = match &self.policy {
-            Policy::V0_1(p) => {
-                let outcome = match outcome {
-                    Ok(head) => v0_1::types::Outcome::Response(head),
-                    Err(e) => v0_1::types::Outcome::Error(e.into()),
-                };
-                p.outpost_edge_policy()
-                    .call_on_response(&mut self.store, head, &attempt.into(), &outcome)
-                    .await
-                    .map(ResponseDecision::from)
-            }
-            Policy::V0_2(p) => {
-                let outcome = match outcome {
-                    Ok(head) => v0_2::types::Outcome::Response(head),
-                    Err(e) => v0_2::types::Outcome::Error(e.into()),
-                };
-                p.outpost_edge_policy()
-                    .call_on_response(&mut self.store, head, &attempt.into(), &outcome)
-                    .await
-                    .map(ResponseDecision::from)
-            }
-            Policy::V0_3(p) => {
-                let outcome = match outcome {
-                    Ok(head) => v0_3::types::Outcome::Response(head),
-                    Err(e) => v0_3::types::Outcome::Error(e.into()),
-                };
-                p.outpost_edge_policy()
-                    .call_on_response(&mut self.store, head, &attempt.into(), &outcome)
-                    .await
-                    .map(ResponseDecision::from)
-            }
-        };
+        let result = self
+            .hooks
+            .on_response(&mut self.store, head, attempt, outcome)
+            .await;
         self.failed |= result.is_err();
         result.map_err(|e| classify(&self.store, e, false))
     }
-}
-
-/// An instance's exports, for the version of the package it was built for.
-enum Policy {
-    V0_1(v0_1::EdgePolicy),
-    V0_2(v0_2::EdgePolicy),
-    V0_3(v0_3::EdgePolicy),
 }
 
 /// Turns a wasmtime error into the failure a policy author should see.

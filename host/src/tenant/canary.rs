@@ -154,6 +154,7 @@ mod tests {
             request_id: crate::http::RequestId::generate(),
             trace: crate::http::TraceContext::start(),
             from_pop_member: false,
+            signature: Default::default(),
         }
     }
 

@@ -10,7 +10,7 @@ use futures::FutureExt;
 use super::Tenant;
 use crate::config::LimitsConfig;
 use crate::origin::OriginError;
-use crate::runtime::{CachedObject, FetchError, GuestEnv};
+use crate::runtime::{CachedObject, CallError, FetchError, GuestEnv, RateVerdict};
 
 impl GuestEnv for Tenant {
     fn tenant_id(&self) -> &str {
@@ -58,6 +58,34 @@ impl GuestEnv for Tenant {
                 .map_err(FetchError::from)
         }
         .boxed()
+    }
+
+    fn rate_check(
+        &self,
+        limiter: &str,
+        _key: &str,
+        _cost: u32,
+        _dry_run: bool,
+    ) -> Result<RateVerdict, CallError> {
+        Err(CallError::Undeclared(limiter.to_string()))
+    }
+
+    fn counter_add(
+        &self,
+        counter: &str,
+        _key: &str,
+        _delta: u64,
+        _dry_run: bool,
+    ) -> BoxFuture<'static, Result<u64, CallError>> {
+        futures::future::ready(Err(CallError::Undeclared(counter.to_string()))).boxed()
+    }
+
+    fn sign_url(&self, _path: &str, _expires_in: u32) -> Result<String, CallError> {
+        Err(CallError::Undeclared("signed_urls".into()))
+    }
+
+    fn hmac_sha256(&self, secret: &str, _message: &[u8]) -> Result<[u8; 32], CallError> {
+        Err(CallError::Undeclared(secret.to_string()))
     }
 }
 

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 
-use crate::http::{RequestId, RequestInfo, Scheme, TraceContext};
+use crate::http::{RequestId, RequestInfo, Scheme, SignatureVerdict, TraceContext};
 
 /// Request heads kept per tenant, at most.
 pub const RECENT_CAPACITY: usize = 256;
@@ -96,6 +96,7 @@ struct Recorded {
     scheme: Scheme,
     client_ip: IpAddr,
     from_pop_member: bool,
+    signature: SignatureVerdict,
 }
 
 impl Recorded {
@@ -123,6 +124,7 @@ impl Recorded {
             scheme: request.scheme,
             client_ip: request.client_ip,
             from_pop_member: request.from_pop_member,
+            signature: request.signature,
         })
     }
 
@@ -155,6 +157,7 @@ impl Recorded {
             request_id: RequestId::generate(),
             trace: TraceContext::start(),
             from_pop_member: self.from_pop_member,
+            signature: self.signature,
         })
     }
 }
