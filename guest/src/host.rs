@@ -199,6 +199,8 @@ pub enum CallError {
     /// The node that keeps the counter's key could not be reached; nothing
     /// was counted.
     Unavailable(String),
+    /// An argument the call cannot take (e.g. a path without a leading `/`).
+    Invalid(String),
 }
 
 /// A rate limiter's answer.
@@ -217,6 +219,7 @@ impl From<wit::CallError> for CallError {
         match e {
             wit::CallError::Undeclared(name) => CallError::Undeclared(name),
             wit::CallError::Unavailable(why) => CallError::Unavailable(why),
+            wit::CallError::Invalid(why) => CallError::Invalid(why),
         }
     }
 }

@@ -10,7 +10,9 @@
 //!   (backends and their errors), [`cache`] (storage and RFC 9111 rules),
 //!   [`tls`] (rustls settings, certificates from files, handshakes),
 //!   [`span_export`] (OTLP spans of requests), [`pop`] (the members of a
-//!   POP and which of them owns a cache key);
+//!   POP and which of them owns a cache key), [`secrets`] (a tenant's
+//!   secrets read on each node), [`signed_url`] (tokens checked and made),
+//!   [`ratelimit`] and [`counters`] (what policies count, on this node);
 //! - [`tenant`]: a tenant's policy, backends, store and canary, and the
 //!   guest environment it gives its instances;
 //! - data plane: [`proxy`] (the request path) and [`server`] (listeners);
@@ -25,6 +27,7 @@ pub(crate) mod cache;
 pub mod cli;
 pub mod config;
 pub(crate) mod control;
+pub(crate) mod counters;
 pub(crate) mod demo_origin;
 pub(crate) mod fleet;
 pub mod guests;
@@ -34,8 +37,11 @@ pub(crate) mod metrics;
 pub(crate) mod origin;
 pub(crate) mod pop;
 pub(crate) mod proxy;
+pub(crate) mod ratelimit;
 pub mod runtime;
+pub(crate) mod secrets;
 pub(crate) mod server;
+pub(crate) mod signed_url;
 pub(crate) mod span_export;
 pub mod tenant;
 pub(crate) mod tls;

@@ -68,6 +68,7 @@ impl Collector for Live {
         requests(&mut scrape, &tenants)?;
         guests(&mut scrape, &tenants)?;
         events(&mut scrape, &tenants)?;
+        platform(&mut scrape, &tenants)?;
         stores(&mut scrape, &tenants)?;
         if let Some(fleet) = &self.fleet {
             super::fleet::metrics(&mut scrape, fleet, &self.ctx.pop)?;
@@ -279,6 +280,51 @@ fn events(scrape: &mut Scrape, tenants: &[&Arc<Tenant>]) -> Written {
         scrape.counters(name, help, samples)?;
     }
     Ok(())
+}
+
+/// What tenants' signed-URL checks and rate limiters decided.
+fn platform(scrape: &mut Scrape, tenants: &[&Arc<Tenant>]) -> Written {
+    use crate::metrics::SIGNATURE_VERDICTS;
+    use std::sync::atomic::Ordering;
+    let signatures = tenants
+        .iter()
+        .filter(|t| t.signed_urls.is_some())
+        .flat_map(|t| {
+            let counts = t.metrics.signatures();
+            SIGNATURE_VERDICTS
+                .iter()
+                .zip(counts)
+                .map(move |(v, n)| ([("tenant", &*t.id), ("verdict", v.as_str())], n))
+        });
+    scrape.counters(
+        "outpost_signed_url_checks",
+        "Requests whose signed-URL token was checked, by verdict (missing and invalid are \
+         answered 403, expired 410).",
+        signatures,
+    )?;
+    let limiters = tenants.iter().flat_map(|t| {
+        t.limiters.iter().flat_map(move |(name, l)| {
+            [
+                ("allowed", l.allowed.load(Ordering::Relaxed)),
+                ("denied", l.denied.load(Ordering::Relaxed)),
+            ]
+            .map(|(verdict, n)| {
+                (
+                    [
+                        ("tenant", &*t.id),
+                        ("limiter", name.as_str()),
+                        ("verdict", verdict),
+                    ],
+                    n,
+                )
+            })
+        })
+    });
+    scrape.counters(
+        "outpost_rate_limit_checks",
+        "rate-check calls of a tenant's limiters, by verdict.",
+        limiters,
+    )
 }
 
 fn stores(scrape: &mut Scrape, tenants: &[&Arc<Tenant>]) -> Written {

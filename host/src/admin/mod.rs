@@ -323,9 +323,13 @@ async fn deploy(control: &Control, id: &str, req: Request<Incoming>) -> AdminRes
         Err(r) => return r,
     };
     match control.deploy(id, wasm, activate).await {
-        Ok(version) => reply(
+        Ok(deployed) => reply(
             StatusCode::CREATED,
-            json!({ "version": &*version, "active": activate }),
+            json!({
+                "version": &*deployed.version,
+                "active": activate,
+                "warnings": deployed.warnings,
+            }),
         ),
         Err(e) => failed(e),
     }

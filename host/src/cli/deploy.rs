@@ -141,9 +141,12 @@ async fn validate(id: &str, doc: &[u8], wasm: &[u8]) -> anyhow::Result<std::sync
         .validate()
         .map_err(|e| config.field_error(&source, e))?;
     let control = Control::build(&config, false)?;
-    let version = control
+    let deployed = control
         .deploy(id, wasm.to_vec().into(), false)
         .await
         .map_err(|e| anyhow::anyhow!("{id}: the module is refused: {e}"))?;
-    Ok(version)
+    for warning in &deployed.warnings {
+        eprintln!("warning: {id}: {warning}");
+    }
+    Ok(deployed.version)
 }

@@ -156,7 +156,11 @@ async fn swap_in(
 ) -> Result<Arc<str>, ControlError> {
     let bytes = std::fs::read(wasm)
         .map_err(|e| ControlError::Invalid(format!("cannot read {}: {e}", wasm.display())))?;
-    control.deploy(tenant_id, bytes.into(), true).await
+    let deployed = control.deploy(tenant_id, bytes.into(), true).await?;
+    for warning in &deployed.warnings {
+        eprintln!("warning: {warning}");
+    }
+    Ok(deployed.version)
 }
 
 /// Builds the crate for wasm32-wasip2; the component's path, or the

@@ -1,5 +1,5 @@
 //! The `outpost` command line: `serve`, `check`, `dev`, `new`, `status`,
-//! `deploy`, `purge`.
+//! `deploy`, `purge`, `sign`.
 
 mod deploy;
 mod dev;
@@ -8,6 +8,7 @@ mod fleet_status;
 mod new;
 mod rollout;
 mod serve;
+mod sign;
 mod status;
 
 use std::net::SocketAddr;
@@ -65,6 +66,9 @@ enum Command {
     /// Purge a tenant's cache on every node of a fleet, through etcd;
     /// answers when every live node has done it.
     Purge(fleet_purge::PurgeArgs),
+    /// Print a signed link for a tenant's `[tenant.signed_urls]`, made with
+    /// its current signing key (read from its secrets, as a node would).
+    Sign(sign::SignArgs),
 }
 
 #[derive(clap::Args, Default)]
@@ -111,19 +115,13 @@ pub fn main() -> ExitCode {
     init_logging(cli.log_format);
     let result = match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
         Command::Serve(args) => serve(args),
-        Command::Check { config } => Config::load(&config)
-            .map_err(anyhow::Error::from)
-            .and_then(|c| {
-                crate::control::Control::build(&c, false)
-                    .map(|_| ())
-                    .map_err(Into::into)
-            })
-            .map(|()| println!("{}: ok", config.display())),
+        Command::Check { config } => check(&config),
         Command::Dev(args) => dev::run(args),
         Command::New(args) => new::run(args),
         Command::Status(args) => status::run(args),
         Command::Deploy(args) => deploy::run(args),
         Command::Purge(args) => fleet_purge::run(args),
+        Command::Sign(args) => sign::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -201,6 +199,22 @@ fn announce(addr: SocketAddr) {
     println!("outpost listening on http://{addr}");
 }
 
+/// `outpost check`: the config loads, every tenant builds (policies
+/// compiled, secrets read, certificates loaded), and each policy's smoke
+/// call is run; its warnings are printed, the check still passes.
+fn check(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let control = crate::control::Control::build(&config, false)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    for warning in runtime.block_on(control.check_policies()) {
+        println!("warning: {warning}");
+    }
+    println!("{}: ok", path.display());
+    Ok(())
+}
+
 /// A config for `serve --backend URL [--policy FILE]`.
 fn quick_config(backend: &str, policy: Option<&std::path::Path>) -> anyhow::Result<Config> {
     let mut config = Config::embedded_default();
@@ -233,6 +247,10 @@ fn quick_config(backend: &str, policy: Option<&std::path::Path>) -> anyhow::Resu
         tls: None,
         force_https: false,
         strip_cdn_cache_control: false,
+        secrets: Default::default(),
+        signed_urls: None,
+        limiters: Default::default(),
+        counters: Default::default(),
     }];
     config
         .validate()

@@ -12,6 +12,7 @@ mod health;
 mod load;
 mod locate;
 mod otlp;
+mod platform;
 mod tls;
 mod validate;
 mod values;
@@ -26,6 +27,10 @@ pub use backend::{BackendConfig, Balance, MemberConfig, Protocol};
 pub use health::{EjectionConfig, ProbeConfig};
 pub use load::{ConfigError, FieldError, DEFAULT_TOML};
 pub use otlp::OtlpConfig;
+pub use platform::{
+    CounterConfig, CounterReset, LimiterConfig, OnInvalid, SecretEncoding, SecretSource,
+    SignedUrlFormat, SignedUrlsConfig, TokenIn,
+};
 pub use tls::{BackendTlsConfig, CertificateFiles, ServerTlsConfig};
 pub use values::{BackendUrl, PolicySource, BUILTIN_POLICIES};
 
@@ -304,6 +309,19 @@ pub struct TenantConfig {
     /// behind this one caches as the origin asked.
     #[serde(default)]
     pub strip_cdn_cache_control: bool,
+    /// Secrets by name, and where each node reads each one (an environment
+    /// variable or a file, resolved when the tenant is applied). A policy
+    /// never reads a value: it names a secret in a host call.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretSource>,
+    /// Signed URLs checked before the policy runs.
+    pub signed_urls: Option<SignedUrlsConfig>,
+    /// Rate limiters a policy calls `rate-check` on, by name.
+    #[serde(default)]
+    pub limiters: BTreeMap<String, LimiterConfig>,
+    /// Counters a policy calls `counter-add` and `counter-get` on, by name.
+    #[serde(default)]
+    pub counters: BTreeMap<String, CounterConfig>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq)]

@@ -195,7 +195,12 @@ impl TenantConfig {
                 .validate()
                 .map_err(|e| e.within(&format!("backends.{name}.")))?;
         }
-        Ok(())
+        super::platform::validate(
+            &self.secrets,
+            self.signed_urls.as_ref(),
+            &self.limiters,
+            &self.counters,
+        )
     }
 }
 

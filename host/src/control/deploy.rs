@@ -10,7 +10,14 @@ use super::{Control, ControlError, DeployError};
 use crate::http::RequestInfo;
 use crate::runtime::PolicyModule;
 use crate::tenant::quarantine::Held;
-use crate::tenant::{decide_offline, AutoRollback, Canary, Sticky, Tenant};
+use crate::tenant::{smoke_offline, AutoRollback, Canary, Sticky, Tenant};
+
+/// A version added to a tenant, and what its smoke call warns of.
+#[derive(Debug, Clone)]
+pub struct Deployed {
+    pub version: Arc<str>,
+    pub warnings: Vec<String>,
+}
 
 /// A canary to start: `percent` of the requests, chosen by `sticky`, go to
 /// a deployed `version`.
@@ -32,7 +39,7 @@ impl Control {
         id: &str,
         wasm: Bytes,
         activate: bool,
-    ) -> Result<Arc<str>, ControlError> {
+    ) -> Result<Deployed, ControlError> {
         if wasm.is_empty() {
             return Err(DeployError::Empty.into());
         }
@@ -48,29 +55,52 @@ impl Control {
             .map_err(DeployError::Load)?;
         let _desired = self.desired.lock().await;
         let tenant = self.tenant(id)?;
-        self.smoke_call(&tenant, &module).await?;
+        let warnings = self.smoke_call(&tenant, &module).await?;
         let version = module.version.clone();
         tenant.deploy(module);
         tracing::info!(tenant = id, version = &*version, "deployed");
+        for warning in &warnings {
+            tracing::warn!(tenant = id, version = &*version, "{warning}");
+        }
         if activate {
             tenant.activate(&version)?;
             tracing::info!(tenant = id, version = &*version, "activated");
         }
-        Ok(version)
+        Ok(Deployed { version, warnings })
     }
 
     /// Runs the request hook of `module` once on `GET /`, offline, as the
-    /// tenant's policy.
+    /// tenant's policy; what it should warn an operator of (see
+    /// [`smoke_offline`]).
     pub async fn smoke_call(
         &self,
         tenant: &Arc<Tenant>,
         module: &PolicyModule,
-    ) -> Result<(), DeployError> {
+    ) -> Result<Vec<String>, DeployError> {
         let info = RequestInfo::internal(Method::GET, Uri::from_static("/"), "smoke-test.invalid");
-        decide_offline(&self.ctx.runtime, tenant, module, Arc::new(info))
+        smoke_offline(&self.ctx.runtime, tenant, module, Arc::new(info))
             .await
-            .map(drop)
+            .map(|(_, warnings)| warnings)
             .map_err(DeployError::SmokeCall)
+    }
+
+    /// The smoke call's warnings for every tenant's active policy, as
+    /// `tenant: warning` (what `outpost check` prints).
+    pub async fn check_policies(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let table = self.ctx.tenants.load_full();
+        for tenant in table.tenants() {
+            let module = tenant.policy.load_full();
+            match self.smoke_call(tenant, &module).await {
+                Ok(found) => warnings.extend(
+                    found
+                        .into_iter()
+                        .map(|w| format!("tenant {}: {w}", tenant.id)),
+                ),
+                Err(e) => warnings.push(format!("tenant {}: {e}", tenant.id)),
+            }
+        }
+        warnings
     }
 
     /// Makes a deployed version the active one.

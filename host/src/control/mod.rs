@@ -52,7 +52,8 @@ impl Control {
         let runtime = Runtime::new(&config.runtime).map_err(|e| {
             ConfigError::field(source_name, FieldError::new("runtime", e.to_string()))
         })?;
-        let tenants = TenantTable::build(config, &runtime, None)
+        let pop = Arc::new(crate::pop::Pop::new(&config.server.node_id()));
+        let tenants = TenantTable::build(config, &runtime, None, &pop)
             .map_err(|e| config.field_error(source_name, e))?;
         let ctx = Context {
             tenants: Arc::new(arc_swap::ArcSwap::from_pointee(tenants)),
@@ -72,7 +73,7 @@ impl Control {
                 &config.server.node_id(),
             )
             .map_err(|e| ConfigError::field(source_name, e))?,
-            pop: crate::pop::Pop::new(&config.server.node_id()),
+            pop,
         };
         Ok(Arc::new(Control {
             ctx: Arc::new(ctx),
@@ -175,8 +176,9 @@ impl Control {
         let previous = self.ctx.tenants.load_full();
         let runtime = self.ctx.runtime.clone();
         let building = config.clone();
+        let pop = self.ctx.pop.clone();
         let built = tokio::task::spawn_blocking(move || {
-            TenantTable::build(&building, &runtime, Some(&previous))
+            TenantTable::build(&building, &runtime, Some(&previous), &pop)
         })
         .await
         .map_err(|e| ControlError::Internal(e.to_string()))?;

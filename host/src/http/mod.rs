@@ -7,7 +7,7 @@
 mod client_body;
 mod connection;
 pub mod headers;
-mod hex;
+pub mod hex;
 pub mod range;
 pub mod request_id;
 pub mod trace_context;
@@ -115,6 +115,19 @@ impl SignatureVerdict {
             SignatureVerdict::Invalid => "invalid",
             SignatureVerdict::Expired => "expired",
         }
+    }
+
+    /// The verdict `as_str` names.
+    pub fn parse(name: &str) -> Option<SignatureVerdict> {
+        [
+            SignatureVerdict::NotChecked,
+            SignatureVerdict::Valid,
+            SignatureVerdict::Missing,
+            SignatureVerdict::Invalid,
+            SignatureVerdict::Expired,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == name)
     }
 }
 

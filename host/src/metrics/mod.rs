@@ -20,7 +20,7 @@ use prometheus_client::metrics::MetricType;
 
 pub use node::{NodeMetrics, Process, Protocol};
 pub use shard::{nanos, Counter, Histogram};
-pub use tenant::{Event, Outcome, TenantMetrics, CLASSES};
+pub use tenant::{Event, Outcome, TenantMetrics, CLASSES, SIGNATURE_VERDICTS};
 
 /// The node's metrics that belong to no tenant.
 #[derive(Default)]

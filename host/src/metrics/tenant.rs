@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::shard::{add, Histogram, Sharded};
+use crate::http::SignatureVerdict;
 
 /// What the cache did for a request (the `outcome` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,7 +124,17 @@ struct Cells {
     memo_hits: AtomicU64,
     /// Nanoseconds worker threads spent running the tenant's guests.
     guest_cpu: AtomicU64,
+    /// Signed-URL checks by verdict, as [`SIGNATURE_VERDICTS`].
+    signatures: [AtomicU64; SIGNATURE_VERDICTS.len()],
 }
+
+/// The verdicts of signed-URL checks counted, by name.
+pub const SIGNATURE_VERDICTS: [SignatureVerdict; 4] = [
+    SignatureVerdict::Valid,
+    SignatureVerdict::Missing,
+    SignatureVerdict::Invalid,
+    SignatureVerdict::Expired,
+];
 
 #[derive(Default)]
 pub struct TenantMetrics {
@@ -144,6 +155,25 @@ impl TenantMetrics {
         add(&cells.outcomes[outcome as usize], 1);
         add(&cells.bytes_sent, bytes);
         self.duration.observe(elapsed);
+    }
+
+    /// A signed-URL check's verdict (one that checked nothing is not
+    /// counted).
+    pub fn signature(&self, verdict: SignatureVerdict) {
+        if let Some(i) = SIGNATURE_VERDICTS.iter().position(|v| *v == verdict) {
+            add(&self.cells.local().signatures[i], 1);
+        }
+    }
+
+    /// Signed-URL checks by verdict, as [`SIGNATURE_VERDICTS`].
+    pub fn signatures(&self) -> [u64; SIGNATURE_VERDICTS.len()] {
+        let mut out = [0; SIGNATURE_VERDICTS.len()];
+        for cells in self.cells.all() {
+            for (total, cell) in out.iter_mut().zip(&cells.signatures) {
+                *total += cell.load(Ordering::Relaxed);
+            }
+        }
+        out
     }
 
     /// A decision that came from the memo instead of the guest.

@@ -1,7 +1,9 @@
 //! The mark on a request one POP member forwards to another:
 //! `outpost-pop-forward: by=<node>;for=<client ip>;proto=<http|https>`,
 //! with `;invalidate=<hex of a cache key>` when it only tells the owner
-//! that an unsafe request elsewhere in the POP invalidated that key
+//! that an unsafe request elsewhere in the POP invalidated that key, or
+//! `;count=<hex of tenant, counter and key, NUL-separated>;add=<delta>`
+//! when it asks the owner of a counter's key to add to it
 //! (the parameters of RFC 7239's `Forwarded`, in a field of its own so a
 //! client's `Forwarded` is left alone). The owner serves a marked request
 //! itself, never forwarding it again, and takes the client's address and
@@ -11,6 +13,8 @@
 use std::net::IpAddr;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::http::SignatureVerdict;
 
 pub const HEADER: HeaderName = HeaderName::from_static("outpost-pop-forward");
 
@@ -22,6 +26,21 @@ pub struct Mark {
     pub https: bool,
     /// A key to drop, instead of a request to serve.
     pub invalidate: Option<String>,
+    /// A counter's key to add to, instead of a request to serve.
+    pub count: Option<CountOp>,
+    /// What the forwarding member's signed-URL check found (the token is
+    /// gone from the target by then).
+    pub signature: SignatureVerdict,
+}
+
+/// An addition to a counter's key, sent to the member that keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CountOp {
+    pub tenant: String,
+    pub counter: String,
+    pub key: String,
+    /// 0 reads the total.
+    pub delta: u64,
 }
 
 impl Mark {
@@ -30,9 +49,17 @@ impl Mark {
         let mut value = format!("by={};for=\"{}\";proto={proto}", self.by, self.client_ip);
         if let Some(key) = &self.invalidate {
             value.push_str(";invalidate=");
-            for b in key.bytes() {
-                value.push_str(&format!("{b:02x}"));
-            }
+            value.push_str(&crate::http::hex::encode(key.as_bytes()));
+        }
+        if self.signature != SignatureVerdict::NotChecked {
+            value.push_str(";signature=");
+            value.push_str(self.signature.as_str());
+        }
+        if let Some(op) = &self.count {
+            let names = format!("{}\0{}\0{}", op.tenant, op.counter, op.key);
+            value.push_str(";count=");
+            value.push_str(&crate::http::hex::encode(names.as_bytes()));
+            value.push_str(&format!(";add={}", op.delta));
         }
         HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("by=-"))
     }
@@ -54,6 +81,8 @@ impl Mark {
 
 fn parse(value: &str) -> Option<Mark> {
     let (mut by, mut client_ip, mut https, mut invalidate) = (None, None, None, None);
+    let (mut count, mut add) = (None, None);
+    let mut signature = SignatureVerdict::NotChecked;
     for param in value.split(';') {
         let (name, v) = param.trim().split_once('=')?;
         let v = v.trim_matches('"');
@@ -62,27 +91,38 @@ fn parse(value: &str) -> Option<Mark> {
             "for" => client_ip = v.parse().ok(),
             "proto" => https = Some(v.eq_ignore_ascii_case("https")),
             "invalidate" => invalidate = Some(unhex(v)?),
+            "count" => count = Some(unhex(v)?),
+            "add" => add = Some(v.parse::<u64>().ok()?),
+            "signature" => signature = SignatureVerdict::parse(v)?,
             _ => {}
         }
     }
+    let count = match (count, add) {
+        (None, None) => None,
+        (Some(names), Some(delta)) => {
+            let mut parts = names.splitn(3, '\0');
+            Some(CountOp {
+                tenant: parts.next()?.to_string(),
+                counter: parts.next()?.to_string(),
+                key: parts.next()?.to_string(),
+                delta,
+            })
+        }
+        _ => return None,
+    };
     Some(Mark {
         by: by?,
         client_ip: client_ip?,
         https: https?,
         invalidate,
+        count,
+        signature,
     })
 }
 
 /// A key spelled in hex, back.
 fn unhex(v: &str) -> Option<String> {
-    if !v.len().is_multiple_of(2) {
-        return None;
-    }
-    let bytes: Option<Vec<u8>> = (0..v.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(v.get(i..i + 2)?, 16).ok())
-        .collect();
-    String::from_utf8(bytes?).ok()
+    String::from_utf8(crate::http::hex::decode(v.as_bytes())?).ok()
 }
 
 #[cfg(test)]
@@ -96,6 +136,8 @@ mod tests {
             client_ip: "2001:db8::7".parse().unwrap(),
             https: true,
             invalidate: None,
+            count: None,
+            signature: SignatureVerdict::Valid,
         };
         let mut headers = HeaderMap::new();
         headers.insert(HEADER, mark.header_value());
@@ -106,7 +148,19 @@ mod tests {
             ..mark
         };
         headers.insert(HEADER, invalidation.header_value());
-        assert_eq!(Mark::take(&mut headers), Some(invalidation));
+        assert_eq!(Mark::take(&mut headers), Some(invalidation.clone()));
+        let count = Mark {
+            invalidate: None,
+            count: Some(CountOp {
+                tenant: "files".into(),
+                counter: "downloads".into(),
+                key: "user 7;é".into(),
+                delta: 3,
+            }),
+            ..invalidation
+        };
+        headers.insert(HEADER, count.header_value());
+        assert_eq!(Mark::take(&mut headers), Some(count));
     }
 
     #[test]

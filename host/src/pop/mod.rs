@@ -24,7 +24,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::http::ProxyBody;
+use crate::http::{ProxyBody, SignatureVerdict};
 use crate::metrics::Counter;
 
 /// How long a member that refused a connection is skipped.
@@ -46,6 +46,14 @@ pub struct MemberAddress {
     pub node_id: String,
     /// Its plain-HTTP listener.
     pub address: SocketAddr,
+}
+
+/// What the owner is told of the client of a forwarded request.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientSide {
+    pub ip: IpAddr,
+    pub https: bool,
+    pub signature: SignatureVerdict,
 }
 
 /// Another node of the POP.
@@ -189,7 +197,8 @@ impl Pop {
     }
 
     /// Sends `request` (its target a path) to `peer`, marked as forwarded
-    /// by this node for `client_ip` over `https` or not, and waits up to
+    /// by this node for `client` (its address, whether it came over https,
+    /// its signed-URL verdict), and waits up to
     /// `origin_wait` (what the owner's own fetch may take) and a margin for
     /// the head. A member that cannot be reached, or that hangs, is skipped
     /// for a few seconds.
@@ -197,7 +206,7 @@ impl Pop {
         &self,
         peer: &Peer,
         mut request: Request<ProxyBody>,
-        (client_ip, https): (IpAddr, bool),
+        client: &ClientSide,
         origin_wait: Duration,
     ) -> Result<Response<Incoming>, ForwardError> {
         let path = request
@@ -209,9 +218,11 @@ impl Pop {
             .map_err(|e| ForwardError::Unreachable(e.to_string()))?;
         let mark = marker::Mark {
             by: self.node_id.to_string(),
-            client_ip,
-            https,
+            client_ip: client.ip,
+            https: client.https,
             invalidate: None,
+            count: None,
+            signature: client.signature,
         };
         request
             .headers_mut()
@@ -261,6 +272,8 @@ impl Pop {
             // redirects plain HTTP must not answer this with a redirect.
             https: true,
             invalidate: Some(key.to_string()),
+            count: None,
+            signature: SignatureVerdict::NotChecked,
         };
         let request = Request::post(uri)
             .header(http::header::HOST, authority)
@@ -272,6 +285,88 @@ impl Pop {
             Ok(Ok(r)) => Err(ForwardError::Failed(format!("answered {}", r.status()))),
             Ok(Err(e)) => Err(ForwardError::Failed(crate::http::error_chain(&e))),
             Err(_) => Err(ForwardError::Failed("no answer in time".into())),
+        }
+    }
+}
+
+impl Pop {
+    /// The member that keeps `key` of `tenant`'s counter `counter`, when it
+    /// is not this node: the first on the key's rendezvous order, whether or
+    /// not it is marked down (a counter's total is kept in one place, so it
+    /// is never counted elsewhere meanwhile).
+    pub fn counter_owner(&self, tenant: &str, counter: &str, key: &str) -> Option<Arc<Peer>> {
+        let members = self.members.load();
+        if members.peers.len() < 2 {
+            return None;
+        }
+        let hash = rendezvous::name_hash(&[
+            tenant.as_bytes(),
+            b"\0counter\0",
+            counter.as_bytes(),
+            key.as_bytes(),
+        ]);
+        let first = *rendezvous::order(hash, &members.hashes).first()?;
+        members.peers[first].clone()
+    }
+
+    /// Asks `peer` to add `delta` to a counter's key it keeps (0 reads it);
+    /// the new total.
+    pub async fn count_at(&self, peer: &Peer, op: marker::CountOp) -> Result<u64, ForwardError> {
+        if peer.down_until.load(Ordering::Relaxed) > millis() {
+            return Err(ForwardError::Unreachable(format!(
+                "{} refused a connection in the last {DOWN_FOR:?}",
+                peer.node_id
+            )));
+        }
+        let uri = Uri::try_from(format!("http://{}/", peer.address))
+            .map_err(|e| ForwardError::Unreachable(e.to_string()))?;
+        let mark = marker::Mark {
+            by: self.node_id.to_string(),
+            client_ip: IpAddr::from([127, 0, 0, 1]),
+            https: false,
+            invalidate: None,
+            count: Some(op),
+            signature: SignatureVerdict::NotChecked,
+        };
+        let request = Request::post(uri)
+            .header(marker::HEADER, mark.header_value())
+            .body(crate::http::empty())
+            .map_err(|e| ForwardError::Unreachable(e.to_string()))?;
+        let answer = async {
+            let response = self.client.request(request).await.map_err(|e| {
+                if e.is_connect() {
+                    let until = millis() + DOWN_FOR.as_millis() as u64;
+                    peer.down_until.store(until, Ordering::Relaxed);
+                    ForwardError::Unreachable(crate::http::error_chain(&e))
+                } else {
+                    ForwardError::Failed(crate::http::error_chain(&e))
+                }
+            })?;
+            let status = response.status();
+            let body = http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .map_err(|e| ForwardError::Failed(e.to_string()))?
+                .to_bytes();
+            let text = String::from_utf8_lossy(&body);
+            match status {
+                http::StatusCode::OK => text
+                    .trim()
+                    .parse::<u64>()
+                    .map_err(|_| ForwardError::Failed(format!("answered {text:?}"))),
+                _ => Err(ForwardError::Failed(format!(
+                    "{} answered {status}: {}",
+                    peer.node_id,
+                    text.trim()
+                ))),
+            }
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT * 2, answer).await {
+            Ok(result) => result,
+            Err(_) => Err(ForwardError::Failed(format!(
+                "{} did not answer in {:?}",
+                peer.node_id,
+                CONNECT_TIMEOUT * 2
+            ))),
         }
     }
 }
@@ -397,6 +492,14 @@ mod tests {
         (pop, key, owners)
     }
 
+    fn loopback_client() -> ClientSide {
+        ClientSide {
+            ip: IpAddr::from([127, 0, 0, 1]),
+            https: false,
+            signature: SignatureVerdict::NotChecked,
+        }
+    }
+
     #[tokio::test]
     async fn an_unreachable_owner_is_skipped_for_the_next_member() {
         // Port 9 on loopback: nothing listens (discard is not run here).
@@ -409,7 +512,7 @@ mod tests {
             .forward(
                 &owners[0],
                 request,
-                (IpAddr::from([127, 0, 0, 1]), false),
+                &loopback_client(),
                 Duration::from_secs(1),
             )
             .await;
@@ -437,9 +540,13 @@ mod tests {
         });
         let (pop, key, owners) = edge_9_behind_two_owners_at(port);
         let request = Request::get("/x").body(crate::http::empty()).unwrap();
-        let client = (IpAddr::from([127, 0, 0, 1]), false);
         let sent = pop
-            .forward(&owners[0], request, client, Duration::from_millis(50))
+            .forward(
+                &owners[0],
+                request,
+                &loopback_client(),
+                Duration::from_millis(50),
+            )
             .await;
         assert!(matches!(sent, Err(ForwardError::Failed(_))), "{sent:?}");
         assert_eq!(pop.forward_failed.get(), 1);

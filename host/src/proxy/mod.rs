@@ -41,8 +41,10 @@ use hyper::body::Incoming;
 
 use crate::access_log::AccessLog;
 use crate::cache::{CacheStatus, HttpCache, CACHE_STATUS};
+use crate::config::OnInvalid;
 use crate::http::{
-    request_id, Connection, ProxyBody, RequestId, RequestInfo, Scheme, TraceContext,
+    request_id, Connection, ProxyBody, RequestId, RequestInfo, Scheme, SignatureVerdict,
+    TraceContext,
 };
 use crate::metrics::{Event, Metrics};
 use crate::pop::marker::Mark;
@@ -78,8 +80,8 @@ pub struct Context {
     /// Where spans of sampled requests go (`server.otlp`), if anywhere.
     pub spans: Option<SpanExport>,
     /// The other nodes of this node's POP, which own some of the keys (none
-    /// outside a fleet).
-    pub pop: Pop,
+    /// outside a fleet); tenants keep it for their counters.
+    pub pop: Arc<Pop>,
 }
 
 /// Serves one client request. Never fails: every problem is a response.
@@ -109,6 +111,9 @@ async fn handle_tenant(
 ) -> Response<ProxyBody> {
     let started = Started::now();
     let from_peer = from_pop_member(&ctx, &mut request, &mut connection);
+    if let Some(op) = from_peer.as_ref().and_then(|m| m.count.as_ref()) {
+        return to_owner::counted_for_peer(&ctx, op);
+    }
     let https = from_peer
         .as_ref()
         .map_or(connection.tls.is_some(), |m| m.https);
@@ -119,7 +124,26 @@ async fn handle_tenant(
     if let Some(key) = from_peer.as_ref().and_then(|m| m.invalidate.as_deref()) {
         return to_owner::invalidated_for_peer(&tenant, key);
     }
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
+    let signature = match (&from_peer, &tenant.signed_urls) {
+        // The member that forwarded it checked it (and took the token off).
+        (Some(mark), _) => mark.signature,
+        (None, None) => SignatureVerdict::NotChecked,
+        (None, Some(urls)) => {
+            let now = crate::tenant::unix_now();
+            let checked = urls.check(&parts.uri, &parts.headers, connection.client_ip, now);
+            tenant.metrics.signature(checked.verdict);
+            if let Some(uri) = checked.stripped {
+                parts.uri = uri;
+            }
+            if urls.on_invalid == OnInvalid::Deny {
+                if let Some(refusal) = respond::signature_refused(checked.verdict) {
+                    return finish::measured(refusal, tenant, started, None);
+                }
+            }
+            checked.verdict
+        }
+    };
     let mut trace = TraceContext::of(&parts.headers);
     if ctx.spans.as_ref().is_some_and(|s| s.sample_new_trace()) {
         trace.sample();
@@ -134,7 +158,7 @@ async fn handle_tenant(
         request_id,
         trace,
         from_pop_member: from_peer.is_some(),
-        signature: crate::http::SignatureVerdict::NotChecked,
+        signature,
     });
     tenant.recent.record(&info);
     let (module, arm) = tenant.module_for(&info);

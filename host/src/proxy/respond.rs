@@ -14,7 +14,7 @@ use hyper::body::Frame;
 use super::{conditional, range};
 use crate::cache::{CacheStatus, Detail, Fwd, StoredBody, StoredResponse, CACHE_STATUS};
 use crate::http::headers::{strip_cache_targeted, strip_hop_by_hop, via_value};
-use crate::http::{empty, full, ProxyBody, RequestInfo};
+use crate::http::{empty, full, ProxyBody, RequestInfo, SignatureVerdict};
 use crate::runtime::{FetchError, SyntheticResponse};
 
 /// A short text response made by the node itself.
@@ -310,4 +310,20 @@ pub fn origin_error(error: &FetchError, backend: &str, fwd: Fwd) -> Response<Pro
     r.extensions_mut().insert(cache.outcome());
     finish(r.headers_mut(), cache);
     r
+}
+
+/// The node's answer to a request whose signed-URL token failed, as
+/// nginx's `secure_link` splits them: 403 for a missing or invalid token,
+/// 410 for an expired one (RFC 9110 sections 15.5.4 and 15.5.11); `None`
+/// for a request that may go on.
+pub(super) fn signature_refused(verdict: SignatureVerdict) -> Option<Response<ProxyBody>> {
+    match verdict {
+        SignatureVerdict::NotChecked | SignatureVerdict::Valid => None,
+        SignatureVerdict::Missing => Some(plain(
+            StatusCode::FORBIDDEN,
+            "this link needs a signature\n",
+        )),
+        SignatureVerdict::Invalid => Some(plain(StatusCode::FORBIDDEN, "invalid link signature\n")),
+        SignatureVerdict::Expired => Some(plain(StatusCode::GONE, "this link has expired\n")),
+    }
 }

@@ -11,8 +11,11 @@ use std::time::Duration;
 use http::{Request, Response};
 
 use super::exchange::Exchange;
+use super::Context;
 use crate::http::headers::{strip_hop_by_hop, via_value};
 use crate::http::{empty, request_id, trace_context, ProxyBody, Scheme};
+use crate::pop::marker::CountOp;
+use crate::pop::ClientSide;
 use crate::runtime::Route;
 use crate::tenant::Tenant;
 
@@ -39,13 +42,17 @@ impl Exchange {
             .filter_map(|name| self.tenant.backends.get(name))
             .map(|b| b.first_byte_timeout())
             .sum();
-        let client = (self.info.client_ip, self.info.scheme == Scheme::Https);
+        let client = ClientSide {
+            ip: self.info.client_ip,
+            https: self.info.scheme == Scheme::Https,
+            signature: self.info.signature,
+        };
         for peer in owners {
             let request = self.owner_request();
             let sent = self
                 .ctx
                 .pop
-                .forward(&peer, request, client, origin_wait)
+                .forward(&peer, request, &client, origin_wait)
                 .await;
             match sent {
                 // The owner does not have the tenant (yet): served here.
@@ -121,6 +128,26 @@ pub(super) fn invalidated_for_peer(tenant: &Tenant, key: &str) -> Response<Proxy
     let mut response = Response::new(empty());
     *response.status_mut() = http::StatusCode::NO_CONTENT;
     response
+}
+
+/// A POP member's addition to a counter's key this node keeps: the new
+/// total as text, 200; 404 when this node has no such tenant or counter
+/// (yet: a config on its way), which the member reports as unavailable.
+pub(super) fn counted_for_peer(ctx: &Context, op: &CountOp) -> Response<ProxyBody> {
+    let tenants = ctx.tenants.load();
+    let counter = tenants
+        .get(&op.tenant)
+        .and_then(|t| t.counters.get(&op.counter));
+    match counter {
+        Some(counter) => {
+            let total = counter.add(&op.key, op.delta, crate::tenant::unix_now());
+            Response::new(crate::http::full(total.to_string()))
+        }
+        None => super::respond::plain(
+            http::StatusCode::NOT_FOUND,
+            "no such tenant or counter on this node\n",
+        ),
+    }
 }
 
 /// The owner's response for the client: hop-by-hop fields removed, `Via`

@@ -248,7 +248,8 @@ impl GuestState {
         self.count_host_call()?;
         self.taint();
         let dry_run = self.ctx.offline;
-        Ok(self.ctx.env.rate_check(&limiter, &key, cost, dry_run))
+        let verdict = self.ctx.env.rate_check(&limiter, &key, cost, dry_run);
+        Ok(self.note_undeclared("limiter", verdict))
     }
 
     /// `counter-add`, and `counter-get` as an add of 0.
@@ -261,11 +262,12 @@ impl GuestState {
         self.count_host_call()?;
         self.taint();
         let dry_run = self.ctx.offline;
-        Ok(self
+        let total = self
             .ctx
             .env
             .counter_add(&counter, &key, delta, dry_run)
-            .await)
+            .await;
+        Ok(self.note_undeclared("counter", total))
     }
 
     pub(super) fn sign_url(
@@ -276,7 +278,8 @@ impl GuestState {
         self.count_host_call()?;
         // Signed from the clock: never the same answer twice.
         self.taint();
-        Ok(self.ctx.env.sign_url(&path, expires_in))
+        let link = self.ctx.env.sign_url(&path, expires_in);
+        Ok(self.note_undeclared("signing key", link))
     }
 
     pub(super) fn hmac_sha256(
@@ -288,11 +291,24 @@ impl GuestState {
         // Secrets are re-read at each apply: a decision from one value
         // must not outlive it.
         self.taint();
-        Ok(self
-            .ctx
-            .env
-            .hmac_sha256(&secret, &message)
-            .map(|mac| mac.to_vec()))
+        let mac = self.ctx.env.hmac_sha256(&secret, &message);
+        Ok(self.note_undeclared("secret", mac.map(|mac| mac.to_vec())))
+    }
+
+    /// Keeps the name of an undeclared limiter, counter, secret or signing
+    /// key a call named, for the warnings of a smoke call.
+    fn note_undeclared<T>(
+        &mut self,
+        kind: &str,
+        result: Result<T, CallError>,
+    ) -> Result<T, CallError> {
+        if let Err(CallError::Undeclared(name)) = &result {
+            let warning = format!("the policy calls an undeclared {kind} {name:?}");
+            if !self.undeclared.contains(&warning) {
+                self.undeclared.push(warning);
+            }
+        }
+        result
     }
 }
 

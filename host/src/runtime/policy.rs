@@ -207,4 +207,7 @@ pub enum CallError {
     /// The node keeping the key could not be reached; nothing was counted.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// An argument the call cannot take.
+    #[error("invalid: {0}")]
+    Invalid(String),
 }

@@ -171,6 +171,11 @@ impl GuestSession {
         self.store.data_mut().reads.take()
     }
 
+    /// What the hooks so far named that the tenant does not declare.
+    pub fn undeclared(&self) -> &[String] {
+        &self.store.data().undeclared
+    }
+
     /// Whether the instance may serve another request.
     pub fn reusable(&self) -> bool {
         !self.failed && self.uses < MAX_REUSES

@@ -54,6 +54,9 @@ pub struct GuestState {
     pub(crate) pacer: Option<Arc<dyn Pacer>>,
     /// Set while the hook is paused, until the tick after it resumes.
     pub(crate) paused: Option<Arc<Paused>>,
+    /// Host calls that named a limiter, counter, secret or key the tenant
+    /// does not declare, as warnings (smoke calls report them).
+    pub(crate) undeclared: Vec<String>,
 }
 
 impl GuestState {
@@ -74,6 +77,7 @@ impl GuestState {
             reads: None,
             pacer: None,
             paused: None,
+            undeclared: Vec::new(),
         }
     }
 

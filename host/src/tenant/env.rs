@@ -10,6 +10,8 @@ use futures::FutureExt;
 use super::Tenant;
 use crate::config::LimitsConfig;
 use crate::origin::OriginError;
+use crate::pop::marker::CountOp;
+use crate::ratelimit::Verdict;
 use crate::runtime::{CachedObject, CallError, FetchError, GuestEnv, RateVerdict};
 
 impl GuestEnv for Tenant {
@@ -63,30 +65,83 @@ impl GuestEnv for Tenant {
     fn rate_check(
         &self,
         limiter: &str,
-        _key: &str,
-        _cost: u32,
-        _dry_run: bool,
+        key: &str,
+        cost: u32,
+        dry_run: bool,
     ) -> Result<RateVerdict, CallError> {
-        Err(CallError::Undeclared(limiter.to_string()))
+        let l = self
+            .limiters
+            .get(limiter)
+            .ok_or_else(|| CallError::Undeclared(limiter.to_string()))?;
+        if dry_run {
+            return Ok(RateVerdict::Allow);
+        }
+        Ok(match l.check(key, cost, Instant::now()) {
+            Verdict::Allow => RateVerdict::Allow,
+            Verdict::Deny { retry_after_s } => RateVerdict::Deny { retry_after_s },
+        })
     }
 
     fn counter_add(
         &self,
         counter: &str,
-        _key: &str,
-        _delta: u64,
-        _dry_run: bool,
+        key: &str,
+        delta: u64,
+        dry_run: bool,
     ) -> BoxFuture<'static, Result<u64, CallError>> {
-        futures::future::ready(Err(CallError::Undeclared(counter.to_string()))).boxed()
+        let Some(local) = self.counters.get(counter) else {
+            let undeclared = CallError::Undeclared(counter.to_string());
+            return futures::future::ready(Err(undeclared)).boxed();
+        };
+        let owner = self
+            .pop
+            .as_ref()
+            .and_then(|pop| Some((pop.clone(), pop.counter_owner(&self.id, counter, key)?)));
+        let result = match owner {
+            _ if dry_run => Ok(delta),
+            None => Ok(local.add(key, delta, unix_now())),
+            Some((pop, peer)) => {
+                let op = CountOp {
+                    tenant: self.id.to_string(),
+                    counter: counter.to_string(),
+                    key: key.to_string(),
+                    delta,
+                };
+                return async move {
+                    pop.count_at(&peer, op)
+                        .await
+                        .map_err(|e| CallError::Unavailable(e.to_string()))
+                }
+                .boxed();
+            }
+        };
+        futures::future::ready(result).boxed()
     }
 
-    fn sign_url(&self, _path: &str, _expires_in: u32) -> Result<String, CallError> {
-        Err(CallError::Undeclared("signed_urls".into()))
+    fn sign_url(&self, path: &str, expires_in: u32) -> Result<String, CallError> {
+        let urls = self
+            .signed_urls
+            .as_ref()
+            .ok_or_else(|| CallError::Undeclared("signed_urls".into()))?;
+        let now = unix_now();
+        urls.sign(path, now + u64::from(expires_in), now, None)
+            .map_err(CallError::Invalid)
     }
 
-    fn hmac_sha256(&self, secret: &str, _message: &[u8]) -> Result<[u8; 32], CallError> {
-        Err(CallError::Undeclared(secret.to_string()))
+    fn hmac_sha256(&self, secret: &str, message: &[u8]) -> Result<[u8; 32], CallError> {
+        let key = self
+            .secrets
+            .get(secret)
+            .ok_or_else(|| CallError::Undeclared(secret.to_string()))?;
+        Ok(crate::signed_url::hmac_sha256(key, message))
     }
+}
+
+/// Seconds since the Unix epoch: what tokens and counters' resets count in.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// What a policy is told of an origin failure. (Here, where the engines

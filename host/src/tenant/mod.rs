@@ -22,7 +22,8 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 
 pub use canary::{Aborted as CanaryAborted, Arm, AutoRollback, Canary, Sticky};
 pub use deployments::Deployments;
-pub use offline::decide_offline;
+pub(crate) use env::unix_now;
+pub use offline::{decide_offline, smoke_offline};
 pub use recent::RecentRequests;
 pub use table::TenantTable;
 pub use tls::SniCertificates;
@@ -30,9 +31,14 @@ pub use tls::SniCertificates;
 pub use crate::cache::Ledger;
 use crate::cache::TenantStore;
 use crate::config::{Config, FieldError, LimitsConfig, PolicySource, TenantConfig};
+use crate::counters::Counter;
 use crate::metrics::TenantMetrics;
 use crate::origin::Backend;
+use crate::pop::Pop;
+use crate::ratelimit::Limiter;
 use crate::runtime::{GuestSession, PolicyModule, Runtime};
+use crate::secrets::Secrets;
+use crate::signed_url::SignedUrls;
 
 /// Why a version cannot be made active.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -78,6 +84,46 @@ pub struct Tenant {
     pub cpu: Arc<cpu_share::CpuShare>,
     /// A version shed after repeated CPU limit cuts.
     pub quarantine: quarantine::Quarantine,
+    /// Its secrets, read on this node when the tenant was applied.
+    pub secrets: Secrets,
+    /// Its signed-URL rules, checked before the policy runs.
+    pub signed_urls: Option<SignedUrls>,
+    /// Its rate limiters by name (kept across rebuilds while their config
+    /// stays the same).
+    pub limiters: HashMap<String, Arc<Limiter>>,
+    /// Its counters by name (kept across rebuilds and policy swaps while
+    /// their config stays the same).
+    pub counters: HashMap<String, Arc<Counter>>,
+    /// The POP whose members keep the counters' keys (none: this node alone).
+    pub pop: Option<Arc<Pop>>,
+}
+
+/// What a tenant rebuilt from a new config takes over from the one it
+/// replaces, and the node's POP.
+#[derive(Default)]
+pub struct Carried {
+    pub metrics: Arc<TenantMetrics>,
+    pub limiters: HashMap<String, Arc<Limiter>>,
+    pub counters: HashMap<String, Arc<Counter>>,
+    pub pop: Option<Arc<Pop>>,
+}
+
+impl Carried {
+    /// What `previous` (the tenant of the same id, if any) hands on.
+    pub fn from(previous: Option<&Tenant>, pop: Option<Arc<Pop>>) -> Carried {
+        match previous {
+            None => Carried {
+                pop,
+                ..Carried::default()
+            },
+            Some(t) => Carried {
+                metrics: t.metrics.clone(),
+                limiters: t.limiters.clone(),
+                counters: t.counters.clone(),
+                pop,
+            },
+        }
+    }
 }
 
 /// What running a guest hook for one request holds: a turn of the tenant's
@@ -149,16 +195,49 @@ impl Tenant {
         self.store.clear();
     }
 
-    /// Builds a tenant from its config, compiling its policy; its cache is
-    /// guaranteed its quota of the node's `ledger`. Errors name the field
-    /// (relative to the tenant).
+    /// Builds a tenant from its config, compiling its policy and reading
+    /// its secrets; its cache is guaranteed its quota of the node's
+    /// `ledger`. Errors name the field (relative to the tenant), never a
+    /// secret's value.
     pub fn build(
         tc: &TenantConfig,
         runtime: &Runtime,
         config: &Config,
         ledger: &Arc<Ledger>,
-        metrics: Arc<TenantMetrics>,
+        carried: Carried,
     ) -> Result<Tenant, FieldError> {
+        let secrets = Secrets::resolve(&tc.secrets, &config.base_dir)?;
+        let signed_urls = tc
+            .signed_urls
+            .as_ref()
+            .map(|c| SignedUrls::new(c, &secrets))
+            .transpose()?;
+        let limiters = tc
+            .limiters
+            .iter()
+            .map(|(name, lc)| {
+                let kept = carried
+                    .limiters
+                    .get(name)
+                    .filter(|l| l.config() == lc)
+                    .cloned();
+                let limiter = kept.unwrap_or_else(|| Arc::new(Limiter::new(*lc)));
+                (name.clone(), limiter)
+            })
+            .collect();
+        let counters = tc
+            .counters
+            .iter()
+            .map(|(name, cc)| {
+                let kept = carried
+                    .counters
+                    .get(name)
+                    .filter(|c| c.config() == cc)
+                    .cloned();
+                let counter = kept.unwrap_or_else(|| Arc::new(Counter::new(*cc)));
+                (name.clone(), counter)
+            })
+            .collect();
         let keep_versions = config.runtime.keep_versions;
         let policy_error = |m: String| FieldError::new("policy", m);
         let wasm = read_policy(&tc.policy.resolved(&config.base_dir)).map_err(policy_error)?;
@@ -199,9 +278,14 @@ impl Tenant {
             recent: RecentRequests::default(),
             config: tc.clone(),
             idle: Mutex::new(Vec::new()),
-            metrics,
+            metrics: carried.metrics,
             cpu: Arc::default(),
             quarantine: Default::default(),
+            secrets,
+            signed_urls,
+            limiters,
+            counters,
+            pop: carried.pop,
         })
     }
 

@@ -8,11 +8,13 @@ use std::sync::Arc;
 
 use rustls::sign::CertifiedKey;
 
-use super::Tenant;
+use super::{Carried, Tenant};
 use crate::cache::Ledger;
 use crate::config::{Config, FieldError};
 use crate::http::CertificateOwner;
+use crate::pop::Pop;
 use crate::runtime::Runtime;
+use crate::secrets::Secrets;
 
 /// Host name -> tenant, and the certificates. Swapped whole on every
 /// change.
@@ -58,6 +60,7 @@ impl TenantTable {
         config: &Config,
         runtime: &Runtime,
         previous: Option<&TenantTable>,
+        pop: &Arc<Pop>,
     ) -> Result<TenantTable, FieldError> {
         let mut table = TenantTable::default();
         let capacity = config.cache.max_size_mb.saturating_mul(1024 * 1024);
@@ -70,19 +73,25 @@ impl TenantTable {
         };
         for (i, tc) in config.tenants.iter().enumerate() {
             let within = |e: FieldError| e.within(&format!("tenant[{i}]."));
+            // Kept as it is when neither its config nor its secrets' values
+            // changed (a secret rotated in its file or variable is read
+            // again on every apply).
             let kept = previous
                 .and_then(|p| p.get(&tc.id))
                 .filter(|t| t.config == *tc)
+                .filter(|t| {
+                    tc.secrets.is_empty()
+                        || Secrets::resolve(&tc.secrets, &config.base_dir).as_ref()
+                            == Ok(&t.secrets)
+                })
                 .cloned();
             let tenant = match kept {
                 Some(t) => t,
                 None => {
                     // A rebuilt tenant keeps counting where it was.
-                    let metrics = previous
-                        .and_then(|p| p.get(&tc.id))
-                        .map(|t| t.metrics.clone())
-                        .unwrap_or_default();
-                    Arc::new(Tenant::build(tc, runtime, config, &ledger, metrics).map_err(within)?)
+                    let replaced = previous.and_then(|p| p.get(&tc.id));
+                    let carried = Carried::from(replaced.map(|t| &**t), Some(pop.clone()));
+                    Arc::new(Tenant::build(tc, runtime, config, &ledger, carried).map_err(within)?)
                 }
             };
             if let Some(files) = &tc.tls {

@@ -111,6 +111,7 @@ impl From<CallError> for bindings::host::CallError {
         match e {
             CallError::Undeclared(name) => bindings::host::CallError::Undeclared(name),
             CallError::Unavailable(why) => bindings::host::CallError::Unavailable(why),
+            CallError::Invalid(why) => bindings::host::CallError::Invalid(why),
         }
     }
 }
