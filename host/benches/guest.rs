@@ -70,6 +70,7 @@ fn guest(c: &mut Criterion) {
         env: tenant.clone(),
         version: module.version.clone(),
         offline: false,
+        replayed: false,
     };
     // A fresh instance of the policy for the request.
     let start = || GuestSession::start(&runtime, &module, ctx(), info.clone());

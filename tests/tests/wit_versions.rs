@@ -2,7 +2,9 @@
 //! `outpost:edge@0.1.0` or `0.2.0` (before this node knew of 0.3) runs
 //! unchanged, and 0.2 policies get what 0.2 added — `backend-healthy`, their
 //! own hash key, the `tls` and `unavailable` fetch errors, and the member
-//! that answered. (The SDK's examples are built against 0.3 now.)
+//! that answered. (The SDK's examples are built against 0.3 now.) A 0.1, a
+//! 0.2 and a 0.3 component run side by side on one node, each through its
+//! own adapter.
 
 use outpost_e2e::*;
 
@@ -202,4 +204,54 @@ async fn a_policy_built_against_wit_0_2_runs_unchanged_and_its_response_hook_see
             .await;
     }
     assert_eq!(origin.total(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn components_of_0_1_0_2_and_0_3_run_side_by_side_on_one_node() {
+    let origin = Origin::start("origin").await;
+    origin.reply_to_all(Reply::ok().header("server", "origin/1"));
+    let tenant = |id: &str, policy: &str, backends: &[&str]| {
+        let mut t = format!(
+            "[[tenant]]\nid = \"{id}\"\nhosts = [\"{id}.test\"]\npolicy = {}\n",
+            example(policy)
+        );
+        for b in backends {
+            t.push_str(&format!(
+                "[tenant.backends.{b}]\nurl = {:?}\n",
+                origin.url()
+            ));
+        }
+        t
+    };
+    let config = tenant("old", "policy-v0-1", &["primary", "secondary"])
+        + &tenant("mid", "policy-v0-2", &["primary", "secondary"])
+        + &tenant("new", "security-headers", &["origin"]);
+    let node = Node::start(&config);
+    let client = Client::new();
+    for round in 0..2 {
+        let old = client.get(&node, "old.test", "/a").await;
+        let mid = client.get(&node, "mid.test", "/a").await;
+        let new = client.get(&node, "new.test", "/a").await;
+        for (r, name) in [(&old, "0.1"), (&mid, "0.2"), (&new, "0.3")] {
+            assert_eq!(r.status, 200, "{name}: {}", r.text());
+            if round == 1 {
+                assert!(
+                    r.cache_status().contains("hit"),
+                    "{name}: {}",
+                    r.cache_status()
+                );
+            }
+        }
+        // What only 0.3 can say: the client's response edited.
+        assert_eq!(new.header("server"), None);
+        assert!(new.header("strict-transport-security").is_some());
+        assert_eq!(old.header("server"), Some("origin/1"));
+        assert_eq!(mid.header("server"), Some("origin/1"));
+    }
+    let policies: Vec<String> = origin
+        .seen()
+        .iter()
+        .map(|s| s.values("x-policy").join(","))
+        .collect();
+    assert_eq!(policies, ["v0.1", "v0.2", ""]);
 }

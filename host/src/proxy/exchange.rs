@@ -204,6 +204,7 @@ impl Exchange {
                     env: tenant.clone(),
                     version: self.module.version.clone(),
                     offline: false,
+                    replayed: self.info.from_pop_member,
                 };
                 let start =
                     GuestSession::start(&self.ctx.runtime, &self.module, ctx, self.info.clone());

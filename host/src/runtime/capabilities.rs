@@ -247,7 +247,7 @@ impl GuestState {
     ) -> wasmtime::Result<Result<RateVerdict, CallError>> {
         self.count_host_call()?;
         self.taint();
-        let dry_run = self.ctx.offline;
+        let dry_run = self.ctx.offline || self.ctx.replayed;
         let verdict = self.ctx.env.rate_check(&limiter, &key, cost, dry_run);
         Ok(self.note_undeclared("limiter", verdict))
     }
@@ -262,6 +262,7 @@ impl GuestState {
         self.count_host_call()?;
         self.taint();
         let dry_run = self.ctx.offline;
+        let delta = if self.ctx.replayed { 0 } else { delta };
         let total = self
             .ctx
             .env

@@ -70,6 +70,10 @@ pub struct GuestContext {
     /// Smoke calls, previews and key lookups: no subrequest leaves the node
     /// and the cache is not changed.
     pub offline: bool,
+    /// A request another POP member forwarded after running this policy on
+    /// it: that run counted it, so here `rate-check` counts nothing (and
+    /// allows) and `counter-add` only reads the total, which includes it.
+    pub replayed: bool,
 }
 
 /// Decides whether a running request hook may go on at its next tick.

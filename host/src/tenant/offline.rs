@@ -36,6 +36,7 @@ pub async fn smoke_offline(
         env: tenant.clone(),
         version: module.version.clone(),
         offline: true,
+        replayed: false,
     };
     let mut session = GuestSession::start(runtime, module, ctx, request).await?;
     let decision = session.on_request().await?;
