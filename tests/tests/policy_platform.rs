@@ -396,6 +396,20 @@ async fn an_undeclared_limiter_is_an_answer_the_policy_handles_and_a_deploy_warn
         warnings.contains("undeclared limiter \\\"per-key\\\""),
         "{warnings}"
     );
+    // `outpost check` says the same, and still passes.
+    let dir = scratch_dir();
+    let path = dir.join("outpost.toml");
+    std::fs::write(&path, gateway_tenant(&billing, &search, "")).unwrap();
+    let out = Command::new(outpost_bin())
+        .args(["check", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{printed}");
+    assert!(
+        printed.contains("warning: tenant api: the policy calls an undeclared limiter \"per-key\""),
+        "{printed}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
