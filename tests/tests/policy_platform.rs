@@ -77,7 +77,12 @@ fn hmac_link(path: &str, exp: u64, kid: &str) -> String {
     format!("{path}?exp={exp}&kid={kid}&sig={sig}")
 }
 
+/// The site's own key, with which it asks the policy for links.
+const APP_KEY: &str = "app-key-for-e2e-tests-0123456789";
+
 fn files_tenant(origin: &Origin) -> String {
+    let app_key_file = scratch_dir().join("app.key");
+    std::fs::write(&app_key_file, format!("{APP_KEY}\n")).unwrap();
     format!(
         r#"
 [[tenant]]
@@ -87,6 +92,8 @@ policy = {}
 vars = {{ daily_quota = "3" }}
 [tenant.secrets.url_key]
 env = "{KEY_VAR}"
+[tenant.secrets.app_key]
+file = {app_key_file:?}
 [tenant.signed_urls]
 format = "hmac-sha256"
 keys = {{ k1 = "url_key" }}
@@ -135,6 +142,29 @@ async fn signed_links_pass_tampered_ones_get_403_expired_ones_410_and_every_user
         assert_eq!(r.status, 403, "{target}: {}", r.text());
         assert!(r.text().contains("not valid"), "{}", r.text());
     }
+    // The site asks the policy for a link (`sign-url`), proving itself
+    // with an HMAC of the path under its key (`hmac-sha256` in the policy).
+    let mint = "/link/gina/report.pdf";
+    let mut mac = Hmac::<Sha256>::new_from_slice(APP_KEY.as_bytes()).unwrap();
+    mac.update(mint.as_bytes());
+    let mac: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let minted = client
+        .get_with(&node, "files.test", mint, &[("x-app-signature", &mac)])
+        .await;
+    assert_eq!(minted.status, 200, "{}", minted.text());
+    assert!(minted.text().starts_with("/dl/gina/report.pdf?exp="));
+    let r = client.get(&node, "files.test", &minted.text()).await;
+    assert_eq!((r.status.as_u16(), r.text()), (200, "the report".into()));
+    let refused = client
+        .get_with(&node, "files.test", mint, &[("x-app-signature", "00")])
+        .await;
+    assert_eq!(refused.status, 403);
+
     // Correctly signed but past its expiry (beyond the 30 s skew): 410.
     let expired = hmac_link("/dl/alice/report.pdf", now() - 100, "k1");
     let r = client.get(&node, "files.test", &expired).await;
@@ -550,12 +580,22 @@ async fn a_secrets_value_appears_nowhere_in_logs_status_metrics_the_preview_or_e
         "{refused}"
     );
     seen.push(refused);
+    // An update of a serving tenant whose secret is missing is refused;
+    // the tenant keeps serving as it was.
+    let broken = files_tenant(&origin)
+        .replace("[[tenant]]\nid = \"files\"\n", "")
+        .replace("[tenant.", "[")
+        .replace(KEY_VAR, "OUTPOST_E2E_NOT_SET");
+    let refused = admin(Method::PUT, "/tenants/files", broken).await;
+    assert!(refused.contains("secrets.url_key.env"), "{refused}");
+    seen.push(refused);
+    assert_eq!(client.get(&node, "files.test", &link).await.status, 200);
     seen.push(node.log());
     seen.push(node.stdout().join("\n"));
     let hex: String = KEY.bytes().map(|b| format!("{b:02x}")).collect();
     let b64 = base64::engine::general_purpose::STANDARD.encode(KEY);
     for text in &seen {
-        for form in [KEY, &hex, &b64, &KEY[..16]] {
+        for form in [KEY, &hex, &b64, &KEY[..16], APP_KEY] {
             assert!(!text.contains(form), "the secret shows in:\n{text}");
         }
     }
@@ -602,6 +642,9 @@ async fn bad_signed_url_configs_are_refused_with_file_field_and_line() {
     assert!(short.contains("at least 16"), "{short}");
     assert!(short.contains("line 9"), "{short}");
     assert!(!short.contains("\"short\""), "{short}");
+    let missing = check("[tenant.secrets.k]\nenv = \"OUTPOST_E2E_NOT_SET\"\n");
+    assert!(missing.contains("tenant[0].secrets.k.env"), "{missing}");
+    assert!(missing.contains("line 6"), "{missing}");
 }
 
 /// A node of POP `ams` of the fleet on `etcd`, with the signing key.

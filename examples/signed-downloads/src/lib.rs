@@ -13,7 +13,14 @@
 //!   to one file is one cache entry and one origin fetch.
 //! - Over the quota: `429` with `Retry-After` and a page.
 //! - A missing or bad signature: `403` page; an expired link: `410` page.
-//! - `GET /downloads/<user>`: the user's downloads today, as JSON.
+//! - `GET /downloads/<user>`: the user's downloads today (refused attempts
+//!   past the quota included), as JSON.
+//! - `GET /link/<user>/<file>`: a fresh link for the site to hand out,
+//!   signed by the node (`host::sign_url`, valid for the `link_ttl_s` var,
+//!   3600 s by default). Only the site may ask: the request carries
+//!   `x-app-signature`, the hex HMAC-SHA256 of its path under the tenant's
+//!   `app_key` secret, which the policy checks with `host::hmac_sha256`
+//!   without ever seeing the key.
 //!
 //! Backend used: `files`.
 
@@ -40,6 +47,9 @@ impl Policy for SignedDownloads {
         let path = req.path();
         if let Some(user) = path.strip_prefix("/downloads/") {
             return downloads_of(user);
+        }
+        if let Some(rest) = path.strip_prefix("/link/") {
+            return mint_link(req, &path, rest);
         }
         let Some(rest) = path.strip_prefix("/dl/") else {
             return Decision::respond(Response::text(404, "not found\n"));
@@ -71,6 +81,36 @@ impl Policy for SignedDownloads {
         let target = format!("/files/{file}");
         Decision::lookup(target.clone(), Route::to("files").rewrite(target))
     }
+}
+
+/// A signed link to `/dl/<rest>`, for a request the site signed.
+fn mint_link(req: &Request, path: &str, rest: &str) -> Decision {
+    let expected = match host::hmac_sha256("app_key", path.as_bytes()) {
+        Ok(mac) => hex(&mac),
+        Err(e) => return Decision::respond(Response::text(500, format!("app_key: {e:?}\n"))),
+    };
+    let given = req.header("x-app-signature").unwrap_or_default();
+    if !same(given.as_bytes(), expected.as_bytes()) {
+        return Decision::respond(Response::text(403, "only the site may ask for links\n"));
+    }
+    let ttl = host::config("link_ttl_s").and_then(|t| t.parse().ok()).unwrap_or(3600);
+    match host::sign_url(&format!("/dl/{rest}"), ttl) {
+        Ok(link) => Decision::respond(
+            Response::new(200).header("cache-control", "no-store").header("content-type", "text/plain").body(link),
+        ),
+        Err(e) => Decision::respond(Response::text(500, format!("signing: {e:?}\n"))),
+    }
+}
+
+/// Lowercase hex.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Equal bytes, compared without stopping at the first difference (the
+/// time taken says nothing of where they differ).
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// `{"user": .., "downloads_today": ..}`.
@@ -114,7 +154,7 @@ export_policy!(SignedDownloads);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use outpost_guest::testing::{declare_counter, set_counter, set_var, TestRequest};
+    use outpost_guest::testing::{declare_counter, enable_signing, set_counter, set_secret, set_var, TestRequest};
 
     fn download(user: &str, verdict: Signature) -> Decision {
         let req = TestRequest::get(&format!("/dl/{user}/report.pdf")).signature(verdict);
@@ -140,6 +180,23 @@ mod tests {
         }
         // Refused links are not counted.
         assert_eq!(host::counter_get("downloads", "alice"), Ok(0));
+    }
+
+    #[test]
+    fn only_the_site_gets_fresh_links() {
+        set_secret("app_key", b"app-key-for-tests-0123456789");
+        enable_signing();
+        let mac = hex(&host::hmac_sha256("app_key", b"/link/alice/report.pdf").unwrap());
+        let req = TestRequest::get("/link/alice/report.pdf").header("x-app-signature", &mac);
+        match SignedDownloads::on_request(&req.as_request()) {
+            Decision::Respond(r) => {
+                assert_eq!(r.status, 200);
+                assert_eq!(r.body, b"/dl/alice/report.pdf?exp=+3600&sig=test");
+            }
+            other => panic!("{other:?}"),
+        }
+        let forged = TestRequest::get("/link/alice/report.pdf").header("x-app-signature", "00");
+        assert!(matches!(SignedDownloads::on_request(&forged.as_request()), Decision::Respond(r) if r.status == 403));
     }
 
     #[test]
