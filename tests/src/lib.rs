@@ -748,6 +748,22 @@ impl Node {
         )
     }
 
+    /// `start` with extra environment variables (e.g. where secrets come
+    /// from); the config's path is returned too.
+    pub fn start_env(config: &str, env: &[(&str, &str)]) -> (Node, PathBuf) {
+        let dir = scratch_dir();
+        let path = dir.join("outpost.toml");
+        std::fs::write(&path, config).unwrap();
+        let args = [
+            "serve",
+            "--config",
+            path.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ];
+        (Node::spawn_env(&args, &dir, env), path)
+    }
+
     /// Starts a node with these arguments and waits until it listens.
     pub fn spawn(args: &[&str], dir: &std::path::Path) -> Node {
         Node::spawn_env(args, dir, &[])

@@ -26,24 +26,10 @@ fn now() -> u64 {
         .as_secs()
 }
 
-/// Writes `config` to a scratch directory and starts a node on it with
-/// the signing key in its environment.
+/// A node on `config` with the signing key in its environment, and the
+/// config's path.
 fn start_with_key(config: &str) -> (Node, std::path::PathBuf) {
-    let dir = scratch_dir();
-    let path = dir.join("outpost.toml");
-    std::fs::write(&path, config).unwrap();
-    let node = Node::spawn_env(
-        &[
-            "serve",
-            "--config",
-            path.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        &dir,
-        &[(KEY_VAR, KEY)],
-    );
-    (node, path)
+    Node::start_env(config, &[(KEY_VAR, KEY)])
 }
 
 /// `outpost sign` with the key in its environment.
@@ -508,20 +494,7 @@ async fn a_secrets_value_appears_nowhere_in_logs_status_metrics_the_preview_or_e
         admin_section(),
         files_tenant(&origin)
     );
-    let dir = scratch_dir();
-    let path = dir.join("outpost.toml");
-    std::fs::write(&path, &config).unwrap();
-    let node = Node::spawn_env(
-        &[
-            "serve",
-            "--config",
-            path.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        &dir,
-        &[(KEY_VAR, KEY), ("OUTPOST_LOG", "debug")],
-    );
+    let (node, path) = Node::start_env(&config, &[(KEY_VAR, KEY), ("OUTPOST_LOG", "debug")]);
     let client = Client::new();
     let link = sign(&path, "files", "/dl/erin/a.txt", &[]);
     for target in [

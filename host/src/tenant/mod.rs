@@ -212,32 +212,18 @@ impl Tenant {
             .as_ref()
             .map(|c| SignedUrls::new(c, &secrets))
             .transpose()?;
-        let limiters = tc
-            .limiters
-            .iter()
-            .map(|(name, lc)| {
-                let kept = carried
-                    .limiters
-                    .get(name)
-                    .filter(|l| l.config() == lc)
-                    .cloned();
-                let limiter = kept.unwrap_or_else(|| Arc::new(Limiter::new(*lc)));
-                (name.clone(), limiter)
-            })
-            .collect();
-        let counters = tc
-            .counters
-            .iter()
-            .map(|(name, cc)| {
-                let kept = carried
-                    .counters
-                    .get(name)
-                    .filter(|c| c.config() == cc)
-                    .cloned();
-                let counter = kept.unwrap_or_else(|| Arc::new(Counter::new(*cc)));
-                (name.clone(), counter)
-            })
-            .collect();
+        let limiters = carry(
+            &tc.limiters,
+            &carried.limiters,
+            Limiter::config,
+            Limiter::new,
+        );
+        let counters = carry(
+            &tc.counters,
+            &carried.counters,
+            Counter::config,
+            Counter::new,
+        );
         let keep_versions = config.runtime.keep_versions;
         let policy_error = |m: String| FieldError::new("policy", m);
         let wasm = read_policy(&tc.policy.resolved(&config.base_dir)).map_err(policy_error)?;
@@ -361,6 +347,24 @@ impl Tenant {
             .find(version)
             .ok_or_else(|| VersionError::NotDeployed(version.to_string()))
     }
+}
+
+/// The `declared` limiters or counters by name, each taken over from
+/// `carried` while its config is unchanged (its keys and counts with it),
+/// else made anew.
+fn carry<C: PartialEq + Copy, T>(
+    declared: &BTreeMap<String, C>,
+    carried: &HashMap<String, Arc<T>>,
+    config: impl Fn(&T) -> &C,
+    make: impl Fn(C) -> T,
+) -> HashMap<String, Arc<T>> {
+    declared
+        .iter()
+        .map(|(name, c)| {
+            let kept = carried.get(name).filter(|t| config(t) == c).cloned();
+            (name.clone(), kept.unwrap_or_else(|| Arc::new(make(*c))))
+        })
+        .collect()
 }
 
 /// A policy component's bytes: embedded, or read from its file.
