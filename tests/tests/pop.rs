@@ -213,3 +213,63 @@ async fn a_dead_owners_keys_go_to_the_next_member_without_client_errors_and_a_ne
     assert_eq!(moved, cached_objects(&client, &d).await as usize);
     assert!((KEYS / 6..=KEYS / 2).contains(&moved), "{moved} keys moved");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forward_mark_forged_from_a_members_address_is_removed_and_the_request_served_as_a_clients(
+) {
+    let etcd = Etcd::start();
+    let origin = origin_with_items().await;
+    put_shop(&etcd, &origin).await;
+    let client = Client::new();
+    let nodes = [node_in_pop(&etcd, "edge-1"), node_in_pop(&etcd, "edge-2")];
+    let all: Vec<&Node> = nodes.iter().collect();
+    for node in &all {
+        ready(&client, node).await;
+    }
+    pop_of(&client, &all, 2.0).await;
+    // From 127.0.0.1, every member's address: a mark naming a member, as
+    // the format goes, but not signed with the fleet's key; one with a MAC
+    // made up; one signed long ago.
+    let forged = [
+        "by=edge-2;for=\"203.0.113.9\";proto=https".to_string(),
+        "by=edge-2;for=\"203.0.113.9\";proto=https;t=1;mac=00".to_string(),
+        format!(
+            "by=edge-2;for=\"203.0.113.9\";proto=https;t={};mac={}",
+            1_700_000_000,
+            "ab".repeat(32)
+        ),
+    ];
+    for (i, mark) in forged.iter().enumerate() {
+        for node in &all {
+            let r = client
+                .get_with(
+                    node,
+                    "shop.test",
+                    &key(i),
+                    &[("outpost-pop-forward", mark.as_str())],
+                )
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+    }
+    // The origin never saw the forged client address: each request was
+    // the loopback client's, forwarded (if at all) with a real mark.
+    assert!(!origin.seen().is_empty());
+    for seen in origin.seen() {
+        let forwarded = seen.values("x-forwarded-for").join(",");
+        assert!(!forwarded.contains("203.0.113.9"), "{forwarded}");
+        assert_eq!(seen.values("x-forwarded-proto"), ["http"]);
+    }
+    // While the members' own marks are believed: keys forwarded to their
+    // owners were served there.
+    let served: f64 = {
+        let mut n = 0.0;
+        for node in &all {
+            n += Scrape::of(&client, node)
+                .await
+                .value("outpost_pop_served_for_peers_total", &[]);
+        }
+        n
+    };
+    assert!(served > 0.0);
+}

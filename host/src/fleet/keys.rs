@@ -10,6 +10,7 @@
 //! | `{prefix}/purges/{id}` | the tenant's purge generation: JSON `{"generation", "purge"}` |
 //! | `{prefix}/nodes/{node}` | a live node, under its lease: JSON `{"address", "pop", "version", "load"}` |
 //! | `{prefix}/acks/{node}/{id}` | what the node applied for a tenant, or why it refused it |
+//! | `{prefix}/pop-mark-key` | the key POP members sign forward marks with: 32 random bytes in hex, made by the first node that finds none |
 //!
 //! Tenant ids and node ids never contain `/` (the config checks ids), so a
 //! key names exactly one thing.
@@ -66,6 +67,11 @@ impl Layout {
 
     pub fn purge(&self, id: &str) -> String {
         format!("{}/purges/{id}", self.prefix)
+    }
+
+    /// The fleet's forward-mark key.
+    pub fn mark_key(&self) -> String {
+        format!("{}/pop-mark-key", self.prefix)
     }
 
     pub fn node(&self, node: &str) -> String {

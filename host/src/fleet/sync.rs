@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Txn, TxnOp, WatchOptions,
+};
 
 use super::desired::{Desired, TenantKeys};
 use super::keys::FleetKey;
@@ -21,6 +23,7 @@ use super::snapshot::Snapshot;
 use super::{apply, FleetStatus};
 use crate::control::Control;
 use crate::pop::MemberAddress;
+use crate::secrets::Secret;
 
 /// How long events are gathered before they are applied together.
 const DEBOUNCE: Duration = Duration::from_millis(100);
@@ -151,6 +154,9 @@ impl Sync {
             Ok(c) => c,
             Err(e) => return Ended::Lost(format!("cannot connect: {e}")),
         };
+        if let Err(e) = self.share_mark_key(&mut client).await {
+            return Ended::Lost(format!("cannot read {}: {e}", self.layout.mark_key()));
+        }
         if self.revision == 0 {
             if let Err(e) = self.read_all(&mut client).await {
                 return Ended::Lost(format!("cannot read {}: {e}", self.layout.all()));
@@ -184,6 +190,37 @@ impl Sync {
         };
         self.registration = None;
         ended
+    }
+
+    /// Reads the fleet's forward-mark key into the POP, making it first if
+    /// no node has (one transaction: whichever node comes first, every node
+    /// reads the same key). A key written over by an operator is taken at
+    /// the next connection.
+    async fn share_mark_key(&mut self, client: &mut Client) -> Result<(), etcd_client::Error> {
+        let key = self.layout.mark_key();
+        let fresh: [u8; 32] = rand::random();
+        let create = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key.clone(),
+                crate::http::hex::encode(&fresh),
+                None,
+            )]);
+        client.txn(create).await?;
+        let got = client.get(key.clone(), None).await?;
+        let value = got.kvs().first().map(|kv| kv.value()).unwrap_or_default();
+        match crate::http::hex::decode(value.trim_ascii()).filter(|k| k.len() >= 16) {
+            Some(bytes) => self
+                .control
+                .context()
+                .pop
+                .set_mark_key(Secret::from(bytes.as_slice())),
+            None => tracing::warn!(
+                key,
+                "the forward-mark key is not 16 or more bytes of hex: POP members cannot forward to each other"
+            ),
+        }
+        Ok(())
     }
 
     /// Reads the whole prefix at one revision and applies what changed.

@@ -7,14 +7,25 @@
 //! (the parameters of RFC 7239's `Forwarded`, in a field of its own so a
 //! client's `Forwarded` is left alone). The owner serves a marked request
 //! itself, never forwarding it again, and takes the client's address and
-//! scheme from it; a mark is only believed from a member's address, and is
-//! always removed before anything else sees the request.
+//! scheme from it.
+//!
+//! A mark cannot be forged: it ends with `;t=<unix seconds>;mac=<hex>`, an
+//! HMAC-SHA256 (RFC 2104) of everything before `;mac=` under the fleet's
+//! mark key (kept in etcd, `fleet::sync`), checked in constant time and
+//! believed for [`VALID_FOR_S`] seconds either side of the receiver's
+//! clock. A mark that fails is removed all the same, and the request is
+//! served as a client's.
 
 use std::net::IpAddr;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
+use subtle::ConstantTimeEq;
 
 use crate::http::SignatureVerdict;
+use crate::secrets::Secret;
+
+/// How far a mark's time may be from the receiver's clock, in seconds.
+pub const VALID_FOR_S: u64 = 30;
 
 pub const HEADER: HeaderName = HeaderName::from_static("outpost-pop-forward");
 
@@ -44,7 +55,42 @@ pub struct CountOp {
 }
 
 impl Mark {
-    pub fn header_value(&self) -> HeaderValue {
+    /// The mark signed with `key` at `now` (Unix seconds).
+    pub fn signed(&self, key: &Secret, now: u64) -> HeaderValue {
+        let fields = format!("{};t={now}", self.fields());
+        let mac = crate::signed_url::hmac_sha256(key, fields.as_bytes());
+        let value = format!("{fields};mac={}", crate::http::hex::encode(&mac));
+        HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("by=-"))
+    }
+
+    /// Removes every mark from `headers`; the one there was, if there was
+    /// exactly one, it parses, and `key` signed it within [`VALID_FOR_S`]
+    /// of `now`. Without a key no mark is believed.
+    pub fn take(headers: &mut HeaderMap, key: Option<&Secret>, now: u64) -> Option<Mark> {
+        let mut values = match headers.entry(HEADER) {
+            http::header::Entry::Occupied(e) => e.remove_entry_mult().1,
+            http::header::Entry::Vacant(_) => return None,
+        };
+        let first = values.next()?;
+        if values.next().is_some() {
+            return None;
+        }
+        let (signed, mac) = first.to_str().ok()?.rsplit_once(";mac=")?;
+        let mac = crate::http::hex::decode(mac.as_bytes())?;
+        let expected = crate::signed_url::hmac_sha256(key?, signed.as_bytes());
+        if !bool::from(expected.as_slice().ct_eq(&mac)) {
+            return None;
+        }
+        let (fields, t) = signed.rsplit_once(";t=")?;
+        let t: u64 = t.parse().ok()?;
+        if t.abs_diff(now) > VALID_FOR_S {
+            return None;
+        }
+        parse(fields)
+    }
+
+    /// The fields, unsigned.
+    fn fields(&self) -> String {
         let proto = if self.https { "https" } else { "http" };
         let mut value = format!("by={};for=\"{}\";proto={proto}", self.by, self.client_ip);
         if let Some(key) = &self.invalidate {
@@ -61,21 +107,7 @@ impl Mark {
             value.push_str(&crate::http::hex::encode(names.as_bytes()));
             value.push_str(&format!(";add={}", op.delta));
         }
-        HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("by=-"))
-    }
-
-    /// Removes every mark from `headers`; the one there was, if there was
-    /// exactly one and it parses.
-    pub fn take(headers: &mut HeaderMap) -> Option<Mark> {
-        let mut values = match headers.entry(HEADER) {
-            http::header::Entry::Occupied(e) => e.remove_entry_mult().1,
-            http::header::Entry::Vacant(_) => return None,
-        };
-        let first = values.next()?;
-        if values.next().is_some() {
-            return None;
-        }
-        parse(first.to_str().ok()?)
+        value
     }
 }
 
@@ -129,58 +161,88 @@ fn unhex(v: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_mark_reads_back_as_written_and_is_removed() {
-        let mark = Mark {
+    const NOW: u64 = 1_800_000_000;
+
+    fn key() -> Secret {
+        Secret::from(&b"fleet-mark-key-0123456789abcdef"[..])
+    }
+
+    fn mark() -> Mark {
+        Mark {
             by: "edge-2".into(),
             client_ip: "2001:db8::7".parse().unwrap(),
             https: true,
             invalidate: None,
             count: None,
             signature: SignatureVerdict::Valid,
-        };
+        }
+    }
+
+    fn round_trip(value: HeaderValue, key: Option<&Secret>, now: u64) -> (Option<Mark>, bool) {
         let mut headers = HeaderMap::new();
-        headers.insert(HEADER, mark.header_value());
-        assert_eq!(Mark::take(&mut headers), Some(mark.clone()));
-        assert!(!headers.contains_key(HEADER));
+        headers.insert(HEADER, value);
+        let taken = Mark::take(&mut headers, key, now);
+        (taken, headers.contains_key(HEADER))
+    }
+
+    #[test]
+    fn a_signed_mark_reads_back_as_written_and_is_removed() {
+        let (taken, left) = round_trip(mark().signed(&key(), NOW), Some(&key()), NOW + 5);
+        assert_eq!(taken, Some(mark()));
+        assert!(!left);
         let invalidation = Mark {
             invalidate: Some("shop.test/a b?é=1;x".into()),
-            ..mark
+            ..mark()
         };
-        headers.insert(HEADER, invalidation.header_value());
-        assert_eq!(Mark::take(&mut headers), Some(invalidation.clone()));
+        let signed = invalidation.signed(&key(), NOW);
+        assert_eq!(round_trip(signed, Some(&key()), NOW).0, Some(invalidation));
         let count = Mark {
-            invalidate: None,
             count: Some(CountOp {
                 tenant: "files".into(),
                 counter: "downloads".into(),
                 key: "user 7;é".into(),
                 delta: 3,
             }),
-            ..invalidation
+            ..mark()
         };
-        headers.insert(HEADER, count.header_value());
-        assert_eq!(Mark::take(&mut headers), Some(count));
+        let signed = count.signed(&key(), NOW);
+        assert_eq!(round_trip(signed, Some(&key()), NOW).0, Some(count));
     }
 
     #[test]
-    fn two_marks_or_a_malformed_one_count_as_none_and_are_removed_all_the_same() {
-        for values in [
-            &[
-                "by=a;for=\"1.2.3.4\";proto=http",
-                "by=b;for=\"1.2.3.4\";proto=http",
-            ][..],
-            &["by=a;for=nowhere;proto=http"][..],
-            &["by=a;for=\"1.2.3.4\";proto=http;invalidate=zz"][..],
-            &["for=\"1.2.3.4\";proto=http"][..],
-            &["garbage"][..],
-        ] {
-            let mut headers = HeaderMap::new();
-            for v in values {
-                headers.append(HEADER, HeaderValue::from_static(v));
-            }
-            assert_eq!(Mark::take(&mut headers), None, "{values:?}");
-            assert!(!headers.contains_key(HEADER));
+    fn forged_tampered_stale_or_unkeyed_marks_count_as_none_and_are_removed() {
+        let good = mark().signed(&key(), NOW);
+        let text = good.to_str().unwrap().to_string();
+        let other_key = Secret::from(&b"another-key-0123456789abcdef"[..]);
+        let forged = format!("by=edge-2;for=\"203.0.113.9\";proto=http;t={NOW};mac=00");
+        let cases = [
+            (HeaderValue::from_str(&forged).unwrap(), Some(key()), NOW),
+            (
+                HeaderValue::from_str(&text.replace("2001:db8::7", "2001:db8::8")).unwrap(),
+                Some(key()),
+                NOW,
+            ),
+            (mark().signed(&other_key, NOW), Some(key()), NOW),
+            (good.clone(), Some(key()), NOW + VALID_FOR_S + 1),
+            (good.clone(), Some(key()), NOW - VALID_FOR_S - 1),
+            (good.clone(), None, NOW),
+            (
+                HeaderValue::from_static("by=a;for=\"1.2.3.4\";proto=http"),
+                Some(key()),
+                NOW,
+            ),
+        ];
+        for (value, key, now) in cases {
+            let shown = format!("{value:?} at {now}");
+            let (taken, left) = round_trip(value, key.as_ref(), now);
+            assert_eq!(taken, None, "{shown}");
+            assert!(!left, "{shown}");
         }
+        // Two marks, even two good ones, count as none.
+        let mut headers = HeaderMap::new();
+        headers.append(HEADER, good.clone());
+        headers.append(HEADER, good);
+        assert_eq!(Mark::take(&mut headers, Some(&key()), NOW), None);
+        assert!(!headers.contains_key(HEADER));
     }
 }

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -26,6 +26,7 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::http::{ProxyBody, SignatureVerdict};
 use crate::metrics::Counter;
+use crate::secrets::Secret;
 
 /// How long a member that refused a connection is skipped.
 const DOWN_FOR: Duration = Duration::from_secs(3);
@@ -79,6 +80,8 @@ struct Members {
 pub struct Pop {
     node_id: Arc<str>,
     members: ArcSwap<Members>,
+    /// The fleet's key for forward marks (`marker`); none outside a fleet.
+    mark_key: ArcSwapOption<Secret>,
     client: Client<HttpConnector, ProxyBody>,
     /// Misses answered by their owner.
     pub forwarded: Counter,
@@ -111,6 +114,7 @@ impl Pop {
         Pop {
             node_id: node_id.into(),
             members: ArcSwap::default(),
+            mark_key: ArcSwapOption::empty(),
             client,
             forwarded: Counter::default(),
             forward_failed: Counter::default(),
@@ -120,6 +124,36 @@ impl Pop {
 
     pub fn node_id(&self) -> &str {
         &self.node_id
+    }
+
+    /// Sets the fleet's key that forward marks are signed and checked with.
+    pub fn set_mark_key(&self, key: Secret) {
+        self.mark_key.store(Some(Arc::new(key)));
+    }
+
+    /// The mark a request carries, if a member of this POP made it: signed
+    /// with the fleet's key within its validity, by another node that is a
+    /// member now. The mark is removed in any case.
+    pub fn take_mark(&self, headers: &mut http::HeaderMap) -> Option<marker::Mark> {
+        let key = self.mark_key.load();
+        let mark = marker::Mark::take(headers, key.as_deref(), unix_now())?;
+        let member = mark.by != *self.node_id
+            && self
+                .members
+                .load()
+                .peers
+                .iter()
+                .flatten()
+                .any(|p| *p.node_id == *mark.by);
+        member.then_some(mark)
+    }
+
+    /// `mark` signed for sending (unsigned, and so refused, without a key).
+    fn mark_value(&self, mark: &marker::Mark) -> http::HeaderValue {
+        match &*self.mark_key.load() {
+            Some(key) => mark.signed(key, unix_now()),
+            None => http::HeaderValue::from_static("unsigned"),
+        }
     }
 
     /// Sets the POP's live members (this node is always one of them, listed
@@ -185,17 +219,6 @@ impl Pop {
             .collect()
     }
 
-    /// Whether `ip` is the address of one of the other members: only they
-    /// may send marked requests.
-    pub fn is_member_ip(&self, ip: IpAddr) -> bool {
-        self.members
-            .load()
-            .peers
-            .iter()
-            .flatten()
-            .any(|p| p.address.ip() == ip)
-    }
-
     /// Sends `request` (its target a path) to `peer`, marked as forwarded
     /// by this node for `client` (its address, whether it came over https,
     /// its signed-URL verdict), and waits up to
@@ -226,7 +249,7 @@ impl Pop {
         };
         request
             .headers_mut()
-            .insert(marker::HEADER, mark.header_value());
+            .insert(marker::HEADER, self.mark_value(&mark));
         let wait = origin_wait + HEAD_MARGIN;
         let skip = || {
             let until = millis() + DOWN_FOR.as_millis() as u64;
@@ -277,7 +300,7 @@ impl Pop {
         };
         let request = Request::post(uri)
             .header(http::header::HOST, authority)
-            .header(marker::HEADER, mark.header_value())
+            .header(marker::HEADER, self.mark_value(&mark))
             .body(crate::http::empty())
             .map_err(|e| ForwardError::Unreachable(e.to_string()))?;
         match tokio::time::timeout(CONNECT_TIMEOUT * 5, self.client.request(request)).await {
@@ -329,7 +352,7 @@ impl Pop {
             signature: SignatureVerdict::NotChecked,
         };
         let request = Request::post(uri)
-            .header(marker::HEADER, mark.header_value())
+            .header(marker::HEADER, self.mark_value(&mark))
             .body(crate::http::empty())
             .map_err(|e| ForwardError::Unreachable(e.to_string()))?;
         let answer = async {
@@ -394,6 +417,13 @@ impl std::fmt::Display for ForwardError {
             ForwardError::Unreachable(e) | ForwardError::Failed(e) => f.write_str(e),
         }
     }
+}
+
+/// Seconds since the Unix epoch: a mark's time.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Milliseconds since the first call: a clock for the down marks.
@@ -523,8 +553,6 @@ mod tests {
         let after = pop.owners("shop", &key);
         assert_eq!(after.len(), 1);
         assert_eq!(after[0].node_id, owners[1].node_id);
-        assert!(pop.is_member_ip(IpAddr::from([127, 0, 0, 1])));
-        assert!(!pop.is_member_ip(IpAddr::from([10, 0, 0, 1])));
     }
 
     #[tokio::test]

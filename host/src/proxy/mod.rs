@@ -212,17 +212,16 @@ fn refused(ctx: &Context, refusal: admit::Refusal, from_peer: bool) -> Response<
 
 /// A request another node of the POP forwarded to this one, the key's
 /// owner: the client's address becomes the one its mark names. A mark is
-/// removed from every request, and believed only from a member's address.
+/// removed from every request, and believed only when a current member
+/// signed it with the fleet's key (`pop::marker`), over plain HTTP (the
+/// POP's own listener, not a client's TLS connection).
 fn from_pop_member(
     ctx: &Context,
     request: &mut Request<Incoming>,
     connection: &mut Connection,
 ) -> Option<Mark> {
-    let mark = Mark::take(request.headers_mut())?;
-    let trusted = connection.tls.is_none()
-        && mark.by != ctx.pop.node_id()
-        && ctx.pop.is_member_ip(connection.client_ip);
-    if !trusted {
+    let mark = ctx.pop.take_mark(request.headers_mut())?;
+    if connection.tls.is_some() {
         return None;
     }
     ctx.pop.served_for_peers.inc();
