@@ -103,6 +103,15 @@ pub struct ServerConfig {
     pub drain_s: u64,
     /// Spans of sampled requests sent to an OpenTelemetry collector.
     pub otlp: Option<OtlpConfig>,
+    /// Unsent bytes a client connection may have queued in the kernel
+    /// before the node writes more to it, in KiB (Linux `TCP_NOTSENT_LOWAT`,
+    /// tcp(7)); 0 leaves the kernel's default (no limit). Bytes in flight
+    /// are not limited, so a distant client's throughput is not; what is
+    /// limited is one connection taking a large socket buffer's worth of a
+    /// lane's writes while the others wait: with the default, the p99 of 16
+    /// clients fetching 10 MiB objects fell from about 500-750 ms to
+    /// 85-150 ms here, and throughput rose by a third.
+    pub send_lowat_kb: u32,
 }
 
 impl Default for ServerConfig {
@@ -122,6 +131,7 @@ impl Default for ServerConfig {
             access_log: crate::access_log::Format::Off,
             drain_s: 10,
             otlp: None,
+            send_lowat_kb: 128,
         }
     }
 }

@@ -140,6 +140,7 @@ pub async fn serve<H, F>(
     let header_timeout = Duration::from_millis(config.header_read_timeout_ms);
     let idle_timeout = Duration::from_millis(config.idle_timeout_ms);
     let drain = Duration::from_secs(config.drain_s);
+    let send_lowat = config.send_lowat_kb.saturating_mul(1024);
     let builders = Arc::new(builders(&config));
     let slots = Arc::new(Semaphore::new(config.max_connections as usize));
     let (stopping, stop) = watch::channel(false);
@@ -162,6 +163,9 @@ pub async fn serve<H, F>(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        if send_lowat > 0 {
+            let _ = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(send_lowat);
+        }
         metrics.node.accepted.inc();
         let serving = Serving {
             handler: handler.clone(),
