@@ -86,6 +86,95 @@ async fn a_post_whose_member_refuses_the_connection_goes_whole_to_the_next() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_post_to_http2_members_is_replayed_when_small_and_never_when_it_streams() {
+    let live = Origin::start("live").await;
+    let members = [(closed_port_url(), 1), (live.url(), 1)];
+    // HTTP/2 with prior knowledge: the request goes to the pooled client,
+    // which gives nothing back when it cannot connect; the body (1,000
+    // bytes, under `replay_body_kb`) was read whole, so it goes again.
+    let node = Node::start(&pool_config_with(&members, "protocol = \"h2c\""));
+    let client = Client::new();
+    for _ in 0..4 {
+        let r = post_order(&client, &node).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let seen = live.seen();
+    assert_eq!(seen.len(), 4);
+    assert!(seen.iter().all(|s| s.method == Method::POST
+        && s.body_len == 1000
+        && s.version == http::Version::HTTP_2));
+    // With every body streamed (`replay_body_kb = 0`), a POST that met the
+    // closed member first fails rather than being sent twice.
+    let live = Origin::start("live").await;
+    let members = [(closed_port_url(), 1), (live.url(), 1)];
+    let settings = "protocol = \"h2c\"\nreplay_body_kb = 0";
+    let node = Node::start(&pool_config_with(&members, settings));
+    let statuses: Vec<u16> = {
+        let mut all = Vec::new();
+        for _ in 0..4 {
+            all.push(post_order(&client, &node).await.status.as_u16());
+        }
+        all
+    };
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        2,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 502).count(),
+        2,
+        "{statuses:?}"
+    );
+    assert!(live.seen().iter().all(|s| s.body_len == 1000));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http2_member_is_bounded_by_max_streams_not_max_connections() {
+    let origin = Origin::start("slow").await;
+    origin.reply_to_all(Reply::ok().delay(Duration::from_secs(2)));
+    let settings = "protocol = \"h2c\"\nmax_connections = 1\nmax_streams = 3";
+    let node = Node::start(&pool_config_with(&[(origin.url(), 1)], settings));
+    let client = Client::new();
+    let answers = futures::future::join_all((0..5).map(|i| {
+        let client = client.clone();
+        let node = &node;
+        async move {
+            client
+                .send(
+                    node,
+                    Method::POST,
+                    "t.test",
+                    &format!("/s/{i}"),
+                    &[],
+                    "x".into(),
+                )
+                .await
+                .status
+                .as_u16()
+        }
+    }))
+    .await;
+    // One connection carries three requests at once; the other two find
+    // the member at its bound (503: no member may take them).
+    assert_eq!(origin.max_in_flight(), 3, "{answers:?}");
+    assert_eq!(
+        answers.iter().filter(|s| **s == 200).count(),
+        3,
+        "{answers:?}"
+    );
+    assert_eq!(
+        answers.iter().filter(|s| **s == 503).count(),
+        2,
+        "{answers:?}"
+    );
+    assert!(origin
+        .seen()
+        .iter()
+        .all(|s| s.version == http::Version::HTTP_2));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_pool_config_that_cannot_work_is_refused_at_load() {
     let dir = scratch_dir();
     let both = pool_config(&[("http://127.0.0.1:9".into(), 1)])

@@ -54,10 +54,23 @@ pub struct BackendConfig {
     /// its full share only after this long, ramping up linearly.
     #[serde(default = "default_slow_start_ms")]
     pub slow_start_ms: u64,
-    /// Most requests in flight to one member; a member at this bound is
-    /// passed over. 0: no bound.
+    /// Most connections to one member: for HTTP/1.1, requests in flight
+    /// (one per connection); a member at its bound is passed over. An
+    /// HTTP/2 member (`protocol = "h2c"`, or `"auto"` once ALPN chose h2)
+    /// takes every request on one connection, bounded by `max_streams`.
+    /// 0: no bound.
     #[serde(default)]
     pub max_connections: u32,
+    /// Most requests in flight on an HTTP/2 member's connection; a member
+    /// at its bound is passed over. 0: no bound.
+    #[serde(default)]
+    pub max_streams: u32,
+    /// Request bodies up to this many KiB are read whole before they are
+    /// sent, so that a request whose member cannot be reached (refused,
+    /// TLS failure) goes to the next member, a POST included. Larger bodies
+    /// stream as they come and are never sent twice. 0: stream every body.
+    #[serde(default = "default_replay_body_kb")]
+    pub replay_body_kb: u64,
     /// The HTTP version spoken to the members.
     #[serde(default)]
     pub protocol: Protocol,
@@ -116,6 +129,10 @@ pub enum Protocol {
     H2c,
 }
 
+fn default_replay_body_kb() -> u64 {
+    64
+}
+
 fn default_weight() -> u32 {
     1
 }
@@ -168,6 +185,8 @@ impl BackendConfig {
             retry_budget_percent: default_retry_budget_percent(),
             slow_start_ms: default_slow_start_ms(),
             max_connections: 0,
+            max_streams: 0,
+            replay_body_kb: default_replay_body_kb(),
             protocol: Protocol::default(),
             host_header: None,
             tls: None,

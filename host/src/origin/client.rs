@@ -14,6 +14,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -194,10 +195,13 @@ pub(super) fn build(
     tcp.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms)));
     tcp.set_nodelay(true);
     tcp.enforce_http(false);
+    if config.protocol == Protocol::H2c {
+        stats.speaks_h2.store(true, Ordering::Relaxed);
+    }
     let dial = Dial {
         tcp,
         member: member.uri_for("/"),
-        stats,
+        stats: stats.clone(),
     };
     let name = config
         .tls
@@ -222,6 +226,7 @@ pub(super) fn build(
             https.clone(),
             member.uri_for("/"),
             idle_timeout,
+            stats.clone(),
         ))
     });
     let mut client = Client::builder(TokioExecutor::new());

@@ -42,6 +42,7 @@ use tower_service::Service;
 
 use super::client::{Dial, Tcp};
 use super::counted::Counted;
+use super::member::MemberStats;
 use crate::http::{BoxError, ProxyBody};
 
 type Io = MaybeHttpsStream<Counted<Tcp>>;
@@ -109,16 +110,21 @@ pub(super) struct H1Pool {
     /// Per lane, most recently used last.
     idle: Box<[Mutex<VecDeque<Idle>>]>,
     idle_timeout: Duration,
-    /// An https member chose HTTP/2 when offered both: its requests go to
-    /// the pooled client from then on.
-    speaks_h2: AtomicBool,
+    /// Its stats: `speaks_h2` is set when an https member chose HTTP/2
+    /// when offered both; its requests go to the pooled client from then on.
+    stats: Arc<MemberStats>,
     /// Whether the sweep task runs (started with the first idle connection,
     /// on the runtime that made it).
     sweeping: AtomicBool,
 }
 
 impl H1Pool {
-    pub fn new(dial: HttpsConnector<Dial>, member: Uri, idle_timeout: Duration) -> H1Pool {
+    pub fn new(
+        dial: HttpsConnector<Dial>,
+        member: Uri,
+        idle_timeout: Duration,
+        stats: Arc<MemberStats>,
+    ) -> H1Pool {
         H1Pool {
             dial,
             member,
@@ -126,14 +132,14 @@ impl H1Pool {
                 .map(|_| Mutex::new(VecDeque::new()))
                 .collect(),
             idle_timeout,
-            speaks_h2: AtomicBool::new(false),
+            stats,
             sweeping: AtomicBool::new(false),
         }
     }
 
     /// Whether the member chose HTTP/2 on a connection made here.
     pub fn speaks_h2(&self) -> bool {
-        self.speaks_h2.load(Ordering::Relaxed)
+        self.stats.speaks_h2.load(Ordering::Relaxed)
     }
 
     /// Sends `request` (its URI absolute, as for the pooled client) on an
@@ -215,7 +221,7 @@ impl H1Pool {
         poll_fn(|cx| dial.poll_ready(cx)).await.map_err(failed)?;
         let io = dial.call(self.member.clone()).await.map_err(failed)?;
         if io.connected().is_negotiated_h2() {
-            self.speaks_h2.store(true, Ordering::Relaxed);
+            self.stats.speaks_h2.store(true, Ordering::Relaxed);
             return Err(Dialed::H2);
         }
         let (send, driver) = http1::Builder::new()

@@ -1,7 +1,7 @@
 //! A pool's members: where each one is, its weight, the requests it has in
 //! flight and its health, all readable without a lock.
 
-use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -30,6 +30,9 @@ pub struct MemberStats {
     pub ejections: Counter,
     /// Connections to it now open (idle in the pool or busy).
     pub open_connections: AtomicI64,
+    /// It speaks HTTP/2 (`h2c`, or ALPN chose h2): its requests share one
+    /// connection, bounded by `max_streams` rather than `max_connections`.
+    pub speaks_h2: AtomicBool,
 }
 
 impl Member {
@@ -81,8 +84,10 @@ pub(super) struct Pool {
     /// the pool past `max_ejected_percent`.
     ejecting: std::sync::Mutex<()>,
     pub slow_start_ms: u64,
-    /// 0: no bound.
-    pub max_in_flight: u32,
+    /// Requests in flight on an HTTP/1.1 member (one a connection) and on
+    /// an HTTP/2 member; 0: no bound.
+    pub max_connections: u32,
+    pub max_streams: u32,
 }
 
 impl Pool {
@@ -91,7 +96,7 @@ impl Pool {
         probe: Option<&ProbeConfig>,
         ejection: EjectionConfig,
         slow_start_ms: u64,
-        max_in_flight: u32,
+        (max_connections, max_streams): (u32, u32),
     ) -> Pool {
         Pool {
             members: members
@@ -108,7 +113,8 @@ impl Pool {
             ejection,
             ejecting: std::sync::Mutex::new(()),
             slow_start_ms,
-            max_in_flight,
+            max_connections,
+            max_streams,
         }
     }
 
@@ -122,8 +128,12 @@ impl Pool {
     /// at its bound of requests in flight.
     pub fn eligible(&self, i: usize, now_ms: u64) -> bool {
         let member = &self.members[i];
-        member.health.available(now_ms)
-            && (self.max_in_flight == 0 || member.in_flight() < self.max_in_flight)
+        let bound = if member.stats.speaks_h2.load(Ordering::Relaxed) {
+            self.max_streams
+        } else {
+            self.max_connections
+        };
+        member.health.available(now_ms) && (bound == 0 || member.in_flight() < bound)
     }
 
     /// Its share of requests while it ramps up after coming back, 0.1 to 1
@@ -175,7 +185,7 @@ impl Pool {
             reasons.push(format!("{ejected} taken out after failures"));
         }
         if down + ejected < members.len() {
-            reasons.push("the rest at max_connections".into());
+            reasons.push("the rest at max_connections (HTTP/2: max_streams)".into());
         }
         format!("backend {backend}: {}", reasons.join(", "))
     }

@@ -16,6 +16,7 @@ mod h1;
 mod health;
 mod member;
 mod probe;
+mod replay;
 mod retry;
 mod ring;
 mod upload;
@@ -103,6 +104,9 @@ pub struct Backend {
     retries: u32,
     /// Host header to send instead of the client's.
     pub host_header: Option<HeaderValue>,
+    /// Request bodies up to this size are read whole and may be sent to a
+    /// second member (`replay_body_kb`).
+    replay_body_bytes: u64,
     first_byte: Duration,
     between_bytes: Duration,
     /// One per member, in the pool's order.
@@ -144,7 +148,7 @@ impl Backend {
             config.probe.as_ref(),
             config.ejection,
             config.slow_start_ms,
-            config.max_connections,
+            (config.max_connections, config.max_streams),
         ));
         let clients = pool
             .members
@@ -176,6 +180,7 @@ impl Backend {
             retried: Counter::default(),
             retries: config.retries,
             host_header,
+            replay_body_bytes: config.replay_body_kb.saturating_mul(1024),
             first_byte: Duration::from_millis(config.first_byte_timeout_ms),
             between_bytes: Duration::from_millis(config.between_bytes_timeout_ms),
             clients,
@@ -217,10 +222,12 @@ impl Backend {
     /// Sends a request (its URI: the path and query on the backend) to a
     /// member and waits for the response head; `key` is what `hash`
     /// balancing hashes (the cache key). A failed attempt goes to the next
-    /// member, up to `retries` times, if the request has no body to send
-    /// again and either nothing was sent (a failed connect or handshake) or
-    /// the method is idempotent (RFC 9110 section 9.2.2) and the retry
-    /// budget allows. A timeout is not retried here: the policy's chain
+    /// member, up to `retries` times, if its body can be sent again (none,
+    /// or one of at most `replay_body_kb`, read whole first) and either
+    /// nothing was sent (a failed connect or handshake) or the method is
+    /// idempotent (RFC 9110 section 9.2.2) and the retry budget allows; a
+    /// larger body streams, and goes to another member only if it was
+    /// handed back untouched. A timeout is not retried here: the policy's chain
     /// moves on. The members that failed before the last one tried are
     /// added to `failed`, with why.
     pub async fn send(
@@ -246,8 +253,12 @@ impl Backend {
             .path_and_query()
             .map_or("/", |pq| pq.as_str())
             .to_string();
-        let replayable = http_body::Body::is_end_stream(&body);
-        let mut body = Some(body);
+        let (mut body, replay) = match replay::prepare(body, self.replay_body_bytes).await {
+            Ok(replay::Prepared::Whole(bytes)) => (None, Some(bytes)),
+            Ok(replay::Prepared::Stream(body)) => (Some(body), None),
+            Err(e) => return Err(OriginError::RequestBody(error_chain(&*e))),
+        };
+        let replayable = replay.is_some();
         // A request a member's connection failed before it went out: its
         // body untouched, it can go to the next member whatever it is.
         let mut unsent: Option<Box<Request<ProxyBody>>> = None;
@@ -259,7 +270,12 @@ impl Backend {
             let mut request = match unsent.take() {
                 Some(request) => *request,
                 None => {
-                    let mut request = Request::new(body.take().unwrap_or_else(crate::http::empty));
+                    let body = match &replay {
+                        Some(bytes) if bytes.is_empty() => crate::http::empty(),
+                        Some(bytes) => crate::http::full(bytes.clone()),
+                        None => body.take().unwrap_or_else(crate::http::empty),
+                    };
+                    let mut request = Request::new(body);
                     *request.method_mut() = parts.method.clone();
                     // Copied only while another attempt may need them.
                     *request.headers_mut() = if more && replayable {
