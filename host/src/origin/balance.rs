@@ -192,7 +192,13 @@ mod tests {
                 weight,
             })
             .collect();
-        Arc::new(Pool::new(members, None, EjectionConfig::default(), 0, 0))
+        Arc::new(Pool::new(
+            members,
+            None,
+            EjectionConfig::default(),
+            0,
+            (0, 0),
+        ))
     }
 
     #[test]

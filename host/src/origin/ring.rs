@@ -108,7 +108,7 @@ mod tests {
                 weight: 1,
             })
             .collect();
-        Pool::new(members, None, EjectionConfig::default(), 0, 0)
+        Pool::new(members, None, EjectionConfig::default(), 0, (0, 0))
     }
 
     fn owner(pool: &Arc<Pool>, ring: &Ring, key: &str) -> String {
