@@ -24,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub mod browser;
+pub mod chaos;
 pub mod etcd;
 pub mod fleet;
 pub mod metrics;
@@ -271,17 +272,26 @@ pub struct Origin {
 
 impl Origin {
     pub async fn start(name: &str) -> Origin {
-        Origin::start_with(name, None).await
+        Origin::start_with(name, None, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// An origin on `addr` (one that stopped there, started again).
+    pub async fn start_at(name: &str, addr: SocketAddr) -> Origin {
+        Origin::start_with(name, None, addr).await
     }
 
     /// An origin that serves over TLS with `tls` (see `tls::Pki::acceptor`).
     pub async fn start_tls(name: &str, tls: tokio_rustls::TlsAcceptor) -> Origin {
-        Origin::start_with(name, Some(tls)).await
+        Origin::start_with(name, Some(tls), "127.0.0.1:0".parse().unwrap()).await
     }
 
-    async fn start_with(name: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> Origin {
+    async fn start_with(
+        name: &str,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        addr: SocketAddr,
+    ) -> Origin {
         let with_tls = tls.is_some();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(OriginState {
             name: name.to_string(),

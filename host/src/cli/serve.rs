@@ -68,12 +68,10 @@ pub async fn run(
         let fleet = (fleet_status.clone(), link);
         start_admin(&config, admin, &control, reload, fleet).await?;
     }
-    if let Some(path) = options.config_path {
-        tokio::spawn(crate::control::sighup::reload_on_sighup(
-            control.clone(),
-            path,
-        ));
-    }
+    tokio::spawn(crate::control::sighup::reload_on_sighup(
+        control.clone(),
+        options.config_path,
+    ));
     // The threads requests are served on, one per core.
     let lanes = Arc::new(crate::server::Lanes::per_core()?);
     // Fair shares of guest CPU between tenants (tenant::cpu_share): guests

@@ -6,8 +6,11 @@ use std::sync::Arc;
 use super::Control;
 
 /// Re-reads `path` on every SIGHUP and applies it; a bad file is logged and
-/// the running tenants (and certificates) stay as they are.
-pub async fn reload_on_sighup(control: Arc<Control>, path: PathBuf) {
+/// the running tenants (and certificates) stay as they are. Without a file
+/// to re-read (a fleet node, whose tenants come from etcd; quick mode), a
+/// SIGHUP is logged and changes nothing: it never stops the node, as the
+/// signal's default action would.
+pub async fn reload_on_sighup(control: Arc<Control>, path: Option<PathBuf>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -15,8 +18,16 @@ pub async fn reload_on_sighup(control: Arc<Control>, path: PathBuf) {
             return;
         };
         while hup.recv().await.is_some() {
-            // `reload_file` logs the outcome.
-            let _ = control.reload_file(&path).await;
+            match &path {
+                // `reload_file` logs the outcome.
+                Some(path) => {
+                    let _ = control.reload_file(path).await;
+                }
+                None => tracing::warn!(
+                    "SIGHUP: nothing to re-read (a fleet node's tenants come from etcd; \
+                     its config file's other settings take effect at a restart)"
+                ),
+            }
         }
     }
     #[cfg(not(unix))]
