@@ -368,6 +368,36 @@ pub async fn run(duration: Duration) -> Report {
         }
     }
     let after = footprints(&fleet);
+    let mut sharing = Vec::new();
+    let nodes: Vec<Option<(usize, SocketAddr)>> = fleet
+        .nodes
+        .lock()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, n)| n.as_ref().and_then(|n| n.admin).map(|a| (i, a)))
+        .collect();
+    for (i, admin) in nodes.into_iter().flatten() {
+        let request = Request::builder()
+            .uri(format!("http://{admin}/metrics"))
+            .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+            .body(full_body(Bytes::new()))
+            .unwrap();
+        if let Ok(r) = client.inner.request(request).await {
+            let body = http_body_util::BodyExt::collect(r.into_body())
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let m = crate::metrics::Scrape::parse(&String::from_utf8_lossy(&body));
+            sharing.push(format!(
+                "| {} | {} | {} | {} |",
+                fleet.ids[i],
+                m.sum("outpost_cache_objects", &[("tenant", "shop")]),
+                m.sum("outpost_pop_forwards_total", &[]),
+                m.value("outpost_pop_served_for_peers_total", &[]),
+            ));
+        }
+    }
     report(
         &fleet,
         &[&shop, &api[1], &media, &restarted],
@@ -377,6 +407,7 @@ pub async fn run(duration: Duration) -> Report {
         converged,
         versions,
         converged_at,
+        sharing,
     )
 }
 
@@ -664,6 +695,7 @@ fn report(
     converged: bool,
     versions: Vec<String>,
     converged_at: Instant,
+    sharing: Vec<String>,
 ) -> Report {
     let faults = fleet.faults.lock().unwrap().clone();
     let outcomes = fleet.outcomes.lock().unwrap();
@@ -767,6 +799,13 @@ fn report(
             .collect::<Vec<_>>()
             .join(", ")
     ));
+    text.push_str(
+        "\n| node | shop objects stored | POP forwards | served for POP members |\n|---|---:|---:|---:|\n",
+    );
+    for line in &sharing {
+        text.push_str(line);
+        text.push('\n');
+    }
     text.push_str(&format!(
         "\nEvery node on the same versions at the end: {converged}.\n"
     ));
