@@ -252,6 +252,10 @@ pub async fn run(duration: Duration) -> Report {
     let member = fleet.fault("pool member api-1 killed", None, None);
     let api_addr = api[0].addr;
     api[0].stop();
+    // What api-1 was answering when it went is lost with it (a POST that
+    // was sent is never sent again); new requests go to api-2.
+    let cut = fleet.fault("requests in flight to api-1 cut", None, Some("/"));
+    fleet.end(cut);
     sleep_until(&fleet, at(0.3)).await;
     let restarted = Origin::start_at("api-1", api_addr).await;
     script_api(&restarted);
@@ -343,6 +347,9 @@ pub async fn run(duration: Duration) -> Report {
     })
     .await
     .unwrap();
+    // The halt reaches every node through its watch: the fault lasts until
+    // none of them runs the staged version any more.
+    until_no_canary(&fleet, &client).await;
     fleet.end(staged);
     if ok || !out.contains("halted") {
         lost.push(format!("the misbehaving version was not halted: {out}"));
@@ -409,6 +416,41 @@ pub async fn run(duration: Duration) -> Report {
         converged_at,
         sharing,
     )
+}
+
+/// Waits (bounded) until no node runs a canary of `shop`.
+async fn until_no_canary(fleet: &Fleet, client: &Client) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let admins: Vec<SocketAddr> = fleet
+            .nodes
+            .lock()
+            .unwrap()
+            .iter()
+            .flatten()
+            .filter_map(|n| n.admin)
+            .collect();
+        let mut any = false;
+        for admin in admins {
+            let request = Request::builder()
+                .uri(format!("http://{admin}/tenants/shop"))
+                .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+                .body(full_body(Bytes::new()))
+                .unwrap();
+            if let Ok(r) = client.inner.request(request).await {
+                let body = http_body_util::BodyExt::collect(r.into_body())
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                any |= !v["canary"].is_null();
+            }
+        }
+        if !any {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Sleeps until `offset` into the run.
