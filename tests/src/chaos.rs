@@ -385,17 +385,7 @@ pub async fn run(duration: Duration) -> Report {
         .map(|(i, n)| n.as_ref().and_then(|n| n.admin).map(|a| (i, a)))
         .collect();
     for (i, admin) in nodes.into_iter().flatten() {
-        let request = Request::builder()
-            .uri(format!("http://{admin}/metrics"))
-            .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
-            .body(full_body(Bytes::new()))
-            .unwrap();
-        if let Ok(r) = client.inner.request(request).await {
-            let body = http_body_util::BodyExt::collect(r.into_body())
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            let m = crate::metrics::Scrape::parse(&String::from_utf8_lossy(&body));
+        if let Some(m) = admin_metrics(&client, admin).await {
             sharing.push(format!(
                 "| {} | {} | {} | {} |",
                 fleet.ids[i],
@@ -418,6 +408,50 @@ pub async fn run(duration: Duration) -> Report {
     )
 }
 
+/// `GET path` on an admin listener with the token: the body as JSON, or
+/// the text of what went wrong.
+async fn admin_json(
+    client: &Client,
+    admin: SocketAddr,
+    path: &str,
+) -> Result<serde_json::Value, String> {
+    let request = Request::builder()
+        .uri(format!("http://{admin}{path}"))
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .body(full_body(Bytes::new()))
+        .unwrap();
+    let response = client
+        .inner
+        .request(request)
+        .await
+        .map_err(|e| format!("({e})"))?;
+    if response.status() != 200 {
+        return Err(format!("({})", response.status()));
+    }
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .map_err(|e| format!("({e})"))?
+        .to_bytes();
+    serde_json::from_slice(&body).map_err(|e| format!("({e})"))
+}
+
+/// `GET /metrics` on an admin listener, parsed.
+async fn admin_metrics(client: &Client, admin: SocketAddr) -> Option<crate::metrics::Scrape> {
+    let request = Request::builder()
+        .uri(format!("http://{admin}/metrics"))
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .body(full_body(Bytes::new()))
+        .unwrap();
+    let response = client.inner.request(request).await.ok()?;
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .ok()?
+        .to_bytes();
+    Some(crate::metrics::Scrape::parse(&String::from_utf8_lossy(
+        &body,
+    )))
+}
+
 /// Waits (bounded) until no node runs a canary of `shop`.
 async fn until_no_canary(fleet: &Fleet, client: &Client) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -432,17 +466,7 @@ async fn until_no_canary(fleet: &Fleet, client: &Client) {
             .collect();
         let mut any = false;
         for admin in admins {
-            let request = Request::builder()
-                .uri(format!("http://{admin}/tenants/shop"))
-                .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
-                .body(full_body(Bytes::new()))
-                .unwrap();
-            if let Ok(r) = client.inner.request(request).await {
-                let body = http_body_util::BodyExt::collect(r.into_body())
-                    .await
-                    .map(|b| b.to_bytes())
-                    .unwrap_or_default();
-                let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            if let Ok(v) = admin_json(client, admin, "/tenants/shop").await {
                 any |= !v["canary"].is_null();
             }
         }
@@ -696,24 +720,9 @@ async fn converged(fleet: &Fleet, client: &Client) -> (bool, Vec<String>) {
         for admin in admins.into_iter().flatten() {
             let mut seen = BTreeMap::new();
             for tenant in ["shop", "api", "media"] {
-                let request = Request::builder()
-                    .uri(format!("http://{admin}/tenants/{tenant}"))
-                    .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
-                    .body(full_body(Bytes::new()))
-                    .unwrap();
-                let active = match client.inner.request(request).await {
-                    Ok(r) if r.status() == 200 => {
-                        let body = http_body_util::BodyExt::collect(r.into_body())
-                            .await
-                            .map(|b| b.to_bytes())
-                            .unwrap_or_default();
-                        serde_json::from_slice::<serde_json::Value>(&body)
-                            .ok()
-                            .and_then(|v| v["active"].as_str().map(str::to_string))
-                            .unwrap_or_else(|| "-".into())
-                    }
-                    Ok(r) => format!("({})", r.status()),
-                    Err(e) => format!("({e})"),
+                let active = match admin_json(client, admin, &format!("/tenants/{tenant}")).await {
+                    Ok(v) => v["active"].as_str().unwrap_or("-").to_string(),
+                    Err(e) => e,
                 };
                 seen.insert(tenant, active);
             }

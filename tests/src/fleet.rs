@@ -43,6 +43,18 @@ pub fn fleet_node_in(url: &str, id: &str, dir: &std::path::Path) -> Node {
 /// A node of POP `pop` of the fleet on the etcd at `url`, keeping its state
 /// in `dir`.
 pub fn fleet_node_at(url: &str, id: &str, pop: &str, dir: &std::path::Path) -> Node {
+    fleet_node_env(url, id, pop, dir, &[])
+}
+
+/// [`fleet_node_at`] with extra environment variables (where secrets come
+/// from).
+pub fn fleet_node_env(
+    url: &str,
+    id: &str,
+    pop: &str,
+    dir: &std::path::Path,
+    env: &[(&str, &str)],
+) -> Node {
     let path = dir.join("outpost.toml");
     let state = dir.join("state");
     std::fs::write(&path, admin_section()).unwrap();
@@ -61,7 +73,7 @@ pub fn fleet_node_at(url: &str, id: &str, pop: &str, dir: &std::path::Path) -> N
         "--state-dir",
         state.to_str().unwrap(),
     ];
-    Node::spawn(&args, dir)
+    Node::spawn_env(&args, dir, env)
 }
 
 /// Runs `outpost ARGS`; (succeeded, stdout + stderr).

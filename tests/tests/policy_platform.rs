@@ -622,26 +622,7 @@ async fn bad_signed_url_configs_are_refused_with_file_field_and_line() {
 
 /// A node of POP `ams` of the fleet on `etcd`, with the signing key.
 fn pop_node(etcd: &outpost_e2e::etcd::Etcd, id: &str) -> Node {
-    let dir = scratch_dir();
-    let path = dir.join("outpost.toml");
-    std::fs::write(&path, admin_section()).unwrap();
-    let state = dir.join("state");
-    let args = [
-        "serve",
-        "--config",
-        path.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--etcd",
-        &etcd.url,
-        "--node-id",
-        id,
-        "--pop",
-        "ams",
-        "--state-dir",
-        state.to_str().unwrap(),
-    ];
-    Node::spawn_env(&args, &dir, &[(KEY_VAR, KEY)])
+    outpost_e2e::fleet::fleet_node_env(&etcd.url, id, "ams", &scratch_dir(), &[(KEY_VAR, KEY)])
 }
 
 #[tokio::test(flavor = "multi_thread")]
