@@ -125,6 +125,8 @@ async fn handle_tenant(
         return to_owner::invalidated_for_peer(&tenant, key);
     }
     let (mut parts, body) = request.into_parts();
+    // The node answers a bad link itself unless the policy wants to.
+    let mut refusal = None;
     let signature = match (&from_peer, &tenant.signed_urls) {
         // The member that forwarded it checked it (and took the token off).
         (Some(mark), _) => mark.signature,
@@ -137,9 +139,7 @@ async fn handle_tenant(
                 parts.uri = uri;
             }
             if urls.on_invalid == OnInvalid::Deny {
-                if let Some(refusal) = respond::signature_refused(checked.verdict) {
-                    return finish::measured(refusal, tenant, started, None);
-                }
+                refusal = respond::signature_refused(checked.verdict);
             }
             checked.verdict
         }
@@ -170,6 +170,10 @@ async fn handle_tenant(
         version: module.version.clone(),
         trail: trail.clone(),
     });
+    if let Some(refusal) = refusal {
+        // Logged and counted like any answer, without running the policy.
+        return finish::measured(refusal, tenant, started, access);
+    }
     let trace = ctx.trace_requests.then(|| info.clone());
     let (mut response, summary) =
         decide::run_policy(ctx.clone(), tenant.clone(), module, info, body, trail).await;
