@@ -527,13 +527,17 @@ async fn load(fleet: Arc<Fleet>, worker: u64) {
         let node = (n % 4) as usize;
         let addr = fleet.addrs.lock().unwrap()[node];
         let unique = UNIQUE.fetch_add(1, Ordering::Relaxed);
+        // The object asked for, spread independently of the node and of
+        // the kind of request (both follow `n`): every node sees every
+        // object.
+        let object = (unique.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) % OBJECTS;
         let (what, client, method, host, path, body) = match n % 10 {
             0..=3 => (
                 "hit",
                 &h1,
                 Method::GET,
                 "shop.test",
-                format!("/obj/{}", n % OBJECTS),
+                format!("/obj/{object}"),
                 0,
             ),
             4 => (
@@ -565,7 +569,7 @@ async fn load(fleet: Arc<Fleet>, worker: u64) {
                 &h1,
                 Method::GET,
                 "media.test",
-                format!("/m/{}", n % 10),
+                format!("/m/{}", object % 10),
                 0,
             ),
             8 => (
@@ -573,7 +577,7 @@ async fn load(fleet: Arc<Fleet>, worker: u64) {
                 &h2,
                 Method::GET,
                 "127.0.0.1",
-                format!("/obj/{}", n % OBJECTS),
+                format!("/obj/{object}"),
                 0,
             ),
             _ => (
@@ -838,10 +842,35 @@ fn report(
         .iter()
         .filter(|f| f.what.contains("purge of catalog"))
         .count();
+    let mut by_host: BTreeMap<String, (usize, std::collections::BTreeSet<String>)> =
+        BTreeMap::new();
+    for seen in origins[0]
+        .seen()
+        .iter()
+        .filter(|s| s.target.starts_with("/obj/"))
+    {
+        let host = seen
+            .headers
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("-")
+            .to_string();
+        let entry = by_host.entry(host).or_default();
+        entry.0 += 1;
+        entry.1.insert(seen.target.clone());
+    }
+    for (host, (n, targets)) in &by_host {
+        text.push_str(&format!(
+            "\nShop objects fetched with Host {host}: {n} times, {} distinct.",
+            targets.len()
+        ));
+    }
+    text.push('\n');
     text.push_str(&format!(
-        "\nThe shop origin was asked for its {OBJECTS} objects {} times; the ideal is each object once \
-         per POP and again after the tag purge: {} (each policy deploy that changes the cache key \
-         scheme, and the URL purge, add their own). Other origins: {}.\n",
+        "\nThe shop origin was asked for its {OBJECTS} objects {} times in all (the floor: each object \
+         once per POP, again after the tag purge, {}; every policy deploy that changes the key \
+         scheme, the URL purge and the node restarted add their own, and HTTP/2 requests name a \
+         node's own address, so each such node is a key space of its own). Other origins: {}.\n",
         objects(origins[0]),
         OBJECTS as usize * 2 * (1 + purges),
         origins[1..]
