@@ -22,7 +22,9 @@ async fn a_fleet_under_load_through_a_schedule_of_faults_explains_every_error_an
 
 /// The full run, for `bench/chaos` (`CHAOS_MINUTES`, 10 by default).
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "ten minutes: run by bench/chaos"]
+// Ten minutes is too long for CI; the same soak, shortened to 80 s, is the
+// test above, which CI runs.
+#[ignore = "ten minutes: run by bench/chaos; CI runs the 80 s soak above"]
 async fn chaos_soak() {
     let minutes: u64 = std::env::var("CHAOS_MINUTES")
         .ok()

@@ -29,6 +29,17 @@ use crate::config::{FieldError, OnInvalid, SignedUrlFormat, SignedUrlsConfig, To
 use crate::http::SignatureVerdict;
 use crate::secrets::{Secret, Secrets};
 
+/// The query parameters a token of `config`'s format is carried in.
+fn token_params(config: &SignedUrlsConfig) -> Vec<String> {
+    let names: &[&str] = match (config.format, config.token_in) {
+        (SignedUrlFormat::HmacSha256, _) => &["exp", "kid", "sig"],
+        (SignedUrlFormat::NginxMd5, _) => &["md5", "expires"],
+        (SignedUrlFormat::EdgeAuth, TokenIn::Query) => return vec![config.token_name.clone()],
+        (SignedUrlFormat::EdgeAuth, _) => &[],
+    };
+    names.iter().map(|n| n.to_string()).collect()
+}
+
 /// Shortest signing key accepted, in bytes (half an HMAC-SHA256 block;
 /// RFC 2104 section 3 advises no less than the hash's output length).
 pub const MIN_KEY_BYTES: usize = 16;
@@ -44,7 +55,9 @@ pub struct SignedUrls {
     paths: Vec<String>,
     skew_s: u64,
     pub on_invalid: OnInvalid,
-    strip_token: bool,
+    /// The query parameters removed from a checked request's target
+    /// (none when `strip_token` is off), worked out once per config.
+    strip_params: Vec<String>,
     token_name: String,
     token_in: TokenIn,
     md5_template: String,
@@ -94,7 +107,11 @@ impl SignedUrls {
             paths: config.paths.clone(),
             skew_s: config.max_skew_s,
             on_invalid: config.on_invalid,
-            strip_token: config.strip_token,
+            strip_params: if config.strip_token {
+                token_params(config)
+            } else {
+                Vec::new()
+            },
             token_name: config.token_name.clone(),
             token_in: config.token_in,
             md5_template: config.md5_template.clone(),
@@ -122,21 +139,12 @@ impl SignedUrls {
             SignedUrlFormat::EdgeAuth => formats::check_edge_auth(self, &request),
             SignedUrlFormat::NginxMd5 => formats::check_nginx_md5(self, &request),
         };
-        let stripped = self
-            .strip_token
-            .then(|| query::without(uri, &self.token_params()))
-            .flatten();
+        let stripped = if self.strip_params.is_empty() {
+            None
+        } else {
+            query::without(uri, &self.strip_params)
+        };
         Checked { verdict, stripped }
-    }
-
-    /// The query parameters a token of this format is carried in.
-    fn token_params(&self) -> Vec<&str> {
-        match (self.format, self.token_in) {
-            (SignedUrlFormat::HmacSha256, _) => vec!["exp", "kid", "sig"],
-            (SignedUrlFormat::NginxMd5, _) => vec!["md5", "expires"],
-            (SignedUrlFormat::EdgeAuth, TokenIn::Query) => vec![self.token_name.as_str()],
-            (SignedUrlFormat::EdgeAuth, _) => Vec::new(),
-        }
     }
 
     /// A link to `path_with_query` valid until `expires` (Unix seconds),

@@ -19,7 +19,11 @@ fn urls(format: SignedUrlFormat, keys: &[(&str, &[u8])], signer: &str) -> Signed
         paths: vec!["/dl/".into()],
         skew_s: 30,
         on_invalid: OnInvalid::Deny,
-        strip_token: true,
+        strip_params: match format {
+            SignedUrlFormat::HmacSha256 => vec!["exp".into(), "kid".into(), "sig".into()],
+            SignedUrlFormat::NginxMd5 => vec!["md5".into(), "expires".into()],
+            SignedUrlFormat::EdgeAuth => vec!["hdnts".into()],
+        },
         token_name: "hdnts".into(),
         token_in: TokenIn::Query,
         md5_template: "$secure_link_expires$uri $secret".into(),
